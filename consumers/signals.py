@@ -1,0 +1,41 @@
+"""Turn SIGINT/SIGTERM into a flag the consumer loop checks, so it stops between records."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+
+class StopFlag:
+    """Set by a signal (or by code); the loop finishes its record, checkpoints and exits.
+
+    >>> flag = StopFlag()
+    >>> flag.is_set()
+    False
+    >>> flag.set("test")
+    >>> flag.is_set(), flag.reason
+    (True, 'test')
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        self.reason = reason
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def install(self) -> None:
+        """Route SIGINT and SIGTERM here; only possible from the main thread."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            self.set(signal.Signals(signum).name)
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)

@@ -1,0 +1,200 @@
+"""Checkpoints in Redis: one signed, versioned unit of state and offsets per write.
+
+Keys, all under ``riverline:{pipeline}:``:
+
+- ``ckpt:{version}``: a hash with ``blob`` (zlib-compressed pickle), ``offsets`` (JSON),
+  ``meta`` (JSON) and ``sig`` (HMAC-SHA256 over the three);
+- ``ckpt:latest``: the version to resume from; flipped in the same MULTI/EXEC as the write;
+- ``ckpt:versions``: a sorted set of the kept versions; ``ckpt:counter``: the version counter.
+
+Pickle from a writable Redis is code execution, so a blob whose signature does not verify is
+refused before it is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import pickle
+import signal
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+Offsets = dict[tuple[str, int], int]
+
+# Fault injection for the crash tests: SIGKILL this process during its Nth checkpoint, after
+# the blob is built and before the atomic write. Off unless the variable is set.
+CRASH_ENV = "RIVERLINE_FAULT_SIGKILL_IN_CHECKPOINT"
+
+# One atomic unit: refuse a writer whose fencing token is below the fence, else write the
+# version and flip `latest` in the same script, so a reader never sees half a checkpoint.
+SAVE = """
+if ARGV[1] ~= '' then
+  local fence = redis.call('GET', KEYS[1])
+  if fence and tonumber(fence) > tonumber(ARGV[1]) then
+    return redis.error_reply('FENCED fence ' .. fence .. ' above token ' .. ARGV[1])
+  end
+end
+redis.call('HSET', KEYS[2], 'blob', ARGV[3], 'offsets', ARGV[4], 'meta', ARGV[5], 'sig', ARGV[6])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[2])
+redis.call('SET', KEYS[4], ARGV[2])
+return 1
+"""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be trusted or read."""
+
+
+class Fenced(CheckpointError):
+    """The write came from a writer whose lease was taken over; nothing was written."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    version: int
+    state: Any
+    offsets: Offsets
+    meta: dict[str, Any]
+
+
+def _offsets_to_json(offsets: Offsets) -> str:
+    return json.dumps(sorted([t, p, o] for (t, p), o in offsets.items()))
+
+
+def _offsets_from_json(text: str) -> Offsets:
+    return {(t, int(p)): int(o) for t, p, o in json.loads(text)}
+
+
+class CheckpointStore:
+    def __init__(
+        self, client: redis.Redis, pipeline: str, secret: bytes | None, keep: int = 5
+    ) -> None:
+        # Without decode_responses every reply is bytes; redis-py types them as bytes | str.
+        self.client: Any = client
+        self.prefix = f"riverline:{pipeline}:"
+        self.secret = secret
+        self.keep = keep
+        self._save = self.client.register_script(SAVE)
+        self.saves = 0
+
+    def key(self, suffix: str) -> str:
+        return self.prefix + suffix
+
+    def _sign(self, *parts: bytes) -> str:
+        if self.secret is None:
+            return ""
+        mac = hmac.new(self.secret, digestmod=hashlib.sha256)
+        for part in parts:
+            mac.update(len(part).to_bytes(8, "big"))
+            mac.update(part)
+        return mac.hexdigest()
+
+    def save(
+        self,
+        state: Any,
+        offsets: Offsets,
+        meta: dict[str, Any] | None = None,
+        token: int | None = None,
+    ) -> int:
+        """Write a new version and make it the latest, atomically; returns the version.
+
+        With a fencing ``token``, the write is refused (:class:`Fenced`) if a newer writer
+        has taken the pipeline's lease since.
+        """
+        payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        blob = zlib.compress(payload, 1)
+        version = int(self.client.incr(self.key("ckpt:counter")))
+        meta = {
+            **(meta or {}),
+            "version": version,
+            "written_at": time.time(),
+            "bytes": len(blob),
+            "raw_bytes": len(payload),
+        }
+        offsets_json = _offsets_to_json(offsets).encode()
+        meta_json = json.dumps(meta, sort_keys=True).encode()
+        signature = self._sign(blob, offsets_json, meta_json)
+        keys = [
+            self.key("lease:fence"),
+            self.key(f"ckpt:{version}"),
+            self.key("ckpt:versions"),
+            self.key("ckpt:latest"),
+        ]
+        fence_arg = "" if token is None else str(token)
+        self.saves += 1
+        if os.environ.get(CRASH_ENV) == str(self.saves):
+            os.kill(os.getpid(), signal.SIGKILL)
+        try:
+            self._save(
+                keys=keys,
+                args=[fence_arg, version, blob, offsets_json, meta_json, signature],
+            )
+        except redis.ResponseError as e:
+            if "FENCED" in str(e):
+                raise Fenced(f"checkpoint refused: {e}") from None
+            raise
+        self._trim()
+        return version
+
+    def rollback(self, version: int) -> None:
+        """Make an older version the latest; it is verified first, so a bad one is refused."""
+        self.load(version)
+        self.client.set(self.key("ckpt:latest"), version)
+
+    def _trim(self) -> None:
+        stale = self.client.zrange(self.key("ckpt:versions"), 0, -self.keep - 1)
+        if stale:
+            pipe = self.client.pipeline(transaction=True)
+            for raw in stale:
+                pipe.delete(self.key(f"ckpt:{int(raw)}"))
+            pipe.zrem(self.key("ckpt:versions"), *stale)
+            pipe.execute()
+
+    def latest_version(self) -> int | None:
+        raw = self.client.get(self.key("ckpt:latest"))
+        return int(raw) if raw is not None else None
+
+    def versions(self) -> list[int]:
+        return [int(v) for v in self.client.zrange(self.key("ckpt:versions"), 0, -1)]
+
+    def meta(self, version: int) -> dict[str, Any] | None:
+        raw = self.client.hget(self.key(f"ckpt:{version}"), "meta")
+        return json.loads(raw) if raw is not None else None
+
+    def load(self, version: int) -> Checkpoint:
+        fields = self.client.hgetall(self.key(f"ckpt:{version}"))
+        if not fields:
+            raise CheckpointError(f"checkpoint version {version} does not exist")
+        blob, offsets_json = fields.get(b"blob", b""), fields.get(b"offsets", b"")
+        meta_json, sig = fields.get(b"meta", b""), fields.get(b"sig", b"").decode()
+        if self.secret is not None:
+            expected = self._sign(blob, offsets_json, meta_json)
+            if not sig:
+                raise CheckpointError(
+                    f"checkpoint {self.prefix}ckpt:{version} is not signed; refusing to load it"
+                )
+            if not hmac.compare_digest(sig, expected):
+                raise CheckpointError(
+                    f"checkpoint {self.prefix}ckpt:{version} failed its signature check "
+                    "(altered, or signed with another secret); refusing to load it"
+                )
+        state = pickle.loads(zlib.decompress(blob))
+        return Checkpoint(
+            version, state, _offsets_from_json(offsets_json.decode()), json.loads(meta_json)
+        )
+
+    def load_latest(self) -> Checkpoint | None:
+        version = self.latest_version()
+        return self.load(version) if version is not None else None
+
+    def delete_all(self) -> int:
+        """Remove every key of this pipeline (its own prefix only)."""
+        keys = list(self.client.scan_iter(match=self.prefix + "*", count=500))
+        return int(self.client.delete(*keys)) if keys else 0

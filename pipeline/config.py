@@ -1,0 +1,367 @@
+"""The pipeline's configuration: YAML file, then environment, then command-line flags.
+
+Precedence, lowest first: field defaults, the YAML file, environment variables
+(``RIVERLINE_<SECTION>__<FIELD>``, plus the short aliases ``RIVERLINE_KAFKA_BOOTSTRAP`` and
+``RIVERLINE_REDIS_URL``), then explicit overrides (the CLI flags).
+
+>>> cfg = load_config(None, {"name": "doc-example", "gating": {"min_labels": 5}})
+>>> cfg.name, cfg.gating.min_labels, cfg.kafka.topics.events
+('doc-example', 5, 'events')
+
+A bad value stops with a message that names the field:
+
+>>> try:
+...     load_config(None, {"gating": {"window": 0}})
+... except ConfigError as e:
+...     print(e)
+invalid configuration:
+  gating.window: Input should be greater than or equal to 1
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from pipeline.models import SpecError, make_drift_detector, make_metric, parse_model_spec
+
+Scalar = bool | int | float | str | None
+
+ENV_PREFIX = "RIVERLINE_"
+# Short, documented aliases for the two settings people change per machine.
+ENV_ALIASES = {
+    "RIVERLINE_KAFKA_BOOTSTRAP": ("kafka", "bootstrap"),
+    "RIVERLINE_REDIS_URL": ("redis", "url"),
+    "RIVERLINE_CHECKPOINT_SECRET": ("checkpoint", "secret"),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names every bad field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Topics(_Section):
+    events: str = "events"
+    labels: str = "labels"
+    predictions: str = "predictions"
+    dead_letters: str = "dead-letters"
+    review_requests: str = "review-requests"
+
+
+class KafkaConfig(_Section):
+    bootstrap: str | None = Field(
+        default=None, description="host:port[,host:port]; unset means the embedded broker."
+    )
+    topics: Topics = Topics()
+    partitions: int = Field(default=1, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1)
+    session_timeout_ms: int = Field(default=6000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=1000, ge=100)
+    max_poll_interval_ms: int = Field(default=60000, ge=1000)
+    max_poll_records: int = Field(default=500, ge=1)
+    max_partition_fetch_bytes: int = Field(default=1048576, ge=1)
+    reset_policy: Literal["earliest", "latest"] = Field(
+        default="earliest", description="Where a partition with no checkpointed offset starts."
+    )
+    client_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Passed as-is to every kafka-python client: security_protocol, sasl_*, ssl_*.",
+    )
+
+
+class RedisConfig(_Section):
+    url: str = "redis://127.0.0.1:6379/0"
+
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+
+class ModelConfig(_Section):
+    spec: str = "preprocessing.StandardScaler | linear_model.LogisticRegression"
+
+    @field_validator("spec")
+    @classmethod
+    def _buildable(cls, v: str) -> str:
+        try:
+            parse_model_spec(v)
+        except SpecError as e:
+            raise ValueError(str(e)) from None
+        return v
+
+
+class EvaluationConfig(_Section):
+    metric: str = Field(default="Accuracy", description="Gates promotion; a River metric name.")
+    extra_metrics: tuple[str, ...] = ()
+    slice_by: str | None = Field(
+        default=None, description="An event attribute: metrics per value (fairness slices)."
+    )
+    history_every: int = Field(default=10, ge=1, description="Labels between curve samples.")
+    history_max: int = Field(
+        default=2000, ge=10, description="Curve samples kept; beyond, the curve is thinned."
+    )
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        try:
+            make_metric(v)
+        except SpecError as e:
+            raise ValueError(str(e)) from None
+        return v
+
+    @field_validator("extra_metrics")
+    @classmethod
+    def _extra(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            try:
+                make_metric(name)
+            except SpecError as e:
+                raise ValueError(str(e)) from None
+        return v
+
+
+Operator = Literal["==", "!=", "<", "<=", ">", ">=", "in", "not in", "is null", "is not null"]
+
+
+class Rule(_Section):
+    feature: str
+    op: Operator
+    value: Scalar | list[Scalar] = None
+    prediction: Scalar
+    confidence: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class FallbackConfig(_Section):
+    rules: tuple[Rule, ...] = ()
+    callable: str | None = Field(
+        default=None, description="module:function(features) -> prediction or None"
+    )
+    default: Scalar = None
+
+    @field_validator("callable")
+    @classmethod
+    def _callable_form(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[\w.]+:\w+", v):
+            raise ValueError("must look like 'package.module:function'")
+        return v
+
+
+class DriftConfig(_Section):
+    detector: str | None = Field(
+        default="drift.ADWIN",
+        description="A River drift detector on the model's errors; null: off.",
+    )
+    demote: bool = Field(default=True, description="A detection sends the model back to shadow.")
+
+    @field_validator("detector")
+    @classmethod
+    def _detector(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                make_drift_detector(v)
+            except SpecError as e:
+                raise ValueError(str(e)) from None
+        return v
+
+
+class ExplainConfig(_Section):
+    enabled: bool = Field(default=False, description="Top feature contributions (linear models).")
+    top_k: int = Field(default=3, ge=1)
+
+
+class TelemetryConfig(_Section):
+    prometheus_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Serve /metrics here (0: any free port)."
+    )
+    status_every_seconds: float = Field(default=2.0, gt=0)
+
+
+class GatingConfig(_Section):
+    min_labels: int = Field(default=100, ge=0)
+    window: int = Field(default=200, ge=1)
+    margin: float = Field(default=0.0, ge=0.0)
+    confidence_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class ValidationConfig(_Section):
+    max_record_bytes: int = Field(default=65_536, ge=64, description="Larger records are refused.")
+    max_features: int = Field(default=1_000, ge=1)
+    max_string_length: int = Field(default=1_024, ge=1, description="Longest string feature value.")
+    max_future_seconds: float | None = Field(
+        default=7 * 86_400,
+        gt=0,
+        description="Event times further ahead of the wall clock are refused.",
+    )
+    min_ts: float | None = Field(default=None, description="Event times before this are refused.")
+    labels: tuple[bool | int | float | str, ...] | None = Field(
+        default=None, description="The allowed classes; unset allows any."
+    )
+
+
+class JoinConfig(_Section):
+    ttl_events: int | None = Field(
+        default=100_000, ge=1, description="An unlabelled event expires after this many events."
+    )
+    ttl_seconds: float | None = Field(
+        default=None, gt=0, description="An unlabelled event expires after this much event time."
+    )
+    max_pending: int = Field(
+        default=100_000,
+        ge=1,
+        description="Events waiting for labels; when full, the oldest expires (dead-lettered).",
+    )
+
+
+class CheckpointConfig(_Section):
+    every_labels: int = Field(default=1000, ge=1)
+    every_seconds: float = Field(default=10.0, gt=0)
+    keep: int = Field(default=5, ge=1)
+    secret: SecretStr | None = Field(
+        default=None, description="HMAC key for checkpoints; prefer RIVERLINE_CHECKPOINT_SECRET."
+    )
+    insecure: bool = Field(
+        default=False, description="Allow unsigned checkpoints (only where Redis is trusted)."
+    )
+    lease_ttl_ms: int = Field(
+        default=10_000, ge=500, description="A dead writer's lease expires after this long."
+    )
+    max_unflushed_labels: int = Field(
+        default=10_000,
+        ge=1,
+        description="While Redis is down, consume at most this many labels past the last "
+        "checkpoint, then pause (nothing is dropped).",
+    )
+
+    def secret_bytes(self) -> bytes | None:
+        return self.secret.get_secret_value().encode() if self.secret else None
+
+
+class OrderingConfig(_Section):
+    max_idle_ms: int = Field(
+        default=200, ge=0, description="How long a caught-up, empty partition is waited for."
+    )
+
+
+class RiverlineConfig(_Section):
+    """Everything one pipeline needs; see configs/demo.yaml for a commented example."""
+
+    name: str = Field(default="riverline", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    kafka: KafkaConfig = KafkaConfig()
+    redis: RedisConfig = RedisConfig()
+    model: ModelConfig = ModelConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    fallback: FallbackConfig = FallbackConfig()
+    gating: GatingConfig = GatingConfig()
+    drift: DriftConfig = DriftConfig()
+    explain: ExplainConfig = ExplainConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
+    join: JoinConfig = JoinConfig()
+    validation: ValidationConfig = ValidationConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    ordering: OrderingConfig = OrderingConfig()
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _env_values(environ: dict[str, str]) -> dict[str, Any]:
+    """``RIVERLINE_GATING__MIN_LABELS=5`` -> ``{"gating": {"min_labels": "5"}}``."""
+    values: dict[str, Any] = {}
+    for var, value in environ.items():
+        if var in ENV_ALIASES:
+            path: tuple[str, ...] = ENV_ALIASES[var]
+        elif var.startswith(ENV_PREFIX) and not var.startswith(("RIVERLINE_TEST_",)):
+            path = tuple(var[len(ENV_PREFIX) :].lower().split("__"))
+            if path[0] not in RiverlineConfig.model_fields:
+                continue  # other RIVERLINE_* variables (e.g. secrets) are not config fields
+        else:
+            continue
+        node = values
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        # Secrets, URLs and addresses stay strings even when they look like numbers.
+        raw = var in ENV_ALIASES or path[-1] == "secret"
+        node[path[-1]] = value if raw else _parse_env_value(value)
+    return values
+
+
+def _parse_env_value(value: str) -> Any:
+    # YAML gives env values the same types the file would: numbers, booleans, lists.
+    try:
+        return yaml.safe_load(value) if value.strip() else value
+    except yaml.YAMLError:
+        return value
+
+
+def _format_errors(error: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a config file; errors name the file and line."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> RiverlineConfig:
+    """Build the configuration from a YAML file, the environment and explicit overrides."""
+    data = read_yaml(path) if path is not None else {}
+    data = _deep_merge(data, _env_values(dict(os.environ if environ is None else environ)))
+    data = _deep_merge(data, _drop_none(overrides or {}))
+    try:
+        return RiverlineConfig(**data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e)) from None
+
+
+def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    """Unset CLI flags arrive as None and must not override the file."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            nested = _drop_none(value)
+            if nested:
+                out[key] = nested
+        elif value is not None:
+            out[key] = value
+    return out

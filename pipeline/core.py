@@ -1,0 +1,373 @@
+"""The learning core: ordered events and labels in, served predictions out. No I/O.
+
+The rule is River's prequential one (``evaluate.progressive_val_score``): on an event, ask the
+model and keep its answer; on the event's label, score that kept answer, then learn.
+
+>>> from pipeline.config import load_config
+>>> from pipeline.schemas import Event, Label
+>>> core = LearningCore.from_config(load_config(None, {
+...     "name": "doctest", "model": {"spec": "linear_model.LogisticRegression"},
+...     "fallback": {"default": False}, "gating": {"min_labels": 1},
+... }))
+>>> core.on_event(Event(id="1", ts=0.0, features={"x": 1.0})).prediction.source
+'default'
+>>> core.on_label(Label(id="1", ts=1.0, label=True)).learned
+True
+>>> core.state.labels, core.state.gating.mode
+(1, 'shadow')
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from river import base
+
+from pipeline.config import RiverlineConfig
+from pipeline.evaluation import Evaluator
+from pipeline.explain import contributions
+from pipeline.fallback import Answer, Fallback
+from pipeline.gating import Decision, Gating
+from pipeline.join import DUPLICATE, JoinBuffer, Pending
+from pipeline.models import is_classifier, make_drift_detector, parse_model_spec
+from pipeline.schemas import Event, Label, Prediction, proba_key
+
+
+@dataclass
+class CoreState:
+    """Everything the core learned; pickled whole into a checkpoint."""
+
+    model: base.Estimator
+    evaluator: Evaluator
+    gating: Gating
+    join: JoinBuffer
+    events: int = 0
+    labels: int = 0
+    watermark: float = float("-inf")
+    served_by: Counter[str] = field(default_factory=Counter)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    expired_unlabelled: int = 0
+    expired_labels: int = 0
+    duplicate_labels: int = 0
+    model_errors: int = 0
+    drift_detector: Any = None
+    drift_events: list[dict[str, Any]] = field(default_factory=list)
+    # The learning curve, thinned to at most history_max samples by doubling the spacing.
+    history: list[dict[str, Any]] = field(default_factory=list)
+    history_every: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A record the core could not use; the edge dead-letters it with its origin."""
+
+    reason: str
+    message: str
+    origin: Any
+
+
+@dataclass
+class Outcome:
+    """What one event or label led to."""
+
+    prediction: Prediction | None = None  # for an event that was served
+    status: Literal["served", "learned", "parked", "duplicate", "rejected"] = "served"
+    decisions: list[Decision] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    expired: list[Pending] = field(default_factory=list)  # unlabelled events past their TTL
+    learned: bool = False  # a label was learned from (an event's label may have come first)
+
+
+class LearningCore:
+    def __init__(
+        self,
+        state: CoreState,
+        fallback: Fallback,
+        *,
+        explain_top_k: int | None = None,
+        drift_demotes: bool = True,
+        history_max: int = 2000,
+    ) -> None:
+        self.state = state
+        self.fallback = fallback
+        self.classifier = is_classifier(state.model)
+        self.explain_top_k = explain_top_k
+        self.drift_demotes = drift_demotes
+        self.history_max = history_max
+
+    @staticmethod
+    def new_state(config: RiverlineConfig) -> CoreState:
+        model = parse_model_spec(config.model.spec)
+        evaluator = Evaluator(
+            config.evaluation.metric,
+            config.evaluation.extra_metrics,
+            config.gating.window,
+            config.evaluation.slice_by,
+        )
+        detector = config.drift.detector
+        return CoreState(
+            drift_detector=make_drift_detector(detector) if detector else None,
+            history_every=config.evaluation.history_every,
+            model=model,
+            evaluator=evaluator,
+            gating=Gating(config.gating, evaluator.bigger_is_better),
+            join=JoinBuffer(
+                config.join.ttl_events, config.join.ttl_seconds, config.join.max_pending
+            ),
+        )
+
+    @classmethod
+    def from_config(cls, config: RiverlineConfig, state: CoreState | None = None) -> LearningCore:
+        """A core for this config, fresh or resumed from a checkpointed state."""
+        state = state if state is not None else cls.new_state(config)
+        return cls(
+            state,
+            Fallback.from_config(config.fallback),
+            explain_top_k=config.explain.top_k if config.explain.enabled else None,
+            drift_demotes=config.drift.demote,
+            history_max=config.evaluation.history_max,
+        )
+
+    @property
+    def model_version(self) -> int:
+        """The number of labels the model has learned from."""
+        return self.state.labels
+
+    def _reject(self, outcome: Outcome, reason: str, message: str, origin: Any) -> None:
+        self.state.dead_letters[reason] += 1
+        outcome.rejections.append(Rejection(reason, message, origin))
+
+    def _model_prediction(self, x: dict[str, Any], outcome: Outcome, origin: Any) -> Any:
+        model: Any = self.state.model
+        try:
+            return model.predict_proba_one(x) if self.classifier else model.predict_one(x)
+        except Exception as e:
+            # A model that chokes on one strange vector must not stop serving: no opinion.
+            self.state.model_errors += 1
+            self._reject(outcome, "model_error", f"predict raised {type(e).__name__}: {e}", origin)
+            return None
+
+    def on_event(self, event: Event, origin: Any = None) -> Outcome:
+        state = self.state
+        outcome = Outcome()
+        if state.join.has_event(event.id):
+            outcome.status = "rejected"
+            self._reject(
+                outcome, "duplicate_event", f"event id {event.id!r} was seen before", origin
+            )
+            return outcome
+        state.events += 1
+        state.watermark = max(state.watermark, event.ts)
+        # Null features are missing values: River models expect absent keys, not None.
+        x = {k: v for k, v in event.features.items() if v is not None}
+        model_pred = self._model_prediction(x, outcome, origin)
+        answer = self.fallback.answer(x)
+        outcome.prediction, kept_model = self._serve(event, model_pred, answer)
+        served = (
+            outcome.prediction.prediction if outcome.prediction.source != "model" else kept_model
+        )
+        pending = Pending(
+            event.id,
+            event.ts,
+            x,
+            kept_model,
+            answer.prediction,
+            served,
+            event.attributes,
+            origin=origin,
+        )
+        parked, evicted = state.join.add_event(pending, state.events)
+        for old in evicted:
+            state.expired_unlabelled += 1
+            self._reject(
+                outcome,
+                "event_evicted",
+                f"join buffer full ({state.join.max_pending} pending): event {old.id!r} "
+                "dropped unlabelled",
+                old.origin,
+            )
+        if parked is not None:
+            self._learn(state.join.match(event.id), parked.label, outcome, parked.origin)  # type: ignore[arg-type]
+        self._expire(outcome)
+        return outcome
+
+    def _serve(self, event: Event, model_pred: Any, answer: Answer) -> tuple[Prediction, Any]:
+        state = self.state
+        confidence: float | None = None
+        proba: dict[str, float] | None = None
+        hard = model_pred
+        has_opinion = model_pred is not None and model_pred != {}
+        if self.classifier:
+            if has_opinion:
+                hard = max(model_pred, key=model_pred.get)
+                confidence = float(model_pred[hard])
+                proba = {proba_key(k): float(v) for k, v in model_pred.items()}
+            else:
+                hard = None
+        explanation = None
+        if has_opinion and state.gating.serves_model(confidence):
+            source, value = "model", hard
+            if self.explain_top_k is not None:
+                explanation = contributions(state.model, dict(event.features), self.explain_top_k)
+        else:
+            source, value, confidence, proba = (
+                answer.source,
+                answer.prediction,
+                answer.confidence,
+                None,
+            )
+        state.served_by[source] += 1
+        prediction = Prediction(
+            id=event.id,
+            ts=event.ts,
+            prediction=value,
+            proba=proba,
+            source=source,  # type: ignore[arg-type]
+            model_version=self.model_version,
+            confidence=confidence,
+            mode=state.gating.mode,
+            explanation=explanation,
+        )
+        # The raw answer is kept for scoring: evaluation.adapt derives what each metric takes.
+        return prediction, model_pred
+
+    def on_label(self, label: Label, origin: Any = None) -> Outcome:
+        state = self.state
+        outcome = Outcome(status="learned")
+        state.watermark = max(state.watermark, label.ts)
+        found = state.join.match(label.id)
+        if found is DUPLICATE:
+            state.duplicate_labels += 1
+            outcome.status = "duplicate"
+        elif found is None:
+            outcome.status = "parked"
+            for old in state.join.park_label(label, state.events, origin):
+                state.expired_labels += 1
+                self._reject(
+                    outcome,
+                    "label_orphaned",
+                    f"too many labels wait for their events: {old.label.id!r} dropped",
+                    old.origin,
+                )
+        else:
+            assert isinstance(found, Pending)
+            self._learn(found, label, outcome, origin)
+        self._expire(outcome)
+        return outcome
+
+    def _learn(self, pending: Pending, label: Label, outcome: Outcome, origin: Any) -> None:
+        state = self.state
+        y = label.label
+        state.evaluator.update(
+            y, pending.model, pending.fallback, pending.served, pending.attributes
+        )
+        model: Any = state.model
+        try:
+            model.learn_one(pending.x, y)
+        except Exception as e:
+            state.model_errors += 1
+            self._reject(
+                outcome, "model_error", f"learn_one raised {type(e).__name__}: {e}", origin
+            )
+        state.labels += 1
+        outcome.learned = True
+        self._watch_drift(pending.model, y, outcome)
+        window = state.evaluator.windowed()
+        decision = state.gating.observe(
+            state.labels, float(window["model"]), float(window["fallback"]), int(window["size"])
+        )
+        if decision is not None:
+            outcome.decisions.append(decision)
+        if state.labels % state.history_every == 0:
+            self._sample_history()
+
+    def _watch_drift(self, model_pred: Any, y: Any, outcome: Outcome) -> None:
+        """Feed the model's error to the drift detector; a detection may demote the model."""
+        state = self.state
+        detector = state.drift_detector
+        if detector is None or model_pred is None or model_pred == {}:
+            return
+        if self.classifier:
+            error = 0.0 if max(model_pred, key=model_pred.__getitem__) == y else 1.0
+        else:
+            error = abs(float(y) - float(model_pred))
+        before = getattr(detector, "estimation", None)
+        detector.update(error)
+        if not detector.drift_detected:
+            return
+        after = getattr(detector, "estimation", None)
+        if before is not None and after is not None and after <= before:
+            return  # the error fell: the model got better, which is no reason to demote it
+        window = state.evaluator.windowed()
+        name = type(detector).__name__
+        state.drift_events.append({"label_index": state.labels, "detector": name})
+        # What the windows saw before the change says nothing about after it: start afresh,
+        # so the model must earn promotion again on the new concept.
+        state.evaluator.reset_windows()
+        if self.drift_demotes:
+            decision = state.gating.demote(
+                state.labels,
+                float(window["model"]),
+                float(window["fallback"]),
+                f"drift detected by {name}",
+            )
+            if decision is not None:
+                outcome.decisions.append(decision)
+
+    def _sample_history(self) -> None:
+        state = self.state
+        window = state.evaluator.windowed()
+        state.history.append(
+            {
+                "label": state.labels,
+                "model": float(window["model"]),
+                "fallback": float(window["fallback"]),
+                "mode": state.gating.mode,
+                "served": dict(state.served_by),
+            }
+        )
+        if len(state.history) > self.history_max:
+            state.history = state.history[1::2]
+            state.history_every *= 2
+
+    def _expire(self, outcome: Outcome) -> None:
+        state = self.state
+        expired, orphans = state.join.expire(state.watermark, state.events)
+        state.expired_unlabelled += len(expired)
+        outcome.expired.extend(expired)
+        for parked in orphans:
+            state.expired_labels += 1
+            self._reject(
+                outcome,
+                "label_orphaned",
+                f"no event {parked.label.id!r} within the join TTL",
+                parked.origin,
+            )
+
+    def report(self) -> dict[str, Any]:
+        """The numbers a person checks first, as plain JSON-able values."""
+        state = self.state
+        return {
+            "events": state.events,
+            "labels": state.labels,
+            "metrics": state.evaluator.values(),
+            "windowed": state.evaluator.windowed(),
+            "predictions_by_source": dict(sorted(state.served_by.items())),
+            "promotions": [d.as_dict() for d in state.gating.promotions],
+            "demotions": [d.as_dict() for d in state.gating.demotions],
+            "mode": state.gating.mode,
+            "model_version": self.model_version,
+            "pending_events": len(state.join),
+            "expired_unlabelled": state.expired_unlabelled,
+            "expired_labels": state.expired_labels,
+            "duplicate_labels": state.duplicate_labels,
+            "model_errors": state.model_errors,
+            "dead_letters": dict(sorted(state.dead_letters.items())),
+            "metric": state.evaluator.names[0],
+            "bigger_is_better": state.evaluator.bigger_is_better,
+            "drift": list(state.drift_events),
+            "slices": state.evaluator.slice_values(),
+            "history": list(state.history),
+        }

@@ -1,0 +1,277 @@
+"""A learning curve a person can read: when did the model take over, and why?
+
+The JSON report says everything, but not at a glance. This module draws it: the windowed model
+metric against the fallback's, the decisions the gate took, drift detections, and who actually
+served the predictions, as a PNG plus a self-contained HTML page with the numbers beside it.
+
+>>> import tempfile
+>>> report = {
+...     "metric": "ROCAUC", "bigger_is_better": True, "mode": "serving",
+...     "events": 30, "labels": 20, "predictions_by_source": {"heuristic": 10, "model": 20},
+...     "metrics": {"model": {"ROCAUC": 0.9}, "fallback": {"ROCAUC": 0.7}, "served": {}},
+...     "history": [
+...         {"label": 10, "model": 0.6, "fallback": 0.7, "mode": "shadow",
+...          "served": {"heuristic": 10}},
+...         {"label": 20, "model": 0.9, "fallback": 0.7, "mode": "serving",
+...          "served": {"heuristic": 10, "model": 20}},
+...     ],
+...     "promotions": [{"kind": "promotion", "label_index": 15, "model_metric": 0.8,
+...                     "fallback_metric": 0.7, "reason": "model ahead"}],
+...     "demotions": [], "drift": [],
+... }
+>>> png, page = write_learning_curve(report, tempfile.mkdtemp())
+>>> png.name, page.name
+('learning-curve.png', 'learning-curve.html')
+>>> png.read_bytes()[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+True
+>>> "data:image/png;base64," in page.read_text()
+True
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = ["write_learning_curve"]
+
+WIDTH, HEIGHT, DPI = 12, 8, 100
+SOURCES = ("model", "heuristic", "callable", "default", "none", "human")
+# Fixed colours per source so the same source looks the same in every report.
+SOURCE_COLOURS = {
+    "model": "tab:blue",
+    "heuristic": "tab:orange",
+    "callable": "tab:purple",
+    "default": "tab:gray",
+    "none": "lightgray",
+    "human": "tab:brown",
+}
+
+
+def _markers(report: dict[str, Any]) -> list[tuple[int, str, str]]:
+    """(label index, colour, line style) for every promotion, demotion and drift detection."""
+    marks = [(int(d["label_index"]), "green", "-") for d in report.get("promotions", [])]
+    marks += [(int(d["label_index"]), "red", "-") for d in report.get("demotions", [])]
+    marks += [(int(d["label_index"]), "orange", "--") for d in report.get("drift", [])]
+    return marks
+
+
+def _draw_markers(ax: Axes, marks: list[tuple[int, str, str]]) -> None:
+    for x, colour, style in marks:
+        ax.axvline(x, color=colour, linestyle=style, linewidth=1.2, alpha=0.9)
+
+
+def _serving_spans(history: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """Label ranges during which the gate had the model serving."""
+    spans: list[tuple[float, float]] = []
+    start: float | None = None
+    previous: float | None = None
+    for sample in history:
+        label = float(sample["label"])
+        if sample.get("mode") == "serving" and start is None:
+            # The switch happened somewhere after the previous sample: shade from there.
+            start = label if previous is None else previous
+        elif sample.get("mode") != "serving" and start is not None:
+            spans.append((start, label))
+            start = None
+        previous = label
+    if start is not None and previous is not None:
+        spans.append((start, previous))
+    return spans
+
+
+def _source_shares(
+    history: list[dict[str, Any]],
+) -> tuple[list[float], dict[str, list[float]]]:
+    """Share of predictions served by each source per interval between consecutive samples.
+
+    >>> xs, shares = _source_shares([
+    ...     {"label": 1, "served": {"heuristic": 4}},
+    ...     {"label": 2, "served": {"heuristic": 6, "model": 2}},
+    ...     {"label": 3, "served": {"heuristic": 6, "model": 2}},
+    ...     {"label": 4, "served": {"heuristic": 6, "model": 5}},
+    ... ])
+    >>> xs, shares
+    ([1.0, 2.0, 4.0], {'model': [0.0, 0.5, 1.0], 'heuristic': [1.0, 0.5, 0.0]})
+    """
+    names = sorted(
+        {name for sample in history for name in sample.get("served", {})},
+        key=lambda name: (SOURCES.index(name) if name in SOURCES else len(SOURCES), name),
+    )
+    xs: list[float] = []
+    shares: dict[str, list[float]] = {name: [] for name in names}
+    previous: dict[str, int] = {}
+    for sample in history:
+        served = sample.get("served", {})
+        diffs = {name: max(int(served.get(name, 0)) - previous.get(name, 0), 0) for name in names}
+        previous = {name: int(served.get(name, 0)) for name in names}
+        total = sum(diffs.values())
+        if total == 0:
+            # Nothing served in this interval: no mix to show, and no division by zero.
+            continue
+        xs.append(float(sample["label"]))
+        for name in names:
+            shares[name].append(diffs[name] / total)
+    return xs, shares
+
+
+def _figure(report: dict[str, Any]) -> Figure:
+    fig = Figure(figsize=(WIDTH, HEIGHT), dpi=DPI)
+    FigureCanvasAgg(fig)
+    history: list[dict[str, Any]] = report.get("history", [])
+    metric = str(report.get("metric", "metric"))
+    if not history:
+        fig.text(0.5, 0.5, "no labels yet", ha="center", va="center", fontsize=24)
+        fig.suptitle(f"Windowed {metric}: model vs fallback")
+        return fig
+
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    marks = _markers(report)
+    labels = [sample["label"] for sample in history]
+
+    for i, (start, end) in enumerate(_serving_spans(history)):
+        top.axvspan(
+            start, end, color="tab:green", alpha=0.1, label="model serving" if not i else None
+        )
+    top.plot(labels, [s["model"] for s in history], color="tab:blue", label="model")
+    top.plot(labels, [s["fallback"] for s in history], color="tab:orange", label="fallback")
+    _draw_markers(top, marks)
+    top.set_title(f"Windowed {metric}: model vs fallback")
+    direction = "" if report.get("bigger_is_better", True) else " (lower is better)"
+    top.set_ylabel(metric + direction)
+    top.grid(alpha=0.3)
+    top.legend(loc="best")
+
+    xs, shares = _source_shares(history)
+    if xs:
+        bottom.stackplot(
+            xs,
+            *shares.values(),
+            labels=list(shares),
+            colors=[SOURCE_COLOURS.get(name, "black") for name in shares],
+            step="pre",
+            alpha=0.8,
+        )
+        bottom.legend(loc="upper left", fontsize="small", ncols=min(len(shares), 6))
+    _draw_markers(bottom, marks)
+    bottom.set_ylim(0, 1)
+    bottom.set_ylabel("share of predictions served")
+    bottom.set_xlabel("labels learned")
+    bottom.set_title("Who served the predictions")
+    bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(cell))}</td>" for cell in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html(report: dict[str, Any], png: bytes) -> str:
+    metric = str(report.get("metric", "metric"))
+    metrics: dict[str, dict[str, Any]] = report.get("metrics", {})
+    roles = ("model", "fallback", "served")
+    names = sorted({name for role in roles for name in metrics.get(role, {})})
+    summary = [
+        ["events", report.get("events")],
+        ["labels", report.get("labels")],
+        ["mode", report.get("mode")],
+    ]
+    summary += [
+        [f"served by {source}", count]
+        for source, count in report.get("predictions_by_source", {}).items()
+    ]
+    metric_rows = [[name] + [metrics.get(role, {}).get(name) for role in roles] for name in names]
+    decisions = [
+        [
+            d.get("kind", "promotion"),
+            d["label_index"],
+            d.get("model_metric"),
+            d.get("fallback_metric"),
+            d.get("reason", ""),
+        ]
+        for d in report.get("promotions", []) + report.get("demotions", [])
+    ]
+    decisions += [
+        ["drift", d["label_index"], None, None, f"detector: {d.get('detector', '')}"]
+        for d in report.get("drift", [])
+    ]
+    decisions.sort(key=lambda row: row[1])
+    title = html.escape(f"riverline learning curve: {metric}")
+    image = base64.b64encode(png).decode("ascii")
+    style = (
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+        "th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}img{max-width:100%}"
+    )
+    return (
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
+        f"<style>{style}</style></head><body>\n<h1>{title}</h1>\n"
+        f'<img src="data:image/png;base64,{image}" width="1200" height="800" '
+        f'alt="{title}">\n<h2>Summary</h2>\n'
+        + _table(["", "value"], summary)
+        + "\n"
+        + _table(["metric", "model", "fallback", "served"], metric_rows)
+        + "\n<h2>Decisions</h2>\n"
+        + _table(["kind", "label index", "model", "fallback", "reason"], decisions)
+        + "\n</body></html>\n"
+    )
+
+
+def write_learning_curve(
+    report: dict[str, Any], out_dir: str | Path, stem: str = "learning-curve"
+) -> tuple[Path, Path]:
+    """Write ``<stem>.png`` and ``<stem>.html`` into ``out_dir`` (created if missing).
+
+    Parameters
+    ----------
+    report
+        The JSON report riverline writes (``Pipeline.report()``).
+    out_dir
+        Directory to write into.
+    stem
+        File name without the extension.
+
+    Returns
+    -------
+    The paths of the PNG (exactly 1200x800 pixels) and of the self-contained HTML page.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> empty = {"metric": "MAE", "bigger_is_better": False, "history": [], "promotions": [],
+    ...          "demotions": [], "drift": [], "events": 0, "labels": 0, "mode": "cold",
+    ...          "metrics": {}, "predictions_by_source": {}}
+    >>> png, page = write_learning_curve(empty, tempfile.mkdtemp(), stem="empty")
+    >>> header = png.read_bytes()
+    >>> int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+    (1200, 800)
+
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    # No bbox_inches="tight": it crops, and the size must stay exactly 1200x800.
+    _figure(report).savefig(buffer, format="png", dpi=DPI)
+    png = buffer.getvalue()
+    png_path, html_path = out / f"{stem}.png", out / f"{stem}.html"
+    png_path.write_bytes(png)
+    html_path.write_text(_html(report, png), encoding="utf-8")
+    return png_path, html_path

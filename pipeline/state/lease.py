@@ -1,0 +1,112 @@
+"""One writer per pipeline: a lease in Redis with a fencing token.
+
+Acquiring the lease draws a new token (``lease:counter``) and raises the pipeline's fence
+(``lease:fence``) to it; checkpoint writes carry the writer's token and are refused when it is
+below the fence (see ``CheckpointStore.save``). So a writer that lost its lease (paused, cut
+off, or a second copy started by mistake) cannot overwrite the state of the one that took over,
+even if it still believes it holds the lease.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from typing import Any
+
+ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if holder then
+  local owner, token = string.match(holder, '^(.*) (%d+)$')
+  if owner == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return tonumber(token)
+  end
+  return nil
+end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. token, 'PX', ARGV[2])
+redis.call('SET', KEYS[3], token)
+return token
+"""
+
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class LeaseLost(RuntimeError):
+    """Another writer holds the pipeline now: this one must stop without writing."""
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Lease:
+    def __init__(self, client: Any, pipeline: str, ttl_ms: int, owner: str | None = None) -> None:
+        prefix = f"riverline:{pipeline}:"
+        self.client = client
+        self.key = prefix + "lease"
+        self.counter_key = prefix + "lease:counter"
+        self.fence_key = prefix + "lease:fence"
+        self.ttl_ms = ttl_ms
+        self.owner = owner or default_owner()
+        self.token: int | None = None
+        self._acquire = client.register_script(ACQUIRE)
+        self._renew = client.register_script(RENEW)
+        self._release = client.register_script(RELEASE)
+
+    @property
+    def value(self) -> str:
+        return f"{self.owner} {self.token}"
+
+    def try_acquire(self) -> bool:
+        """Take the lease if free (or already ours); a fresh lease gets a new token."""
+        token = self._acquire(
+            keys=[self.key, self.counter_key, self.fence_key], args=[self.owner, self.ttl_ms]
+        )
+        if token is None:
+            return False
+        self.token = int(token)
+        return True
+
+    def renew(self) -> None:
+        """Extend the lease; if it expired meanwhile, take it again only if nobody else did."""
+        if self.token is None:
+            raise LeaseLost("the lease was never acquired")
+        if self._renew(keys=[self.key], args=[self.value, self.ttl_ms]):
+            return
+        fence = self.client.get(self.fence_key)
+        # The lease key vanished (expiry during a pause or an outage, or a Redis that lost its
+        # data). Nobody else drew a token since ours: resuming is safe.
+        if fence is None or int(fence) == self.token:
+            previous = self.token
+            if self.try_acquire():
+                if fence is not None and self.token != previous + 1:
+                    self.release()
+                    raise LeaseLost(f"lease taken over (token {self.token} after {previous})")
+                return
+        holder = self.holder()
+        raise LeaseLost(
+            f"lease of {self.key} is now held by {holder or 'nobody'} (fence {fence}, "
+            f"ours {self.token})"
+        )
+
+    def holder(self) -> str | None:
+        raw = self.client.get(self.key)
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    def release(self) -> None:
+        if self.token is not None:
+            self._release(keys=[self.key], args=[self.value])

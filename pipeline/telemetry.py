@@ -1,0 +1,136 @@
+"""Latency as a distribution: streaming p50/p90/p99 in constant memory (River's P² quantiles).
+
+>>> lat = LatencyQuantiles()
+>>> for ms in range(1, 1001):
+...     lat.update(float(ms))
+>>> summary = lat.summary()
+>>> summary["count"], round(summary["p50"]), round(summary["p90"]), round(summary["p99"])
+(1000, 500, 900, 990)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from river import stats
+
+QUANTILES = (0.5, 0.9, 0.99)
+
+
+class LatencyQuantiles:
+    def __init__(self) -> None:
+        self.estimators = {q: stats.Quantile(q) for q in QUANTILES}
+        self.count = 0
+        self.maximum = 0.0
+
+    def update(self, value: float) -> None:
+        self.count += 1
+        self.maximum = max(self.maximum, value)
+        for estimator in self.estimators.values():
+            estimator.update(value)
+
+    def summary(self) -> dict[str, float | int]:
+        out: dict[str, float | int] = {"count": self.count}
+        for q, estimator in self.estimators.items():
+            value = estimator.get()
+            out[f"p{round(q * 100)}"] = float(value) if value is not None and self.count else 0.0
+        out["max"] = self.maximum
+        return out
+
+
+class PipelineMetrics:
+    """Prometheus metrics of one consumer, on a registry of its own.
+
+    Counters follow the learning state's own counts (synced by difference), so what /metrics
+    says equals the report, also after a restart from a checkpoint.
+
+    >>> metrics = PipelineMetrics()
+    >>> metrics.sync_counters({"events": 3, "labels": 2, "served_by": {"model": 3},
+    ...                        "dead_letters": {}, "expired_unlabelled": 0, "drift": 0})
+    >>> metrics.registry.get_sample_value("riverline_events_total")
+    3.0
+    """
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events = Counter("riverline_events", "Events predicted", registry=r)
+        self.labels = Counter("riverline_labels", "Labels learned from", registry=r)
+        self.predictions = Counter(
+            "riverline_predictions", "Predictions served, by source", ["source"], registry=r
+        )
+        self.dead_letters = Counter(
+            "riverline_dead_letters", "Records dead-lettered, by reason", ["reason"], registry=r
+        )
+        self.expired = Counter(
+            "riverline_expired_events", "Events that expired without a label", registry=r
+        )
+        self.drift = Counter("riverline_drift_detections", "Drift detections", registry=r)
+        self.mode = Gauge("riverline_mode", "1 for the current gating mode", ["mode"], registry=r)
+        self.model_version = Gauge("riverline_model_version", "Labels learned", registry=r)
+        self.labels_seen = Gauge("riverline_labels_seen", "Labels learned from", registry=r)
+        self.windowed = Gauge(
+            "riverline_windowed_metric", "Windowed gating metric", ["role"], registry=r
+        )
+        self.lag = Gauge(
+            "riverline_consumer_lag",
+            "Records behind the broker",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.join_buffer = Gauge("riverline_join_buffer_size", "Events awaiting labels", registry=r)
+        self.slice_metric = Gauge(
+            "riverline_slice_metric", "Gating metric per slice", ["value", "role"], registry=r
+        )
+        self.slice_gap = Gauge(
+            "riverline_slice_gap", "Best minus worst slice, gating metric", ["role"], registry=r
+        )
+        self.redis_healthy = Gauge("riverline_redis_healthy", "1 if Redis answers", registry=r)
+        buckets = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 600, 3600)
+        self.latency = Histogram(
+            "riverline_event_to_prediction_seconds",
+            "From the event (clock=event: its event time; clock=wall: its send time) to its "
+            "prediction",
+            ["clock"],
+            buckets=buckets,
+            registry=r,
+        )
+        fast = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1)
+        self.predict_time = Histogram(
+            "riverline_predict_seconds",
+            "The core's event path: predict and serve",
+            buckets=fast,
+            registry=r,
+        )
+        self.learn_time = Histogram(
+            "riverline_learn_seconds",
+            "The core's label path: join, score, learn",
+            buckets=fast,
+            registry=r,
+        )
+        self._seen: dict[str, float] = {}
+
+    def _advance(self, key: str, total: float, counter: Any) -> None:
+        delta = total - self._seen.get(key, 0.0)
+        if delta > 0:
+            counter.inc(delta)
+            self._seen[key] = total
+
+    def sync_counters(self, counts: dict[str, Any]) -> None:
+        self._advance("events", counts["events"], self.events)
+        self._advance("labels", counts["labels"], self.labels)
+        self._advance("expired", counts["expired_unlabelled"], self.expired)
+        self._advance("drift", counts["drift"], self.drift)
+        for source, n in counts["served_by"].items():
+            self._advance(f"source:{source}", n, self.predictions.labels(source=source))
+        for reason, n in counts["dead_letters"].items():
+            self._advance(f"reason:{reason}", n, self.dead_letters.labels(reason=reason))
+
+    def serve(self, port: int) -> int:
+        """Expose /metrics on ``port`` (0: a free one); returns the port."""
+        from prometheus_client import start_http_server
+
+        server, _thread = start_http_server(port, addr="0.0.0.0", registry=self.registry)
+        return int(server.server_address[1])

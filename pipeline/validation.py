@@ -1,0 +1,128 @@
+"""Checks beyond the schema, each with a stable reason code for the dead-letter topic.
+
+Structure (UTF-8, JSON, fields and types) is checked by :mod:`pipeline.schemas`; this module
+checks the limits a deployment sets: sizes, counts, lengths, times, the label set.
+
+>>> from pipeline.config import ValidationConfig
+>>> limits = ValidationConfig(max_features=2, labels=(True, False))
+>>> check_event(Event(id="a", ts=0.0, features={"x": 1, "y": 2, "z": 3}), limits, now=0.0)
+Traceback (most recent call last):
+...
+pipeline.schemas.InvalidRecord: 3 features where at most 2 are allowed
+>>> check_label(Label(id="a", ts=0.0, label="maybe"), limits, now=0.0, regression=False)
+Traceback (most recent call last):
+...
+pipeline.schemas.InvalidRecord: label 'maybe' is not one of the configured labels (True, False)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pipeline.config import ValidationConfig
+from pipeline.schemas import Event, InvalidRecord, Label, parse_event, parse_label
+
+REASONS = {
+    "empty": "the record has no value",
+    "record_too_large": "the record is larger than validation.max_record_bytes",
+    "not_utf8": "the value is not UTF-8",
+    "not_json": "the value is not JSON",
+    "not_an_object": "the JSON is not an object",
+    "missing_field": "a required field is missing",
+    "unknown_field": "a field that the format does not have",
+    "wrong_type": "a field has the wrong type",
+    "nested_feature": "a feature or attribute value is an object or a list",
+    "not_finite": "a number is NaN or infinite",
+    "value_too_long": "a string feature is longer than validation.max_string_length",
+    "too_many_features": "more features than validation.max_features",
+    "ts_in_future": "the event time is too far ahead of the wall clock",
+    "ts_before_start": "the event time is before validation.min_ts",
+    "duplicate_event": "an event id seen before",
+    "label_wrong_type": "the label's type does not fit the task",
+    "label_not_allowed": "the label is not in validation.labels",
+    "label_orphaned": "a label whose event expired or never came, within the join TTL",
+    "event_evicted": "the join buffer was full: the oldest pending event was dropped",
+    "model_error": "the model raised on this record",
+}
+
+
+def check_size(raw: bytes | None, limits: ValidationConfig) -> None:
+    if raw is not None and len(raw) > limits.max_record_bytes:
+        raise InvalidRecord(
+            "record_too_large",
+            f"{len(raw)} bytes where at most {limits.max_record_bytes} are allowed",
+        )
+
+
+def _check_ts(ts: float, limits: ValidationConfig, now: float) -> None:
+    if limits.max_future_seconds is not None and ts > now + limits.max_future_seconds:
+        raise InvalidRecord(
+            "ts_in_future", f"ts {ts} is more than {limits.max_future_seconds}s ahead of now"
+        )
+    if limits.min_ts is not None and ts < limits.min_ts:
+        raise InvalidRecord(
+            "ts_before_start", f"ts {ts} is before validation.min_ts {limits.min_ts}"
+        )
+
+
+def check_event(event: Event, limits: ValidationConfig, now: float) -> None:
+    """Raise InvalidRecord if the event breaks a configured limit."""
+    if len(event.features) > limits.max_features:
+        raise InvalidRecord(
+            "too_many_features",
+            f"{len(event.features)} features where at most {limits.max_features} are allowed",
+        )
+    for name, value in event.features.items():
+        if isinstance(value, str) and len(value) > limits.max_string_length:
+            raise InvalidRecord(
+                "value_too_long",
+                f"features.{name}: {len(value)} characters, at most {limits.max_string_length}",
+            )
+    _check_ts(event.ts, limits, now)
+
+
+def check_label(label: Label, limits: ValidationConfig, now: float, regression: bool) -> None:
+    """Raise InvalidRecord if the label cannot be learned from."""
+    value = label.label
+    if regression and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise InvalidRecord(
+            "label_wrong_type", f"label {value!r} is not a number, and the model is a regressor"
+        )
+    if limits.labels is not None and value not in limits.labels:
+        raise InvalidRecord(
+            "label_not_allowed",
+            f"label {value!r} is not one of the configured labels {limits.labels}",
+        )
+    _check_ts(label.ts, limits, now)
+
+
+@dataclass(frozen=True)
+class Validator:
+    """Raw bytes to a checked event or label, or InvalidRecord with its reason code.
+
+    >>> v = Validator(ValidationConfig(max_record_bytes=64), regression=False)
+    >>> v.event(b'{"id": "1", "ts": 0, "features": {"x": 1}}').id
+    '1'
+    >>> v.event(b'{"id": "1", "ts": 0, "features": {"x": "' + b"a" * 100 + b'"}}')
+    Traceback (most recent call last):
+    ...
+    pipeline.schemas.InvalidRecord: 143 bytes where at most 64 are allowed
+    """
+
+    limits: ValidationConfig
+    regression: bool
+    clock: Callable[[], float] = field(default=time.time)
+
+    def event(self, raw: bytes | None) -> Event:
+        check_size(raw, self.limits)
+        event = parse_event(raw)
+        check_event(event, self.limits, self.clock())
+        return event
+
+    def label(self, raw: bytes | None) -> Label:
+        check_size(raw, self.limits)
+        label = parse_label(raw)
+        check_label(label, self.limits, self.clock(), self.regression)
+        return label

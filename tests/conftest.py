@@ -1,0 +1,114 @@
+"""Shared fixtures: the real broker and real Redis the integration tests run against.
+
+Backends, first that applies: ``RIVERLINE_TEST_KAFKA_BOOTSTRAP`` / ``RIVERLINE_TEST_REDIS_URL``;
+else testcontainers' Kafka and Redis when a Docker daemon answers; else the embedded broker
+(Tansu) and the local Redis (or a private redis-server). Every test gets its own pipeline name,
+which prefixes its Redis keys and its topics, and only those keys are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from pipeline.config import RiverlineConfig, load_config
+
+TEST_SECRET = "riverline-test-secret"
+
+
+@dataclass(frozen=True)
+class Backends:
+    kafka: str
+    redis: str
+    description: str
+
+
+def docker_answers() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+        return True
+    except Exception:
+        return False
+
+
+def _start_backends(stack: ExitStack) -> Backends:
+    kafka = os.environ.get("RIVERLINE_TEST_KAFKA_BOOTSTRAP")
+    redis_url = os.environ.get("RIVERLINE_TEST_REDIS_URL")
+    if kafka and redis_url:
+        return Backends(kafka, redis_url, "from RIVERLINE_TEST_* environment variables")
+    if not (kafka or redis_url) and docker_answers():
+        from testcontainers.kafka import KafkaContainer
+        from testcontainers.redis import RedisContainer
+
+        kafka_c = stack.enter_context(KafkaContainer().with_kraft())
+        redis_c = stack.enter_context(RedisContainer())
+        host, port = redis_c.get_container_host_ip(), redis_c.get_exposed_port(6379)
+        return Backends(
+            kafka_c.get_bootstrap_server(), f"redis://{host}:{port}/0", "testcontainers"
+        )
+    from pipeline.kafka.embedded import EmbeddedBroker
+    from pipeline.state.redis_client import resolve_redis_url
+
+    if not kafka:
+        kafka = stack.enter_context(EmbeddedBroker()).bootstrap
+        kafka_desc = "embedded Tansu broker"
+    else:
+        kafka_desc = "Kafka from RIVERLINE_TEST_KAFKA_BOOTSTRAP"
+    redis_url = redis_url or resolve_redis_url("redis://127.0.0.1:6379/0")
+    return Backends(kafka, redis_url, f"{kafka_desc} at {kafka}, Redis at {redis_url}")
+
+
+@pytest.fixture(scope="session")
+def backends() -> Iterator[Backends]:
+    with ExitStack() as stack:
+        found = _start_backends(stack)
+        print(f"\n[riverline tests] backends: {found.description}")
+        yield found
+
+
+@pytest.fixture
+def pipeline_name() -> str:
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def make_config(backends: Backends, pipeline_name: str) -> Iterator[Any]:
+    """Build a config for this test's pipeline: unique name, topics and Redis prefix."""
+    from pipeline.checkpointing.store import CheckpointStore
+    from pipeline.state.redis_client import connect
+
+    names: list[str] = []
+
+    def build(overrides: dict[str, Any] | None = None, name: str | None = None) -> RiverlineConfig:
+        run_name = name or pipeline_name
+        names.append(run_name)
+        base: dict[str, Any] = {
+            "name": run_name,
+            "kafka": {
+                "bootstrap": backends.kafka,
+                "topics": {
+                    t: f"{run_name}.{t}"
+                    for t in ("events", "labels", "predictions", "dead_letters", "review_requests")
+                },
+            },
+            "redis": {"url": backends.redis},
+            "checkpoint": {"secret": TEST_SECRET},
+        }
+        from pipeline.config import _deep_merge
+
+        return load_config(None, _deep_merge(base, overrides or {}), environ={})
+
+    yield build
+    client = connect(backends.redis)
+    for name in set(names):
+        CheckpointStore(client, name, None).delete_all()
+    client.close()

@@ -1,0 +1,112 @@
+"""Small helpers shared by the integration tests: replay, consume, read a topic, compare."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from consumers.run import Consumer
+from pipeline.config import RiverlineConfig
+from pipeline.state.redis_client import connect
+from producers.replay import ReplayResult, replay
+from producers.schedule import parse_delay
+from producers.sources import SourceOptions
+
+# Fields that describe one process's run rather than the learning state.
+RUN_FIELDS = ("run", "checkpoint_version")
+
+
+def publish(
+    cfg: RiverlineConfig, source: str, delay: str, limit: int | None = None
+) -> ReplayResult:
+    assert cfg.kafka.bootstrap is not None
+    return replay(
+        cfg, cfg.kafka.bootstrap, source, parse_delay(delay), options=SourceOptions(limit=limit)
+    )
+
+
+def consume(
+    cfg: RiverlineConfig, until_idle: float = 1.5, **consumer_options: Any
+) -> dict[str, Any]:
+    assert cfg.kafka.bootstrap is not None
+    consumer = Consumer(
+        cfg,
+        cfg.kafka.bootstrap,
+        connect(cfg.redis.url),
+        until_idle=until_idle,
+        consumer_options=consumer_options,
+    )
+    return consumer.run()
+
+
+def learning_state(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in report.items() if k not in RUN_FIELDS}
+
+
+def read_topic(bootstrap: str, topic: str, timeout_s: float = 5.0) -> list[Any]:
+    """Every record of a topic, from the start, without a consumer group."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        records: list[Any] = []
+        idle = 0.0
+        while idle < timeout_s:
+            batch = consumer.poll(timeout_ms=250)
+            if not batch:
+                idle += 0.25
+                if records and all(
+                    consumer.position(tp) >= (consumer.highwater(tp) or 0) for tp in tps
+                ):
+                    break
+                continue
+            idle = 0.0
+            for recs in batch.values():
+                records.extend(recs)
+        return records
+    finally:
+        consumer.close()
+
+
+def json_values(records: list[Any]) -> list[dict[str, Any]]:
+    return [json.loads(r.value) for r in records]
+
+
+def write_config(cfg: RiverlineConfig, path: Any) -> Any:
+    """The config as a YAML file for a subprocess; the secret goes by environment instead."""
+    import yaml
+
+    data = json.loads(cfg.model_dump_json())
+    data["checkpoint"]["secret"] = None
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def run_cli(args: list[str], env: dict[str, str], **kw: Any) -> Any:
+    """``riverline ARGS`` as a separate process (so it can be signalled or killed)."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -1,0 +1,56 @@
+"""The command line's error paths: clear messages, distinct exit statuses, no tracebacks."""
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+runner = CliRunner()
+
+
+def test_bad_config_value_exits_2_naming_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: ok\ngating: {window: -3}\n")
+    result = runner.invoke(app, ["run", "--config", str(bad), "--bootstrap", "127.0.0.1:1"])
+    assert result.exit_code == 2
+    assert "gating.window" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_model_flag_exits_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", "--model", "linear_model.Nope", "--bootstrap", "x:1"])
+    assert result.exit_code == 2
+    assert "model.spec" in result.output and "Nope" in result.output
+
+
+def test_missing_config_file_exits_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", "--config", str(tmp_path / "none.yaml")])
+    assert result.exit_code == 2
+    assert "cannot read config file" in result.output
+
+
+def test_run_without_a_broker_says_how_to_get_one(monkeypatch: object) -> None:
+    result = runner.invoke(
+        app,
+        ["run", "--redis-url", "redis://127.0.0.1:6379/0"],
+        env={"RIVERLINE_KAFKA_BOOTSTRAP": "", "RIVERLINE_CHECKPOINT_SECRET": "s"},
+    )
+    assert result.exit_code == 2
+    assert "kafka.bootstrap" in result.output
+
+
+def test_missing_secret_is_refused(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["run", "--bootstrap", "127.0.0.1:1", "--redis-url", "redis://127.0.0.1:6379/0"],
+        env={"RIVERLINE_CHECKPOINT_SECRET": ""},
+    )
+    assert result.exit_code == 2
+    assert "checkpoint.secret" in result.output
+
+
+def test_bad_label_delay_is_a_usage_error() -> None:
+    result = runner.invoke(app, ["replay", "--source", "river:Phishing", "--label-delay", "soon"])
+    assert result.exit_code == 2
+    assert "label delay" in result.output

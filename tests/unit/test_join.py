@@ -1,0 +1,71 @@
+from pipeline.join import DUPLICATE, JoinBuffer, Pending
+from pipeline.schemas import Label
+
+
+def pending(i: str, ts: float = 0.0) -> Pending:
+    return Pending(i, ts, {"x": 1.0}, model=None, fallback=None, served=None)
+
+
+def test_label_after_event_joins_once() -> None:
+    buf = JoinBuffer(ttl_events=10)
+    assert buf.add_event(pending("a"), 1) == (None, [])
+    found = buf.match("a")
+    assert isinstance(found, Pending) and found.id == "a"
+    assert buf.match("a") is DUPLICATE
+    assert len(buf) == 0
+
+
+def test_label_before_event_waits_for_it() -> None:
+    buf = JoinBuffer(ttl_events=10)
+    label = Label(id="a", ts=1.0, label=True)
+    assert buf.match("a") is None
+    buf.park_label(label, 0, origin=("labels", 0, 7))
+    assert buf.match("a") is DUPLICATE  # a second copy while the first waits
+    parked, evicted = buf.add_event(pending("a"), 1)
+    assert (
+        evicted == []
+        and parked is not None
+        and parked.label == label
+        and parked.origin == ("labels", 0, 7)
+    )
+
+
+def test_expiry_by_event_count() -> None:
+    buf = JoinBuffer(ttl_events=2)
+    for n, i in enumerate("abcd", start=1):
+        buf.add_event(pending(i), n)
+    expired, orphans = buf.expire(now_ts=0.0, now_number=4)
+    assert [p.id for p in expired] == ["a"]  # 'a' has 3 events after it, 'b' only 2
+    assert orphans == []
+    assert list(buf.pending) == ["b", "c", "d"]
+
+
+def test_expiry_by_event_time_for_events_and_parked_labels() -> None:
+    buf = JoinBuffer(ttl_events=None, ttl_seconds=10.0)
+    buf.add_event(pending("a", ts=0.0), 1)
+    buf.add_event(pending("b", ts=5.0), 2)
+    buf.park_label(Label(id="z", ts=1.0, label=False), 2)
+    expired, orphans = buf.expire(now_ts=11.5, now_number=2)
+    assert [p.id for p in expired] == ["a"]
+    assert [o.label.id for o in orphans] == ["z"]
+    expired, _ = buf.expire(now_ts=15.0, now_number=2)
+    assert expired == []  # exactly at the TTL: still waiting
+
+
+def test_joined_ids_are_forgotten_after_the_ttl() -> None:
+    buf = JoinBuffer(ttl_events=1)
+    buf.add_event(pending("a"), 1)
+    buf.match("a")
+    buf.add_event(pending("b"), 2)
+    buf.add_event(pending("c"), 3)
+    buf.expire(0.0, 3)
+    assert buf.match("a") is None  # memory stays bounded: an old id is unknown again
+
+
+def test_capacity_bound_for_events_and_parked_labels() -> None:
+    buf = JoinBuffer(ttl_events=None, max_pending=2)
+    evicted = [buf.add_event(pending(i), n)[1] for n, i in enumerate("abc", start=1)]
+    assert [[p.id for p in e] for e in evicted] == [[], [], ["a"]]
+    dropped = [buf.park_label(Label(id=i, ts=0.0, label=1), 0, origin=i) for i in "xyz"]
+    assert [[p.origin for p in d] for d in dropped] == [[], [], ["x"]]
+    assert len(buf.pending) == 2 and len(buf.parked) == 2

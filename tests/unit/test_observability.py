@@ -1,0 +1,127 @@
+"""Fairness slices, explanations and drift in the core, against hand computations."""
+
+from typing import Any
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.core import LearningCore
+from pipeline.schemas import Event, Label
+
+
+def core_for(**overrides: Any) -> LearningCore:
+    return LearningCore.from_config(load_config(None, {"name": "obs", **overrides}, environ={}))
+
+
+def test_slices_match_a_hand_computation() -> None:
+    core = core_for(
+        model={"spec": "dummy.NoChangeClassifier"},  # predicts the previous label: easy by hand
+        evaluation={"metric": "Accuracy", "slice_by": "group"},
+        fallback={
+            "rules": [{"feature": "x", "op": ">", "value": 0, "prediction": True}],
+            "default": False,
+        },
+        gating={"min_labels": 1000},  # stays in shadow: the fallback is what is served
+    )
+    stream = [
+        ("a", 1.0, True),
+        ("b", 1.0, False),
+        ("a", -1.0, False),
+        ("b", -1.0, False),
+        ("a", 1.0, True),
+        ("b", -1.0, True),
+    ]
+    for i, (group, x, y) in enumerate(stream):
+        core.on_event(Event(id=str(i), ts=float(i), features={"x": x}, attributes={"group": group}))
+        core.on_label(Label(id=str(i), ts=i + 0.5, label=y))
+    slices = core.report()["slices"]
+    assert slices["attribute"] == "group" and slices["metric"] == "Accuracy"
+    # Model (previous label; no opinion on the first event):
+    #   a: events 2 (False, right), 4 (False, wrong) -> 1/2;  b: 1 wrong, 3 right, 5 right -> 2/3
+    # Fallback (x > 0): a: all right -> 1;  b: 1 wrong, 3 right, 5 wrong -> 1/3
+    assert slices["slices"]["a"]["model"]["Accuracy"] == pytest.approx(1 / 2)
+    assert slices["slices"]["b"]["model"]["Accuracy"] == pytest.approx(2 / 3)
+    assert slices["slices"]["a"]["fallback"]["Accuracy"] == pytest.approx(1.0)
+    assert slices["slices"]["b"]["fallback"]["Accuracy"] == pytest.approx(1 / 3)
+    assert slices["slices"]["b"]["served"] == slices["slices"]["b"]["fallback"]
+    assert slices["gap"]["model"] == pytest.approx(2 / 3 - 1 / 2)
+    assert slices["gap"]["fallback"] == pytest.approx(1 - 1 / 3)
+
+
+def test_explanations_are_weight_times_value() -> None:
+    core = core_for(
+        model={"spec": "linear_model.LinearRegression"},
+        evaluation={"metric": "MAE"},
+        fallback={"default": 0.0},
+        gating={"min_labels": 0, "window": 5, "margin": 0.0},
+        explain={"enabled": True, "top_k": 2},
+    )
+    for i in range(30):
+        x = {"a": float(i % 3), "b": float(i % 5), "c": 0.1}
+        core.on_event(Event(id=str(i), ts=float(i), features=x))
+        core.on_label(Label(id=str(i), ts=i + 0.5, label=2 * x["a"] - x["b"]))
+    assert core.state.gating.mode == "serving"
+    weights = dict(core.state.model.weights)
+    x = {"a": 2.0, "b": 4.0, "c": 0.1}
+    prediction = core.on_event(Event(id="probe", ts=99.0, features=x)).prediction
+    assert prediction is not None and prediction.source == "model"
+    by_hand = sorted(
+        ({"feature": f, "value": v, "contribution": weights[f] * v} for f, v in x.items()),
+        key=lambda t: -abs(t["contribution"]),
+    )[:2]
+    assert prediction.explanation == by_hand
+
+
+def test_explanations_absent_for_non_linear_models_and_fallback() -> None:
+    core = core_for(
+        model={"spec": "tree.HoeffdingTreeClassifier"},
+        fallback={"default": False},
+        explain={"enabled": True},
+    )
+    prediction = core.on_event(Event(id="1", ts=0.0, features={"x": 1.0})).prediction
+    assert prediction is not None and prediction.explanation is None
+
+
+def test_drift_demotes_then_the_model_earns_promotion_again() -> None:
+    core = core_for(
+        model={"spec": "linear_model.LogisticRegression(optimizer=optim.SGD(0.5))"},
+        evaluation={"metric": "Accuracy"},
+        fallback={"default": False},
+        gating={"min_labels": 100, "window": 100, "margin": 0.02},
+        drift={"detector": "drift.ADWIN"},
+    )
+    for i in range(3000):
+        x = float(i % 2)
+        y = (x == 1.0) if i < 1500 else (x == 0.0)  # the concept flips at 1500
+        core.on_event(Event(id=str(i), ts=float(i), features={"x": x}))
+        core.on_label(Label(id=str(i), ts=i + 0.5, label=y))
+    report = core.report()
+    kinds = [
+        (d["kind"], d["label_index"])
+        for d in sorted(report["promotions"] + report["demotions"], key=lambda d: d["label_index"])
+    ]
+    assert kinds[0][0] == "promotion" and kinds[0][1] < 1500
+    demotion = next(d for d in report["demotions"] if d["label_index"] > 1500)
+    assert demotion["reason"].startswith("drift detected by ADWIN")
+    assert demotion["label_index"] - 1500 < 100  # caught within 100 labels of the change
+    assert [d["label_index"] for d in report["drift"]] == [demotion["label_index"]]
+    assert any(p["label_index"] > demotion["label_index"] for p in report["promotions"])
+    assert report["mode"] == "serving"
+
+
+def test_explanations_through_a_scaling_pipeline() -> None:
+    from river import linear_model, preprocessing
+
+    from pipeline.explain import contributions, global_weights
+
+    model = preprocessing.StandardScaler() | linear_model.LinearRegression()
+    for i in range(20):
+        model.learn_one({"a": float(i % 4), "b": float(i % 3)}, float(i % 4))
+    x = {"a": 3.0, "b": 1.0}
+    scaled = model["StandardScaler"].transform_one(x)
+    weights = model["LinearRegression"].weights
+    got = contributions(model, x, top_k=2)
+    assert got is not None
+    assert {t["feature"]: t["contribution"] for t in got} == {f: weights[f] * scaled[f] for f in x}
+    assert {t["feature"]: t["value"] for t in got} == scaled
+    assert set(global_weights(model) or {}) == {"a", "b", "(intercept)"}
