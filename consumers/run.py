@@ -575,11 +575,13 @@ class Consumer:
         for role in ("model", "fallback"):
             self.metrics.windowed.labels(role=role).set(float(windowed[role]))
         slices = state.evaluator.slice_values()
-        for value, roles in slices.get("slices", {}).items():
-            for role, by_name in roles.items():
-                self.metrics.slice_metric.labels(value=value, role=role).set(
-                    by_name[slices["metric"]]
-                )
+        by_slice = {
+            value: {role: by_name[slices["metric"]] for role, by_name in roles.items()}
+            for value, roles in slices.get("slices", {}).items()
+        }
+        for value, roles in by_slice.items():
+            for role, metric in roles.items():
+                self.metrics.slice_metric.labels(value=value, role=role).set(metric)
         for role, gap in slices.get("gap", {}).items():
             self.metrics.slice_gap.labels(role=role).set(gap)
         status = {
@@ -595,6 +597,8 @@ class Consumer:
             "promotions": [d.as_dict() for d in state.gating.promotions[-5:]],
             "demotions": [d.as_dict() for d in state.gating.demotions[-5:]],
             "drift": state.drift_events[-5:],
+            "slices_attribute": slices.get("attribute"),
+            "slices": by_slice,
             "slices_gap": slices.get("gap", {}),
             "lag": {f"{t}[{p}]": lag for (t, p), lag in sorted(self.lags.items())},
             "latency_ms": self.stats.latency_ms.summary(),

@@ -473,8 +473,17 @@ def status(
             row(decision["kind"], f"label {decision['label_index']}: {decision['reason']}")
         for drift in info.get("drift", []):
             row("drift", f"label {drift['label_index']} ({drift['detector']})")
+        attribute = info.get("slices_attribute")
+        for value, roles in sorted((info.get("slices") or {}).items()):
+            row(
+                f"slice {attribute}={value} ({info.get('metric', '')})",
+                " / ".join(f"{role} {metric:.4f}" for role, metric in roles.items()),
+            )
         if info.get("slices_gap"):
-            row("slice gap (best - worst)", info["slices_gap"])
+            row(
+                "slice gap, best - worst",
+                " / ".join(f"{role} {gap:.4f}" for role, gap in info["slices_gap"].items()),
+            )
         latency = info.get("latency_ms") or {}
         if latency.get("count"):
             row(
@@ -572,7 +581,8 @@ def print_summary(report: dict[str, Any]) -> None:
             ),
         )
     out.print(metrics)
-    for decision in report["promotions"] + report["demotions"]:
+    decisions = sorted(report["promotions"] + report["demotions"], key=lambda d: d["label_index"])
+    for decision in decisions:
         out.print(
             f"{decision['kind']} at label {decision['label_index']}: windowed model "
             f"{decision['model_metric']:.4f} vs fallback {decision['fallback_metric']:.4f}"

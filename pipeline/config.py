@@ -108,6 +108,9 @@ class EvaluationConfig(_Section):
     slice_by: str | None = Field(
         default=None, description="An event attribute: metrics per value (fairness slices)."
     )
+    max_slices: int = Field(
+        default=100, ge=1, description="Distinct slice values kept; later ones share '(other)'."
+    )
     history_every: int = Field(default=10, ge=1, description="Labels between curve samples.")
     history_max: int = Field(
         default=2000, ge=10, description="Curve samples kept; beyond, the curve is thinned."

@@ -105,6 +105,7 @@ class LearningCore:
             config.evaluation.extra_metrics,
             config.gating.window,
             config.evaluation.slice_by,
+            config.evaluation.max_slices,
         )
         detector = config.drift.detector
         return CoreState(

@@ -70,6 +70,9 @@ class Windowed:
         return len(self.pairs)
 
 
+OTHER_SLICE = "(other)"
+
+
 class Evaluator:
     """Metrics for the three prediction streams, cumulative and windowed."""
 
@@ -81,6 +84,7 @@ class Evaluator:
         extra_metrics: tuple[str, ...] = (),
         window: int = 200,
         slice_by: str | None = None,
+        max_slices: int = 100,
     ) -> None:
         self.names = (metric, *[m for m in extra_metrics if m != metric])
         self.cumulative: dict[str, dict[str, river_metrics.base.Metric]] = self._fresh()
@@ -88,6 +92,7 @@ class Evaluator:
         # Fairness: the same metrics per value of one event attribute (a group).
         self.slices: dict[str, dict[str, dict[str, river_metrics.base.Metric]]] = {}
         self.slice_counts: dict[str, Counter[str]] = {}
+        self.max_slices = max_slices
         self.window = window
         self.window_model = Windowed(make_metric(metric), window)
         self.window_fallback = Windowed(make_metric(metric), window)
@@ -114,6 +119,9 @@ class Evaluator:
         groups = [self.cumulative]
         if self.slice_by is not None and attributes and self.slice_by in attributes:
             key = str(attributes[self.slice_by])
+            if key not in self.slices and len(self.slices) >= self.max_slices:
+                # A high-cardinality attribute (an id by mistake) must not grow state for weeks.
+                key = OTHER_SLICE
             if key not in self.slices:
                 self.slices[key] = self._fresh()
                 self.slice_counts[key] = Counter()

@@ -55,17 +55,25 @@ SOURCE_COLOURS = {
 }
 
 
-def _markers(report: dict[str, Any]) -> list[tuple[int, str, str]]:
-    """(label index, colour, line style) for every promotion, demotion and drift detection."""
-    marks = [(int(d["label_index"]), "green", "-") for d in report.get("promotions", [])]
-    marks += [(int(d["label_index"]), "red", "-") for d in report.get("demotions", [])]
-    marks += [(int(d["label_index"]), "orange", "--") for d in report.get("drift", [])]
+MARKER_STYLES = {"promotion": ("green", "-"), "demotion": ("red", "-"), "drift": ("orange", "--")}
+
+
+def _markers(report: dict[str, Any]) -> list[tuple[int, str]]:
+    """(label index, kind) for every promotion, demotion and drift detection."""
+    marks = [(int(d["label_index"]), "promotion") for d in report.get("promotions", [])]
+    marks += [(int(d["label_index"]), "demotion") for d in report.get("demotions", [])]
+    marks += [(int(d["label_index"]), "drift") for d in report.get("drift", [])]
     return marks
 
 
-def _draw_markers(ax: Axes, marks: list[tuple[int, str, str]]) -> None:
-    for x, colour, style in marks:
-        ax.axvline(x, color=colour, linestyle=style, linewidth=1.2, alpha=0.9)
+def _draw_markers(ax: Axes, marks: list[tuple[int, str]], legend: bool = False) -> None:
+    named: set[str] = set()
+    for x, kind in marks:
+        colour, style = MARKER_STYLES[kind]
+        # One legend entry per kind, so a reader can tell a promotion from a drift at a glance.
+        label = kind if legend and kind not in named else None
+        named.add(kind)
+        ax.axvline(x, color=colour, linestyle=style, linewidth=1.2, alpha=0.9, label=label)
 
 
 def _serving_spans(history: list[dict[str, Any]]) -> list[tuple[float, float]]:
@@ -142,7 +150,7 @@ def _figure(report: dict[str, Any]) -> Figure:
         )
     top.plot(labels, [s["model"] for s in history], color="tab:blue", label="model")
     top.plot(labels, [s["fallback"] for s in history], color="tab:orange", label="fallback")
-    _draw_markers(top, marks)
+    _draw_markers(top, marks, legend=True)
     top.set_title(f"Windowed {metric}: model vs fallback")
     direction = "" if report.get("bigger_is_better", True) else " (lower is better)"
     top.set_ylabel(metric + direction)

@@ -14,11 +14,16 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
+from river import datasets
 
 from consumers.run import Consumer
+from pipeline.config import RiverlineConfig
 from pipeline.state.redis_client import connect
+from producers.replay import replay
+from producers.schedule import parse_delay
+from producers.sources import SourceOptions
 from tests.conftest import TEST_SECRET
-from tests.integration.helpers import publish, wait_for, write_config
+from tests.integration.helpers import wait_for, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -38,17 +43,28 @@ def png_size(path: Path) -> tuple[int, int]:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
-def test_metrics_endpoint_matches_the_report(make_config: Any) -> None:
+def publish_grouped_phishing(cfg: RiverlineConfig, tmp_path: Path) -> None:
+    """Phishing, labels 20 events late, with an attribute ``group`` alternating a, b."""
+    assert cfg.kafka.bootstrap is not None
+    source = tmp_path / "phishing.jsonl"
+    with source.open("w") as f:
+        for i, (x, y) in enumerate(datasets.Phishing()):
+            f.write(json.dumps({"id": str(i), "label": y, "group": "ab"[i % 2], **x}) + "\n")
+    options = SourceOptions(ts_column=None, attribute_columns=("group",))
+    replay(cfg, cfg.kafka.bootstrap, str(source), parse_delay("20"), options=options)
+
+
+def test_metrics_endpoint_matches_the_report(make_config: Any, tmp_path: Path) -> None:
     cfg = make_config(
         {
-            "evaluation": {"metric": "Accuracy"},
+            "evaluation": {"metric": "Accuracy", "slice_by": "group"},
             "fallback": {"default": False},
             "gating": {"min_labels": 50},
             "telemetry": {"prometheus_port": 0, "status_every_seconds": 0.2},
             "checkpoint": {"every_labels": 100},
         }
     )
-    publish(cfg, "river:Phishing", "20")
+    publish_grouped_phishing(cfg, tmp_path)
     producer = KafkaProducer(bootstrap_servers=cfg.kafka.bootstrap)
     for raw in (b"not json", b"[1]"):
         producer.send(cfg.kafka.topics.events, value=raw)
@@ -87,6 +103,16 @@ def test_metrics_endpoint_matches_the_report(make_config: Any) -> None:
     )
     wall = samples[("riverline_event_to_prediction_seconds_count", (("clock", "wall"),))]
     assert wall == report["events"]
+    event_clock = samples[("riverline_event_to_prediction_seconds_count", (("clock", "event"),))]
+    assert event_clock == report["events"]
+    slices = report["slices"]
+    assert sorted(slices["slices"]) == ["a", "b"]
+    for value, roles in slices["slices"].items():
+        for role, by_name in roles.items():
+            key = ("riverline_slice_metric", (("role", role), ("value", value)))
+            assert samples[key] == pytest.approx(by_name["Accuracy"])
+    for role, gap in slices["gap"].items():
+        assert samples[("riverline_slice_gap", (("role", role),))] == pytest.approx(gap)
     assert samples[("riverline_learn_seconds_count", ())] >= report["labels"]
     lags = [v for (name, _), v in samples.items() if name == "riverline_consumer_lag"]
     assert lags and all(v == 0 for v in lags)  # drained
@@ -147,13 +173,13 @@ def test_drift_demo_promotes_demotes_at_the_drift_and_promotes_again(
 def test_status_and_report_commands(make_config: Any, tmp_path: Path) -> None:
     cfg = make_config(
         {
-            "evaluation": {"metric": "ROCAUC"},
             "fallback": {"default": False},
             "gating": {"min_labels": 50},
             "telemetry": {"status_every_seconds": 0.2},
+            "evaluation": {"metric": "ROCAUC", "slice_by": "group"},
         }
     )
-    publish(cfg, "river:Phishing", "20")
+    publish_grouped_phishing(cfg, tmp_path)
     config_file = write_config(cfg, tmp_path / "c.yaml")
     env = {**os.environ, "RIVERLINE_CHECKPOINT_SECRET": TEST_SECRET}
     cli = [sys.executable, "-m", "pipeline.cli"]
@@ -186,6 +212,13 @@ def test_status_and_report_commands(make_config: Any, tmp_path: Path) -> None:
     assert "serving" in out and "windowed ROCAUC model vs fallback" in out
     assert "promotion" in out and "checkpoint" in out and "lag" in out
     assert "global weights" in out and "(intercept)" in out and "https" in out
+    slices = json.loads((tmp_path / "r.json").read_text())["slices"]
+    assert sorted(slices["slices"]) == ["a", "b"]
+    for value in "ab":
+        roles = slices["slices"][value]
+        shown = " / ".join(f"{role} {roles[role]['ROCAUC']:.4f}" for role in roles)
+        assert f"slice group={value} (ROCAUC)" in out and shown in out
+    assert f"model {slices['gap']['model']:.4f}" in out
     made = subprocess.run(
         [*cli, "report", "--from-json", str(tmp_path / "r.json"), "--out", str(tmp_path / "rep")],
         env=env,

@@ -125,3 +125,18 @@ def test_explanations_through_a_scaling_pipeline() -> None:
     assert {t["feature"]: t["contribution"] for t in got} == {f: weights[f] * scaled[f] for f in x}
     assert {t["feature"]: t["value"] for t in got} == scaled
     assert set(global_weights(model) or {}) == {"a", "b", "(intercept)"}
+
+
+def test_slices_beyond_the_cap_share_one_other_slice() -> None:
+    core = core_for(
+        model={"spec": "dummy.NoChangeClassifier"},
+        evaluation={"metric": "Accuracy", "slice_by": "user", "max_slices": 3},
+        fallback={"default": True},
+    )
+    for i in range(10):
+        core.on_event(Event(id=str(i), ts=float(i), features={}, attributes={"user": f"u{i}"}))
+        core.on_label(Label(id=str(i), ts=i + 0.5, label=i % 2 == 0))
+    slices = core.report()["slices"]["slices"]
+    assert sorted(slices) == ["(other)", "u0", "u1", "u2"]
+    # Seven users share the other slice; the fallback (always True) was right for u4, u6, u8.
+    assert slices["(other)"]["fallback"]["Accuracy"] == pytest.approx(3 / 7)
