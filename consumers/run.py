@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from consumers.signals import StopFlag
@@ -28,7 +29,13 @@ from pipeline.checkpointing.store import CheckpointStore, Fenced, Offsets
 from pipeline.config import ConfigError, RiverlineConfig
 from pipeline.core import LearningCore, Outcome
 from pipeline.gating import Decision
-from pipeline.kafka.clients import ensure_topics, make_consumer, make_producer
+from pipeline.kafka.clients import (
+    DELIVERY_TIMEOUT_MS,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+)
+from pipeline.kafka.outputs import DurableOutputs
 from pipeline.kafka.records import KIND_EVENT, KIND_LABEL, Incoming, Origin, to_item
 from pipeline.ordering import OrderedMerge
 from pipeline.schemas import DeadLetter, Event, InvalidRecord, encode
@@ -97,6 +104,7 @@ class Consumer:
         until_idle: float | None = None,
         stop: StopFlag | None = None,
         consumer_options: dict[str, Any] | None = None,
+        producer_options: dict[str, Any] | None = None,
         on_checkpoint: Callable[[int, LearningCore], None] | None = None,
         owner: str | None = None,
     ) -> None:
@@ -106,6 +114,7 @@ class Consumer:
         self.until_idle = until_idle
         self.stop = stop or StopFlag()
         self.consumer_options = consumer_options or {}
+        self.producer_options = producer_options or {}
         self.on_checkpoint = on_checkpoint
         self.store = CheckpointStore(
             redis_client, config.name, require_secret(config), config.checkpoint.keep
@@ -264,7 +273,11 @@ class Consumer:
         keeper = threading.Thread(target=self._keep_lease, name="lease", daemon=True)
         keeper.start()
         self._restore()
-        self.producer = make_producer(self.config.kafka, self.bootstrap)
+        delivery_ms = self.producer_options.get("delivery_timeout_ms", DELIVERY_TIMEOUT_MS)
+        self.outputs = DurableOutputs(
+            lambda: make_producer(self.config.kafka, self.bootstrap, **self.producer_options),
+            flush_timeout_s=delivery_ms / 1000 + 5,
+        )
         self.kafka = make_consumer(
             self.config.kafka,
             self.bootstrap,
@@ -285,9 +298,8 @@ class Consumer:
             raise
         finally:
             self.lease_stop.set()
-            self.producer.flush()
             self.kafka.close()
-            self.producer.close()
+            self.outputs.close()
             if not fenced:
                 with contextlib.suppress(redis.RedisError):
                     self.lease.release()
@@ -317,8 +329,22 @@ class Consumer:
                 and self.redis_healthy
                 and now - last_activity >= self.until_idle
             ):
-                log.info("nothing new for %.1fs: stopping", self.until_idle)
-                return
+                if self._broker_answers():
+                    log.info("nothing new for %.1fs: stopping", self.until_idle)
+                    return
+                # Silence from an unreachable broker is not the end of the stream.
+                last_activity = time.monotonic()
+
+    def _broker_answers(self) -> bool:
+        assignment = list(self.kafka.assignment())
+        if not assignment:
+            return False
+        try:
+            self.kafka.end_offsets(assignment, timeout_ms=2000)
+        except KafkaError as e:
+            log.warning("the broker does not answer (%s): waiting for it", e)
+            return False
+        return True
 
     def _final_checkpoint(self, attempts: int = 30) -> None:
         for _ in range(attempts):
@@ -415,10 +441,8 @@ class Consumer:
         outcome = self.core.on_event(event, incoming.origin)
         self.metrics.predict_time.observe(time.perf_counter() - predict_started)
         if outcome.prediction is not None:
-            self.producer.send(
-                self.topics.predictions,
-                key=event.partition_key.encode(),
-                value=encode(outcome.prediction),
+            self.outputs.send(
+                self.topics.predictions, event.partition_key.encode(), encode(outcome.prediction)
             )
             self.stats.published += 1
             now_ms = time.time() * 1000.0
@@ -464,7 +488,7 @@ class Consumer:
             value=origin.value,
             rejected_at=time.time(),
         )
-        self.producer.send(self.topics.dead_letters, key=origin.key, value=encode(letter))
+        self.outputs.send(self.topics.dead_letters, origin.key, encode(letter))
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -478,7 +502,11 @@ class Consumer:
     def checkpoint(self, reason: str, commit_group: bool = True) -> int | None:
         """Write the state and offsets as one version; None if Redis is unreachable."""
         # Outputs first: once the offsets move past a record, its prediction must be durable.
-        self.producer.flush()
+        # A stopping consumer with an unreachable broker gives up instead: without this
+        # checkpoint its records are read again on the next start, and their outputs re-sent.
+        if not self.outputs.flush(attempts=3 if self.stop.is_set() else None):
+            log.error("outputs not acknowledged by the broker: checkpoint skipped")
+            return None
         state = self.core.state
         meta = {
             "reason": reason,

@@ -80,35 +80,47 @@ def pipeline_name() -> str:
     return f"test-{uuid.uuid4().hex[:10]}"
 
 
-@pytest.fixture
-def make_config(backends: Backends, pipeline_name: str) -> Iterator[Any]:
-    """Build a config for this test's pipeline: unique name, topics and Redis prefix."""
+def build_test_config(
+    backends: Backends, name: str, overrides: dict[str, Any] | None = None
+) -> RiverlineConfig:
+    """A config of its own for one test pipeline: its name prefixes its topics and Redis keys."""
+    from pipeline.config import _deep_merge
+
+    base: dict[str, Any] = {
+        "name": name,
+        "kafka": {
+            "bootstrap": backends.kafka,
+            "topics": {
+                t: f"{name}.{t}"
+                for t in ("events", "labels", "predictions", "dead_letters", "review_requests")
+            },
+        },
+        "redis": {"url": backends.redis},
+        "checkpoint": {"secret": TEST_SECRET},
+    }
+    return load_config(None, _deep_merge(base, overrides or {}), environ={})
+
+
+def delete_pipelines(backends: Backends, names: set[str]) -> None:
+    """Remove the Redis keys of these test pipelines (never anything else)."""
     from pipeline.checkpointing.store import CheckpointStore
     from pipeline.state.redis_client import connect
 
+    client = connect(backends.redis)
+    for name in names:
+        CheckpointStore(client, name, None).delete_all()
+    client.close()
+
+
+@pytest.fixture
+def make_config(backends: Backends, pipeline_name: str) -> Iterator[Any]:
+    """Build a config for this test's pipeline: unique name, topics and Redis prefix."""
     names: list[str] = []
 
     def build(overrides: dict[str, Any] | None = None, name: str | None = None) -> RiverlineConfig:
         run_name = name or pipeline_name
         names.append(run_name)
-        base: dict[str, Any] = {
-            "name": run_name,
-            "kafka": {
-                "bootstrap": backends.kafka,
-                "topics": {
-                    t: f"{run_name}.{t}"
-                    for t in ("events", "labels", "predictions", "dead_letters", "review_requests")
-                },
-            },
-            "redis": {"url": backends.redis},
-            "checkpoint": {"secret": TEST_SECRET},
-        }
-        from pipeline.config import _deep_merge
-
-        return load_config(None, _deep_merge(base, overrides or {}), environ={})
+        return build_test_config(backends, run_name, overrides)
 
     yield build
-    client = connect(backends.redis)
-    for name in set(names):
-        CheckpointStore(client, name, None).delete_all()
-    client.close()
+    delete_pipelines(backends, set(names))

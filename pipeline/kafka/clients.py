@@ -20,12 +20,18 @@ def _common(config: KafkaConfig, bootstrap: str) -> dict[str, Any]:
     return {"bootstrap_servers": bootstrap.split(","), **config.client_options}
 
 
+# After this long a send has succeeded or failed; a flush that takes much longer is stuck.
+# kafka-python requires it above linger_ms + request_timeout_ms (30 s by default).
+DELIVERY_TIMEOUT_MS = 60_000
+
+
 def make_producer(config: KafkaConfig, bootstrap: str, **overrides: Any) -> KafkaProducer:
     options: dict[str, Any] = {
         "acks": "all",
         "linger_ms": 5,
         "retries": 10,
         "max_in_flight_requests_per_connection": 1,  # keeps per-partition order across retries
+        "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
         **_common(config, bootstrap),
         **overrides,
     }

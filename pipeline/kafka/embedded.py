@@ -59,8 +59,15 @@ class EmbeddedBroker:
     127.0.0.1:40123
     """
 
-    def __init__(self, port: int | None = None, startup_timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        startup_timeout: float = 15.0,
+        advertised_port: int | None = None,
+    ) -> None:
         self.port = port or free_port()
+        # Clients connect where the broker advertises itself: a proxy in front of it, in tests.
+        self.advertised_port = advertised_port or self.port
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
@@ -81,7 +88,7 @@ class EmbeddedBroker:
                     "--listener-url",
                     url,
                     "--advertised-listener-url",
-                    url,
+                    f"tcp://127.0.0.1:{self.advertised_port}",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -30,11 +30,29 @@ redis.call('SET', KEYS[3], token)
 return token
 """
 
+# Extend our lease; if it vanished (expired during a pause or an outage, or a Redis that lost
+# its data) and nobody drew a token since ours, take it back *with the same token*: a new token
+# would raise the fence above a checkpoint write already on its way with the old one.
 RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local holder = redis.call('GET', KEYS[1])
+if holder then
+  if holder == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  end
+  return 0
 end
-return 0
+local fence = redis.call('GET', KEYS[2])
+if fence and fence ~= ARGV[2] then
+  return 0
+end
+if not fence then
+  redis.call('SET', KEYS[2], ARGV[2])
+  if tonumber(redis.call('GET', KEYS[3]) or '0') < tonumber(ARGV[2]) then
+    redis.call('SET', KEYS[3], ARGV[2])
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
 """
 
 RELEASE = """
@@ -82,25 +100,16 @@ class Lease:
         return True
 
     def renew(self) -> None:
-        """Extend the lease; if it expired meanwhile, take it again only if nobody else did."""
+        """Extend the lease, or take it back if it lapsed and nobody else took it since."""
         if self.token is None:
             raise LeaseLost("the lease was never acquired")
-        if self._renew(keys=[self.key], args=[self.value, self.ttl_ms]):
+        keys = [self.key, self.fence_key, self.counter_key]
+        if self._renew(keys=keys, args=[self.value, self.token, self.ttl_ms]):
             return
         fence = self.client.get(self.fence_key)
-        # The lease key vanished (expiry during a pause or an outage, or a Redis that lost its
-        # data). Nobody else drew a token since ours: resuming is safe.
-        if fence is None or int(fence) == self.token:
-            previous = self.token
-            if self.try_acquire():
-                if fence is not None and self.token != previous + 1:
-                    self.release()
-                    raise LeaseLost(f"lease taken over (token {self.token} after {previous})")
-                return
-        holder = self.holder()
         raise LeaseLost(
-            f"lease of {self.key} is now held by {holder or 'nobody'} (fence {fence}, "
-            f"ours {self.token})"
+            f"lease of {self.key} is now held by {self.holder() or 'nobody'} (fence "
+            f"{fence.decode() if isinstance(fence, bytes) else fence}, ours {self.token})"
         )
 
     def holder(self) -> str | None:

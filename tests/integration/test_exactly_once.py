@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -10,6 +11,9 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +24,23 @@ from consumers.run import Consumer
 from consumers.signals import StopFlag
 from pipeline.checkpointing.store import CRASH_ENV, CheckpointStore, Fenced
 from pipeline.core import LearningCore
-from pipeline.kafka.embedded import free_port, wait_for_port
+from pipeline.kafka.embedded import (
+    BrokerUnavailable,
+    EmbeddedBroker,
+    broker_binary,
+    free_port,
+    wait_for_port,
+)
 from pipeline.state.lease import Lease, LeaseLost
 from pipeline.state.redis_client import connect
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, Backends, build_test_config, delete_pipelines
 from tests.integration.helpers import (
+    TcpProxy,
     consume,
+    json_values,
     learning_state,
     publish,
+    read_topic,
     run_cli,
     wait_for,
     write_config,
@@ -55,18 +68,34 @@ def probe_predictions(cfg: Any, store: CheckpointStore) -> list[dict[Any, float]
     return [model.predict_proba_one(x) for x in probe]
 
 
-def reference_run(make_config: Any, cfg: Any, name: str) -> tuple[dict[str, Any], Any, Any]:
-    ref_cfg = make_config(
-        {**SLOW_MODEL, "kafka": {"partitions": 2, "topics": cfg.kafka.topics.model_dump()}},
-        name=name,
-    )
-    report = consume(ref_cfg)
-    store = CheckpointStore(connect(ref_cfg.redis.url), ref_cfg.name, TEST_SECRET.encode())
-    return report, ref_cfg, store
+@dataclass(frozen=True)
+class Reference:
+    """An uninterrupted run over the same stream: what every recovery must end equal to."""
+
+    report: dict[str, Any]
+    probe: list[dict[Any, float]]
+
+
+@pytest.fixture(scope="module")
+def reference(backends: Backends) -> Iterator[Reference]:
+    """One uninterrupted run of SLOW_MODEL over Bananas (delay 30), shared by this module.
+
+    The replay is deterministic (ids, keys, partitions, times and seq headers), so a run over
+    this pipeline's own topics equals one over any test's copy of the same replay.
+    """
+    name = f"test-ref-{uuid.uuid4().hex[:10]}"
+    cfg = build_test_config(backends, name, SLOW_MODEL)
+    try:
+        publish(cfg, "river:Bananas", "30")
+        report = consume(cfg)
+        store = CheckpointStore(connect(cfg.redis.url), cfg.name, TEST_SECRET.encode())
+        yield Reference(report, probe_predictions(cfg, store))
+    finally:
+        delete_pipelines(backends, {name})
 
 
 def test_sigkill_at_random_moments_loses_nothing_and_learns_nothing_twice(
-    make_config: Any, pipeline_name: str, tmp_path: Path
+    make_config: Any, reference: Reference, tmp_path: Path
 ) -> None:
     cfg = make_config(SLOW_MODEL)
     total = publish(cfg, "river:Bananas", "30").labels
@@ -104,18 +133,15 @@ def test_sigkill_at_random_moments_loses_nothing_and_learns_nothing_twice(
     assert final.returncode == 0, stderr
     assert "resuming from checkpoint" in stderr
 
-    import json
-
     resumed = json.loads((tmp_path / "final.json").read_text())
-    reference, ref_cfg, ref_store = reference_run(make_config, cfg, f"{pipeline_name}-ref")
-    assert resumed["labels"] == reference["labels"] == total  # none lost, none twice
+    assert resumed["labels"] == reference.report["labels"] == total  # none lost, none twice
     assert resumed["events"] == total
-    assert learning_state(resumed) == learning_state(reference)
-    assert probe_predictions(cfg, store) == probe_predictions(ref_cfg, ref_store)
+    assert learning_state(resumed) == learning_state(reference.report)
+    assert probe_predictions(cfg, store) == reference.probe
 
 
 def test_single_writer_standby_takes_over(
-    make_config: Any, pipeline_name: str, tmp_path: Path
+    make_config: Any, reference: Reference, tmp_path: Path
 ) -> None:
     cfg = make_config(SLOW_MODEL)
     publish(cfg, "river:Bananas", "30")
@@ -141,11 +167,9 @@ def test_single_writer_standby_takes_over(
     last = store.meta(store.latest_version() or 0) or {}
     assert last["owner"] != first_owner
 
-    import json
-
     taken_over = json.loads((tmp_path / "b.json").read_text())
-    reference, _, _ = reference_run(make_config, cfg, f"{pipeline_name}-ref")
-    assert learning_state(taken_over) == learning_state(reference)
+    assert learning_state(taken_over) == learning_state(reference.report)
+    assert probe_predictions(cfg, store) == reference.probe
 
 
 def test_a_writer_whose_lease_was_taken_is_fenced(make_config: Any) -> None:
@@ -207,7 +231,7 @@ def test_tampered_or_unsigned_checkpoint_is_refused(make_config: Any, tmp_path: 
 
 
 def test_redis_outage_mid_run_loses_nothing(
-    make_config: Any, pipeline_name: str, tmp_path: Path
+    make_config: Any, reference: Reference, tmp_path: Path
 ) -> None:
     binary = shutil.which("redis-server")
     if binary is None:
@@ -266,12 +290,56 @@ def test_redis_outage_mid_run_loses_nothing(
         report = result["report"]
         assert report["run"]["redis_healthy"]
         assert report["labels"] == total
-        reference, _, _ = reference_run(make_config, cfg, f"{pipeline_name}-ref")
-        assert learning_state(report) == learning_state(reference)
+        assert learning_state(report) == learning_state(reference.report)
         assert store.load_latest() is not None  # the state reached the restarted Redis
+        assert probe_predictions(cfg, store) == reference.probe
     finally:
         redis_proc.terminate()
         redis_proc.wait(timeout=10)
+
+
+def test_broker_outage_mid_run_loses_nothing(make_config: Any, reference: Reference) -> None:
+    try:
+        broker_binary()
+    except BrokerUnavailable as e:
+        pytest.skip(f"needs the embedded broker to cut it off: {e}")
+    broker_port, proxy_port = free_port(), free_port()
+    # Clients reach this private broker only through the proxy: cutting it is an outage.
+    proxy = TcpProxy(proxy_port, broker_port).start()
+    with EmbeddedBroker(port=broker_port, advertised_port=proxy_port):
+        bootstrap = f"127.0.0.1:{proxy_port}"
+        cfg = make_config({**SLOW_MODEL, "kafka": {"partitions": 2, "bootstrap": bootstrap}})
+        total = publish(cfg, "river:Bananas", "30").labels
+        store = CheckpointStore(connect(cfg.redis.url), cfg.name, TEST_SECRET.encode())
+        consumer = Consumer(
+            cfg,
+            bootstrap,
+            connect(cfg.redis.url),
+            until_idle=3,
+            # Sends that wait longer than this fail: the outage must not lose them.
+            producer_options={"delivery_timeout_ms": 2000, "request_timeout_ms": 1000},
+        )
+        result: dict[str, Any] = {}
+        thread = threading.Thread(target=lambda: result.update(report=consumer.run()))
+        thread.start()
+        wait_for(lambda: consumer.core.state.labels >= 1000, 120, "progress before the outage")
+        proxy.cut()
+        labels_at_cut = consumer.core.state.labels
+        # Longer than the session timeout: the group forgets the consumer, which must rejoin.
+        time.sleep(8)
+        assert thread.is_alive(), "the consumer stopped during the outage"
+        assert consumer.core.state.labels < total
+        proxy.restore()
+        thread.join(timeout=300)
+        assert not thread.is_alive()
+        report = result["report"]
+        assert report["labels"] == total > labels_at_cut
+        assert learning_state(report) == learning_state(reference.report)
+        assert probe_predictions(cfg, store) == reference.probe
+        predictions = json_values(read_topic(bootstrap, cfg.kafka.topics.predictions))
+        # At least once: every event's prediction is there, none lost in the outage.
+        assert {p["id"] for p in predictions} == {str(i) for i in range(total)}
+    proxy.cut()
 
 
 def test_rollback_resumes_from_the_older_version(
@@ -349,8 +417,6 @@ def test_rollback_resumes_from_the_older_version(
     _, stderr = again.communicate(timeout=120)
     assert again.returncode == 0, stderr
     assert f"resuming from checkpoint {older} (500 labels learned)" in stderr
-
-    import json
 
     resumed = json.loads((tmp_path / "again.json").read_text())
     # From version `older` on, the same records in the same order: the same end state.
