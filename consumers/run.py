@@ -230,8 +230,10 @@ class Consumer:
             self.expected[(tp.topic, tp.partition)] = offset
             if offset is not None:
                 self.kafka.seek(tp, offset)
-            elif self.config.kafka.reset_policy == "earliest":
-                # Not the group's committed offset: Redis is the source of truth.
+            elif self.config.kafka.reset_policy == "earliest" or self.checkpoint_version is None:
+                # Not the group's committed offset: Redis is the source of truth. A pipeline
+                # with no checkpoint yet reads everything; the policy is for partitions that
+                # appear once it has one (a topic that grew).
                 self.kafka.seek_to_beginning(tp)
             else:
                 self.kafka.seek_to_end(tp)

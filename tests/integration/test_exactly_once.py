@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from river import datasets
 
 from consumers.run import Consumer
@@ -421,3 +422,87 @@ def test_rollback_resumes_from_the_older_version(
     resumed = json.loads((tmp_path / "again.json").read_text())
     # From version `older` on, the same records in the same order: the same end state.
     assert learning_state(resumed) == learning_state(finished)
+
+
+def send_pairs(cfg: Any, partition: int, ids: range) -> None:
+    """Events and their labels (half a second later), all to one partition of each topic."""
+    producer = KafkaProducer(bootstrap_servers=cfg.kafka.bootstrap)
+    for i in ids:
+        ts = 1_700_000_000.0 + i
+        event = {"id": f"e{i}", "ts": ts, "features": {"x": float(i % 7)}}
+        label = {"id": f"e{i}", "ts": ts + 0.5, "label": i % 3 == 0}
+        for topic, record in ((cfg.kafka.topics.events, event), (cfg.kafka.topics.labels, label)):
+            producer.send(topic, value=json.dumps(record).encode(), partition=partition)
+    producer.flush()
+    producer.close()
+
+
+def checkpointed_offsets(cfg: Any) -> dict[tuple[str, int], int]:
+    checkpoint = CheckpointStore(
+        connect(cfg.redis.url), cfg.name, TEST_SECRET.encode()
+    ).load_latest()
+    assert checkpoint is not None
+    return checkpoint.offsets
+
+
+PAIRS = {
+    "model": {"spec": "linear_model.LogisticRegression"},
+    "evaluation": {"metric": "Accuracy"},
+    "fallback": {"default": False},
+    "kafka": {"partitions": 2},
+}
+
+
+def test_a_partition_without_checkpointed_offset_starts_from_earliest(make_config: Any) -> None:
+    # Tansu cannot add partitions to a topic, so the new partition is one that had no records
+    # (hence no checkpointed offset) until now: the same path as a topic that grew.
+    cfg = make_config({**PAIRS, "kafka": {"partitions": 2, "reset_policy": "earliest"}})
+    events, labels = cfg.kafka.topics.events, cfg.kafka.topics.labels
+    send_pairs(cfg, 0, range(40))
+    assert consume(cfg)["labels"] == 40
+    assert checkpointed_offsets(cfg) == {(events, 0): 40, (labels, 0): 40}
+    send_pairs(cfg, 1, range(40, 70))
+    report = consume(cfg)
+    assert report["events"] == report["labels"] == 70
+    assert checkpointed_offsets(cfg) == {
+        (events, 0): 40,
+        (labels, 0): 40,
+        (events, 1): 30,
+        (labels, 1): 30,
+    }
+
+
+def test_a_partition_without_checkpointed_offset_starts_from_latest(make_config: Any) -> None:
+    cfg = make_config({**PAIRS, "kafka": {"partitions": 2, "reset_policy": "latest"}})
+    events, labels = cfg.kafka.topics.events, cfg.kafka.topics.labels
+    send_pairs(cfg, 0, range(40))
+    assert consume(cfg)["labels"] == 40  # no checkpoint yet: from the start, whatever the policy
+    probe = KafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap)
+    end = probe.end_offsets([TopicPartition(events, 0)])[TopicPartition(events, 0)]
+    probe.close()
+    if end != 40:
+        pytest.skip(
+            f"this broker's ListOffsets says the end of a 40-record partition is {end} (Tansu "
+            "0.6 does), so it cannot seek to the end: the latest policy needs Apache Kafka"
+        )
+    send_pairs(cfg, 1, range(40, 60))  # there before the consumer knew the partition: skipped
+    consumer = Consumer(cfg, cfg.kafka.bootstrap, connect(cfg.redis.url), until_idle=3)
+    result: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: result.update(report=consumer.run()))
+    thread.start()
+    # Once both new partitions have a known lag, their start position is resolved.
+    wait_for(
+        lambda: consumer.lags.get((events, 1)) == 0 and consumer.lags.get((labels, 1)) == 0,
+        60,
+        "the consumer positioned at the end of the new partitions",
+    )
+    send_pairs(cfg, 1, range(60, 75))
+    thread.join(timeout=120)
+    report = result["report"]
+    assert report["events"] == report["labels"] == 40 + 15
+    assert checkpointed_offsets(cfg) == {
+        (events, 0): 40,
+        (labels, 0): 40,
+        (events, 1): 35,
+        (labels, 1): 35,
+    }
