@@ -47,6 +47,9 @@ ModelOpt = Annotated[
 ]
 MetricOpt = Annotated[str | None, typer.Option(help="River metric name, e.g. ROCAUC, MAE.")]
 LogOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING.")]
+MetricsPortOpt = Annotated[
+    int | None, typer.Option(help="Serve Prometheus /metrics on this port (0: any).")
+]
 
 
 def config_path(path: str) -> Path:
@@ -148,9 +151,7 @@ def run(
         float | None, typer.Option(help="Exit once nothing new arrived for this many seconds.")
     ] = None,
     report: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
-    metrics_port: Annotated[
-        int | None, typer.Option(help="Serve Prometheus /metrics on this port (0: any).")
-    ] = None,
+    metrics_port: MetricsPortOpt = None,
     log_level: LogOpt = "INFO",
 ) -> None:
     """Consume events and labels; predict, serve, learn and checkpoint until stopped."""
@@ -192,13 +193,15 @@ def replay(
         list[str] | None, typer.Option(help="A column that is an attribute, not a feature.")
     ] = None,
     on_error: Annotated[str, typer.Option(help="A malformed row: 'stop' or 'skip'.")] = "stop",
+    metrics_port: MetricsPortOpt = None,
     log_level: LogOpt = "WARNING",
 ) -> None:
     """Publish a dataset to the events and labels topics, labels delayed as River would."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+    from pipeline.telemetry import ReplayMetrics, serve_registry
     from producers.replay import replay as do_replay
-    from producers.schedule import parse_delay
+    from producers.schedule import Emission, parse_delay
     from producers.sources import SourceError, SourceOptions
 
     setup_logging(log_level)
@@ -220,6 +223,17 @@ def replay(
             limit=limit,
             on_error=on_error,  # type: ignore[arg-type]
         )
+        metrics = ReplayMetrics()
+        if metrics_port is not None:
+            options.on_skip = lambda _error: metrics.skipped.inc()
+            port = serve_registry(metrics.registry, metrics_port)
+            console.print(f"metrics on http://127.0.0.1:{port}/metrics", highlight=False)
+
+        def emitted(emission: Emission) -> None:
+            metrics.emitted(emission.kind, emission.ts)
+            if emission.kind == "event":
+                progress.advance(task)
+
         with kafka_bootstrap(cfg, embedded_ok=False) as servers:
             columns = [
                 *Progress.get_default_columns()[:1],
@@ -237,7 +251,7 @@ def replay(
                         delay,
                         options=options,
                         speed=pace,
-                        on_emission=lambda e: progress.advance(task) if e.kind == "event" else None,
+                        on_emission=emitted,
                     )
                 except SourceError as e:
                     console.print(f"[red]error:[/red] {e}", highlight=False)
@@ -268,6 +282,7 @@ def demo(
         "reports"
     ),
     keep_state: Annotated[bool, typer.Option(help="Keep the demo's Redis keys.")] = False,
+    metrics_port: MetricsPortOpt = None,
     log_level: LogOpt = "WARNING",
 ) -> None:
     """Replay a dataset through the broker and the consumer, then print what happened."""
@@ -293,6 +308,7 @@ def demo(
             "name": run_name,
             "kafka": {"topics": topics, "partitions": partitions},
             "checkpoint": {"secret": secret.decode()},
+            "telemetry": {"prometheus_port": metrics_port},
         }
         cfg = build_config(config, name, bootstrap, redis_url, model, metric, extra)
         url = resolve_redis_url(cfg.redis.url)

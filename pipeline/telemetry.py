@@ -130,7 +130,48 @@ class PipelineMetrics:
 
     def serve(self, port: int) -> int:
         """Expose /metrics on ``port`` (0: a free one); returns the port."""
-        from prometheus_client import start_http_server
+        return serve_registry(self.registry, port)
 
-        server, _thread = start_http_server(port, addr="0.0.0.0", registry=self.registry)
-        return int(server.server_address[1])
+
+def serve_registry(registry: Any, port: int) -> int:
+    """Serve a registry's /metrics on ``port`` (0: a free one); returns the port."""
+    from prometheus_client import start_http_server
+
+    server, _thread = start_http_server(port, addr="0.0.0.0", registry=registry)
+    return int(server.server_address[1])
+
+
+class ReplayMetrics:
+    """Prometheus metrics of a replay: what it published, and how far in event time it is.
+
+    >>> metrics = ReplayMetrics()
+    >>> metrics.emitted("event", 1_700_000_000.0)
+    >>> metrics.emitted("label", 1_700_000_001.0)
+    >>> metrics.registry.get_sample_value("riverline_replay_published_total", {"kind": "event"})
+    1.0
+    >>> metrics.registry.get_sample_value("riverline_replay_event_time_seconds")
+    1700000001.0
+    """
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        self.registry = CollectorRegistry()
+        self.published = Counter(
+            "riverline_replay_published",
+            "Records the replay published, by kind (event, label)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.skipped = Counter(
+            "riverline_replay_skipped_rows", "Malformed rows skipped", registry=self.registry
+        )
+        self.event_time = Gauge(
+            "riverline_replay_event_time_seconds",
+            "Event time of the latest record published",
+            registry=self.registry,
+        )
+
+    def emitted(self, kind: str, ts: float) -> None:
+        self.published.labels(kind=kind).inc()
+        self.event_time.set(ts)

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pipeline.config import RiverlineConfig
 from pipeline.kafka.clients import ensure_topics, make_producer
 from pipeline.kafka.records import SENT_HEADER, SEQ_HEADER
 from producers.schedule import Emission, LabelDelay, schedule
-from producers.sources import SourceOptions, SourceRecord, open_source
+from producers.sources import SourceError, SourceOptions, SourceRecord, open_source
 
 
 @dataclass
@@ -118,14 +118,15 @@ def replay(
     """Read ``source`` and publish it with labels delayed by ``delay``."""
     options = options or SourceOptions()
     skipped = 0
+    caller_on_skip = options.on_skip
 
-    def count_skip(_error: Exception) -> None:
+    def count_skip(error: SourceError) -> None:
         nonlocal skipped
         skipped += 1
+        if caller_on_skip is not None:
+            caller_on_skip(error)
 
-    if options.on_skip is None:
-        options.on_skip = count_skip
-    records = open_source(source, options)
+    records = open_source(source, replace(options, on_skip=count_skip))
     result = publish(
         config,
         bootstrap,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from river import datasets
 
 from consumers.run import Consumer
 from pipeline.config import RiverlineConfig
+from pipeline.kafka.embedded import free_port
 from pipeline.state.redis_client import connect
 from producers.replay import replay
 from producers.schedule import parse_delay
@@ -237,3 +240,36 @@ def test_status_and_report_commands(make_config: Any, tmp_path: Path) -> None:
     )
     assert from_redis.returncode == 0, from_redis.stderr
     assert (tmp_path / "rep2" / f"{cfg.name}-learning-curve.html").exists()
+
+
+def test_replay_serves_its_own_metrics(make_config: Any, tmp_path: Path) -> None:
+    cfg = make_config({"evaluation": {"metric": "Accuracy"}})
+    source = tmp_path / "rows.jsonl"
+    lines = [json.dumps({"id": str(i), "label": i % 2 == 0, "x": float(i)}) for i in range(150)]
+    lines.insert(2, "{this line is not json")
+    source.write_text("\n".join(lines) + "\n")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            *[sys.executable, "-m", "pipeline.cli", "replay"],
+            *["--config", str(write_config(cfg, tmp_path / "c.yaml"))],
+            *["--source", str(source), "--on-error", "skip"],
+            *["--speed", "40", "--label-delay", "5", "--metrics-port", str(port)],
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[dict[Any, float]] = []
+    while proc.poll() is None:
+        with contextlib.suppress(OSError):  # not listening yet
+            seen.append(scrape(port))
+        time.sleep(0.2)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    said = out + err  # the summary goes to stderr, beside the progress bar
+    assert "published 150 events and 150 labels" in said and "skipped 1 malformed rows" in said
+    events = [s.get(("riverline_replay_published_total", (("kind", "event"),)), 0) for s in seen]
+    assert len(seen) >= 5 and events == sorted(events) and 0 < events[-1] <= 150
+    assert max(s.get(("riverline_replay_skipped_rows_total", ()), 0) for s in seen) == 1
+    assert seen[-1][("riverline_replay_event_time_seconds", ())] > 0
