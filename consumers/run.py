@@ -373,7 +373,7 @@ class Consumer:
         # Outside the lock: position() may wait for the IO thread, which may wait for the lock.
         lags = {}
         for tp in self.kafka.assignment():
-            # Fetch responses carry the high watermark; ListOffsets is not trusted (see DESIGN.md).
+            # Fetch responses carry the high watermark; Tansu answers ListOffsets wrongly.
             highwater = self.kafka.highwater(tp)
             lag = None if highwater is None else max(0, highwater - self.kafka.position(tp))
             lags[(tp.topic, tp.partition)] = lag
