@@ -224,8 +224,8 @@ def replay(
             on_error=on_error,  # type: ignore[arg-type]
         )
         metrics = ReplayMetrics()
+        options.on_skip = lambda _error: metrics.skipped.inc()
         if metrics_port is not None:
-            options.on_skip = lambda _error: metrics.skipped.inc()
             port = serve_registry(metrics.registry, metrics_port)
             console.print(f"metrics on http://127.0.0.1:{port}/metrics", highlight=False)
 
