@@ -1,0 +1,5 @@
+"""``python -m pipeline.cli``: the same as the ``riverline`` console script."""
+
+from pipeline.cli import main
+
+main()

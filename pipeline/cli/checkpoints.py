@@ -1,0 +1,115 @@
+"""`riverline checkpoint list|show|rollback`."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from pipeline.cli.app import app
+from pipeline.cli.common import (
+    DEFAULT_CONFIG,
+    ConfigOpt,
+    NameOpt,
+    RedisOpt,
+    build_config,
+    console,
+    friendly_errors,
+    open_store,
+    stdout_console,
+)
+
+checkpoint_app = typer.Typer(help="Inspect and roll back a pipeline's checkpoints in Redis.")
+app.add_typer(checkpoint_app, name="checkpoint")
+
+
+@checkpoint_app.command("list")
+def checkpoint_list(
+    config: ConfigOpt = DEFAULT_CONFIG, name: NameOpt = None, redis_url: RedisOpt = None
+) -> None:
+    """The kept versions, newest last; the latest is marked."""
+    with friendly_errors():
+        store = open_store(config, name, redis_url)
+        latest = store.latest_version()
+        table = Table(title=f"checkpoints of {store.prefix}")
+        for column in (
+            "version",
+            "latest",
+            "written",
+            "reason",
+            "events",
+            "labels",
+            "mode",
+            "bytes",
+        ):
+            table.add_column(column)
+        for version in store.versions():
+            meta = store.meta(version) or {}
+            written = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(meta.get("written_at", 0)))
+            table.add_row(
+                str(version),
+                "*" if version == latest else "",
+                written,
+                str(meta.get("reason", "")),
+                str(meta.get("events", "")),
+                str(meta.get("labels", "")),
+                str(meta.get("mode", "")),
+                str(meta.get("bytes", "")),
+            )
+        stdout_console().print(table)
+
+
+@checkpoint_app.command("show")
+def checkpoint_show(
+    version: int,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    name: NameOpt = None,
+    redis_url: RedisOpt = None,
+) -> None:
+    """Verify one version's signature and print its metadata, offsets and report."""
+    import json
+
+    from pipeline.core import LearningCore
+
+    with friendly_errors():
+        cfg = build_config(config, name, None, redis_url)
+        store = open_store(config, name, redis_url)
+        checkpoint = store.load(version)
+        core = LearningCore.from_config(cfg, checkpoint.state)
+        shown = {
+            "meta": checkpoint.meta,
+            "offsets": {f"{t}[{p}]": o for (t, p), o in sorted(checkpoint.offsets.items())},
+            "signature": "verified" if store.secret else "not checked (insecure)",
+            "report": core.report(),
+        }
+        print(json.dumps(shown, indent=2, default=str))
+
+
+@checkpoint_app.command("rollback")
+def checkpoint_rollback(
+    version: int,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    name: NameOpt = None,
+    redis_url: RedisOpt = None,
+    force: Annotated[bool, typer.Option(help="Even while a consumer holds the lease.")] = False,
+) -> None:
+    """Make VERSION the latest: the next start resumes from it and re-reads from its offsets."""
+    from pipeline.state.lease import Lease
+
+    with friendly_errors():
+        store = open_store(config, name, redis_url)
+        cfg = build_config(config, name, None, redis_url)
+        holder = Lease(store.client, cfg.name, cfg.checkpoint.lease_ttl_ms).holder()
+        if holder and not force:
+            console.print(
+                f"[red]error:[/red] pipeline is running (lease held by {holder}); stop it first "
+                "or pass --force (its next checkpoint would supersede the rollback)",
+                highlight=False,
+            )
+            raise typer.Exit(1)
+        store.rollback(version)
+        console.print(
+            f"latest checkpoint of {store.prefix} is now version {version}", highlight=False
+        )

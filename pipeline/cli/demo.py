@@ -1,0 +1,113 @@
+"""`riverline demo`: replay and consume on the embedded broker, then explain what happened."""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from pipeline.cli.app import app
+from pipeline.cli.common import (
+    DEFAULT_CONFIG,
+    BootstrapOpt,
+    ConfigOpt,
+    LogOpt,
+    MetricOpt,
+    MetricsPortOpt,
+    ModelOpt,
+    NameOpt,
+    RedisOpt,
+    build_config,
+    console,
+    friendly_errors,
+    kafka_bootstrap,
+    setup_logging,
+)
+from pipeline.cli.summary import print_summary
+from pipeline.state.redis_client import connect, resolve_redis_url
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    name: NameOpt = None,
+    bootstrap: BootstrapOpt = None,
+    redis_url: RedisOpt = None,
+    source: Annotated[
+        str, typer.Option(help="river:<Dataset>, .csv or .jsonl.")
+    ] = "river:Phishing",
+    model: ModelOpt = None,
+    metric: MetricOpt = None,
+    label_delay: Annotated[str, typer.Option(help="Events (50) or event time (30s).")] = "50",
+    limit: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
+    partitions: Annotated[int | None, typer.Option(help="Partitions per topic.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the learning-curve PNG and HTML.")] = Path(
+        "reports"
+    ),
+    keep_state: Annotated[bool, typer.Option(help="Keep the demo's Redis keys.")] = False,
+    metrics_port: MetricsPortOpt = None,
+    log_level: LogOpt = "WARNING",
+) -> None:
+    """Replay a dataset through the broker and the consumer, then print what happened."""
+    from consumers.run import Consumer, write_report
+    from consumers.signals import StopFlag
+    from pipeline.checkpointing.store import CheckpointStore
+    from producers.replay import replay as do_replay
+    from producers.schedule import parse_delay
+    from producers.sources import SourceError, SourceOptions
+
+    setup_logging(log_level)
+    try:
+        delay = parse_delay(label_delay)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--label-delay") from None
+    with friendly_errors():
+        base = build_config(config, name, bootstrap, redis_url, model, metric)
+        # A fresh pipeline each run: its own Redis prefix and topics, so nothing old is resumed.
+        run_name = f"{base.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        topics = {k: f"{run_name}.{v}" for k, v in base.kafka.topics.model_dump().items()}
+        secret = base.checkpoint.secret_bytes() or secrets.token_hex(16).encode()
+        extra: dict[str, Any] = {
+            "name": run_name,
+            "kafka": {"topics": topics, "partitions": partitions},
+            "checkpoint": {"secret": secret.decode()},
+            "telemetry": {"prometheus_port": metrics_port},
+        }
+        cfg = build_config(config, name, bootstrap, redis_url, model, metric, extra)
+        url = resolve_redis_url(cfg.redis.url)
+        client = connect(url)
+        stop = StopFlag()
+        stop.install()
+        with kafka_bootstrap(cfg, embedded_ok=True) as servers:
+            console.print(
+                f"pipeline {run_name}: replaying {source} (label delay {label_delay})",
+                highlight=False,
+            )
+            try:
+                published = do_replay(
+                    cfg, servers, source, delay, options=SourceOptions(limit=limit)
+                )
+            except SourceError as e:
+                console.print(f"[red]error:[/red] {e}", highlight=False)
+                raise typer.Exit(1) from None
+            console.print(
+                f"published {published.events} events, {published.labels} labels; consuming...",
+                highlight=False,
+            )
+            consumer = Consumer(cfg, servers, client, until_idle=2.0, stop=stop)
+            result = consumer.run()
+        if not keep_state:
+            CheckpointStore(client, cfg.name, secret).delete_all()
+        if report is not None:
+            write_report(result, report)
+        print_summary(result)
+        from pipeline.reporting import write_learning_curve
+
+        png, page = write_learning_curve(result, out, stem=f"{run_name}-learning-curve")
+        Console().print(f"learning curve: {png} and {page}", highlight=False)

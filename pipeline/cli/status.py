@@ -1,0 +1,114 @@
+"""`riverline status`: what a pipeline is doing, from Redis."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from pipeline.cli.app import app
+from pipeline.cli.common import (
+    DEFAULT_CONFIG,
+    ConfigOpt,
+    NameOpt,
+    RedisOpt,
+    build_config,
+    console,
+    friendly_errors,
+    open_store,
+    stdout_console,
+)
+
+
+@app.command()
+def status(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    name: NameOpt = None,
+    redis_url: RedisOpt = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Show the model's global weights (linear models).")
+    ] = False,
+) -> None:
+    """What a pipeline is doing now, from Redis: mode, metrics, decisions, drift, lag."""
+    import json
+
+    with friendly_errors():
+        cfg = build_config(config, name, None, redis_url)
+        store = open_store(config, name, redis_url)
+        raw = store.client.get(store.key("status"))
+        out = stdout_console()
+        latest = store.latest_version()
+        meta = store.meta(latest) if latest is not None else None
+        if raw is None and meta is None:
+            console.print(f"pipeline {cfg.name}: nothing in Redis yet", highlight=False)
+            raise typer.Exit(1)
+        info = json.loads(raw) if raw is not None else {}
+        table = Table(title=f"pipeline {cfg.name}", show_header=False)
+        table.add_column("what")
+        table.add_column("value")
+
+        def row(label: str, value: Any) -> None:
+            table.add_row(label, str(value))
+
+        row("mode", info.get("mode", meta and meta.get("mode")))
+        row("model", info.get("model", cfg.model.spec))
+        row("model version (labels learned)", info.get("model_version", meta and meta["labels"]))
+        row("events / labels", f"{info.get('events', '?')} / {info.get('labels', '?')}")
+        windowed = info.get("windowed") or {}
+        if windowed:
+            row(
+                f"windowed {info.get('metric', '')} model vs fallback",
+                f"{windowed['model']:.4f} vs {windowed['fallback']:.4f} (n={windowed['size']})",
+            )
+        for decision in (info.get("promotions", []) + info.get("demotions", []))[-5:]:
+            row(decision["kind"], f"label {decision['label_index']}: {decision['reason']}")
+        for drift in info.get("drift", []):
+            row("drift", f"label {drift['label_index']} ({drift['detector']})")
+        attribute = info.get("slices_attribute")
+        for value, roles in sorted((info.get("slices") or {}).items()):
+            row(
+                f"slice {attribute}={value} ({info.get('metric', '')})",
+                " / ".join(f"{role} {metric:.4f}" for role, metric in roles.items()),
+            )
+        if info.get("slices_gap"):
+            row(
+                "slice gap, best - worst",
+                " / ".join(f"{role} {gap:.4f}" for role, gap in info["slices_gap"].items()),
+            )
+        latency = info.get("latency_ms") or {}
+        if latency.get("count"):
+            row(
+                "latency ms p50/p90/p99",
+                f"{latency['p50']:.1f} / {latency['p90']:.1f} / {latency['p99']:.1f}",
+            )
+        for partition, lag in (info.get("lag") or {}).items():
+            row(f"lag {partition}", lag)
+        if meta is not None:
+            row("checkpoint", f"version {latest}, {time.time() - meta['written_at']:.0f}s ago")
+        if "updated_at" in info:
+            row("status age", f"{time.time() - info['updated_at']:.0f}s")
+            row("Redis healthy", info.get("redis_healthy"))
+        out.print(table)
+        if explain:
+            from pipeline.core import LearningCore
+            from pipeline.explain import global_weights
+
+            if latest is None:
+                console.print("no checkpoint to explain yet", highlight=False)
+                raise typer.Exit(1)
+            model = LearningCore.from_config(cfg, store.load(latest).state).state.model
+            weights = global_weights(model)
+            if weights is None:
+                out.print(
+                    f"{type(model).__name__} is not linear: no global weights to show "
+                    "(see README, Explanations)"
+                )
+                return
+            weights_table = Table(title="global weights (on the scaled inputs)")
+            weights_table.add_column("feature")
+            weights_table.add_column("weight", justify="right")
+            for feature, weight in weights.items():
+                weights_table.add_row(feature, f"{weight:+.4f}")
+            out.print(weights_table)
