@@ -88,6 +88,9 @@ class Label(_Wire):
     ts: EventTime
     label: LabelValue
     source: Literal["ground_truth", "human"] = "ground_truth"
+    # A person's answer says who gave it and when (``ts`` stays the label's event-time order).
+    reviewer: str | None = Field(default=None, max_length=200)
+    answered_at: float | None = None
 
 
 PredictionSource = Literal["model", "heuristic", "callable", "human", "default", "none"]
@@ -105,6 +108,45 @@ class Prediction(_Wire):
     confidence: float | None
     mode: str
     explanation: list[dict[str, Any]] | None = None
+
+
+class ModelOpinion(_Wire):
+    """What the model said about an event when it was sent for review."""
+
+    prediction: LabelValue | None
+    proba: dict[str, float] | None = None
+    confidence: float | None = None
+    model_version: int
+
+
+class RulesOpinion(_Wire):
+    """What the fallback chain (rules, callable, default) said about the event."""
+
+    prediction: LabelValue | None
+    source: PredictionSource
+    confidence: float | None = None
+
+
+class ReviewRequest(_Wire):
+    """An event sent to people, on the review-requests topic, keyed like its event.
+
+    The answer comes back as a :class:`Label` with ``source="human"``, ``reviewer`` and
+    ``answered_at`` set, on the labels topic.
+    """
+
+    id: str
+    pipeline: str
+    ts: float
+    features: dict[str, FeatureValue]
+    attributes: dict[str, FeatureValue] = Field(default_factory=dict)
+    key: str | None = None
+    task: Literal["classification", "regression"]
+    classes: list[LabelValue] = Field(default_factory=list)
+    model: ModelOpinion | None = None
+    rules: RulesOpinion | None = None
+    mode: Literal["label", "defer"]
+    requested_at: float
+    deadline: float | None = None
 
 
 class DeadLetter(_Wire):
