@@ -55,6 +55,7 @@ def review(
     log_level: LogOpt = "WARNING",
 ) -> None:
     """Answer review requests: their answers are published as labels with source human."""
+    from consumers.signals import StopFlag
     from pipeline.review import open_review_queue
     from pipeline.review.auth import is_loopback
 
@@ -94,6 +95,9 @@ def review(
                     + (" (no authentication)" if token is None else ""),
                     highlight=False,
                 )
+                # uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again
+                # for the handler it found: let that be a flag, so the queue closes cleanly.
+                StopFlag().install()
                 uvicorn.run(application, host=host, port=port, log_level=log_level.lower())
             else:
                 from pipeline.review.terminal import review_in_terminal

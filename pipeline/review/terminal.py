@@ -87,7 +87,10 @@ def review_in_terminal(
             if not waiting_said and queue.source.caught_up:
                 console.print("waiting for review requests... (Ctrl-C to stop)")
                 waiting_said = True
-            time.sleep(poll_s)
+            try:
+                time.sleep(poll_s)
+            except KeyboardInterrupt:
+                return answered
             continue
         waiting_said = False
         standing = queue.standing(reviewer)
@@ -99,7 +102,7 @@ def review_in_terminal(
         while True:
             try:
                 text = Prompt.ask(choices_line(delivered), console=console).strip()
-            except EOFError:
+            except (EOFError, KeyboardInterrupt):
                 return answered
             if text.lower() == "q":
                 return answered
