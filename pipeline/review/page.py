@@ -68,6 +68,8 @@ input[type=number], input[type=text], input[type=password] { font:inherit; paddi
 .empty { text-align:center; padding:3rem 1rem; color:var(--muted); }
 .empty b { display:block; color:var(--ink); font-size:1.2rem; margin-bottom:.3rem; }
 .login { max-width:380px; margin:4rem auto; }
+.login h1 { font-size:1.35rem; margin:0; }
+.login .sub { color:var(--muted); margin:.2rem 0 1rem; }
 .login label { display:block; margin:.8rem 0 .3rem; color:var(--muted); font-size:.9rem; }
 .login input { width:100%; }
 .login button { margin-top:1.2rem; width:100%; }
@@ -103,8 +105,21 @@ def when(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def ago(seconds: float) -> str:
+    """
+    >>> ago(5), ago(125), ago(7300)
+    ('just now', '2 min ago', '2 h ago')
+    """
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min ago"
+    return f"{int(seconds // 3600)} h ago"
+
+
 def document(title: str, body: str, refresh_s: int | None = None) -> str:
-    refresh = f'<meta http-equiv="refresh" content="{refresh_s}">' if refresh_s else ""
+    # Back to "/" on refresh: a notice in the query is said once, not every few seconds.
+    refresh = f'<meta http-equiv="refresh" content="{refresh_s};url=/">' if refresh_s else ""
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -241,6 +256,7 @@ def review_page(
     meta = [
         f'<span>request <code id="request-id">{esc(request.id)}</code></span>',
         f"<span>event time {esc(when(request.ts))}</span>",
+        f"<span>requested {esc(ago(now - request.requested_at))}</span>",
         f"<span>mode {esc(request.mode)}</span>",
     ]
     if request.deadline is not None:
@@ -267,7 +283,8 @@ def login_page(pipeline: str, needs_token: bool, error: str | None = None, name:
         else ""
     )
     body = (
-        f'<main class="login"><div class="card"><h2>riverline review · {esc(pipeline)}</h2>{flash}'
+        '<main class="login"><div class="card"><h1>riverline review</h1>'
+        f'<p class="sub">pipeline <code>{esc(pipeline)}</code></p>{flash}'
         '<form method="post" action="/login">'
         '<label for="reviewer">Your name</label>'
         f'<input id="reviewer" type="text" name="reviewer" required maxlength="200" '

@@ -54,7 +54,7 @@ def render(delivered: Delivered) -> Panel:
             f"[bold]rules ({rules.source})[/bold]",
             _value(rules.prediction) + _confidence(rules.confidence),
         )
-    return Panel(table, title=f"request {request.id}", title_align="left")
+    return Panel(table, title=f"request {request.id}", title_align="left", expand=False)
 
 
 def choices_line(delivered: Delivered) -> str:
