@@ -133,6 +133,7 @@ class ReviewQueue:
         self.max_held = max_held
         self.clock = clock
         self.expired = 0
+        self.other_pipeline = 0
         self._held: dict[str, Delivered] = {}  # by id, in topic order
         self._lock = threading.Lock()
 
@@ -146,8 +147,11 @@ class ReviewQueue:
         now = self.clock()
         for delivered in self.source.take():
             request = delivered.request
-            if request.pipeline != self.pipeline or request.id in self._held:
+            if request.pipeline != self.pipeline:
+                self.other_pipeline += 1  # a topic shared by pipelines: not this queue's
                 continue
+            if request.id in self._held:
+                continue  # published twice (the pipeline's outputs are at-least-once)
             self._held[request.id] = delivered
         if self._held:
             ids = list(self._held)
@@ -179,7 +183,12 @@ class ReviewQueue:
                 if self._claim(held_id, reviewer):
                     return self._held[held_id]
             skipped = self.client.smembers(self.key(f"skipped:{reviewer}"))
-            for request_id, delivered in self._held.items():
+            # The nearest deadline first (a deferred prediction waits on it), then topic order.
+            ranked = sorted(
+                self._held.items(),
+                key=lambda item: (item[1].request.deadline is None, item[1].request.deadline or 0),
+            )
+            for request_id, delivered in ranked:
                 if request_id.encode() in skipped:
                     continue
                 if self._claim(request_id, reviewer):
@@ -249,9 +258,9 @@ class ReviewQueue:
         key = (request.key if request.key is not None else request.id).encode()
         try:
             self.sink.publish(key, encode(label), delivered.partition)
-        except Exception:
+        except Exception as e:
             self.client.delete(answered_key)  # not delivered: the request stays answerable
-            raise
+            raise ReviewError(503, f"the broker did not take the answer ({e}); try again") from e
         self.client.hincrby(self.key("answers"), reviewer, 1)
         self._release(request_id, reviewer)
         with self._lock:
@@ -278,6 +287,7 @@ class ReviewQueue:
             "answers": {_text(k): int(v) for k, v in answers.items()},
             "skips": {_text(k): int(v) for k, v in skips.items()},
             "expired_seen": self.expired,
+            "other_pipeline_seen": self.other_pipeline,
         }
 
 

@@ -119,8 +119,8 @@ def review_in_terminal(
                 label = queue.answer(request.id, reviewer, value)
             except ReviewError as e:
                 console.print(f"[red]{e}[/red]")
-                if e.status == 422:
-                    continue  # not an answer: ask again
+                if e.status in (422, 503):
+                    continue  # not an answer, or the broker did not take it: ask again
                 break  # answered elsewhere, expired: move on
             answered += 1
             console.print(f"[green]saved[/green] {request.id} = {_value(label.label)}")

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
@@ -133,11 +134,16 @@ class AnswerPublisher:
     """Publishes an answer and returns only once the broker acknowledged it."""
 
     def __init__(
-        self, config: KafkaConfig, bootstrap: str, topic: str, timeout_s: float = 30.0
+        self,
+        config: KafkaConfig,
+        bootstrap: str,
+        topic: str,
+        timeout_s: float = 30.0,
+        **producer_options: Any,
     ) -> None:
         self.topic = topic
         self.timeout_s = timeout_s
-        self._producer: KafkaProducer = make_producer(config, bootstrap)
+        self._producer: KafkaProducer = make_producer(config, bootstrap, **producer_options)
         self._lock = threading.Lock()
 
     def publish(self, key: bytes, value: bytes, partition: int | None) -> None:

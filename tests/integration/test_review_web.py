@@ -296,3 +296,40 @@ def test_the_web_command_serves_the_queue_with_a_token(
     assert [(label["id"], label["label"], label["source"]) for label in labels] == [
         ("w1", False, "human")
     ]
+
+
+def test_an_answer_the_broker_did_not_take_is_refused_and_can_be_given_again(
+    make_config: Any,
+) -> None:
+    from pipeline.kafka.embedded import BrokerUnavailable, EmbeddedBroker, broker_binary
+    from pipeline.review import open_review_queue
+    from pipeline.review.queue import ReviewError
+    from tests.integration.helpers import TcpProxy
+
+    try:
+        broker_binary()
+    except BrokerUnavailable as e:
+        pytest.skip(f"needs the embedded broker to cut it off: {e}")
+    broker_port, proxy_port = free_port(), free_port()
+    proxy = TcpProxy(proxy_port, broker_port).start()
+    with EmbeddedBroker(port=broker_port, advertised_port=proxy_port):
+        cfg = make_config({"kafka": {"bootstrap": f"127.0.0.1:{proxy_port}"}})
+        publish_requests(cfg, [make_request(cfg, "o1")])
+        with open_review_queue(
+            cfg,
+            f"127.0.0.1:{proxy_port}",
+            publish_timeout_s=5.0,
+            delivery_timeout_ms=2000,
+            request_timeout_ms=1000,
+        ) as queue:
+            wait_for(lambda: queue.next("olga") is not None, 20, "the request")
+            proxy.cut()
+            with pytest.raises(ReviewError) as refused:
+                queue.answer("o1", "olga", True)
+            assert refused.value.status == 503
+            proxy.restore()
+            assert queue.next("olga") is not None  # still waiting, still hers
+            label = queue.answer("o1", "olga", False)
+        labels = json_values(human_labels(cfg, 1))
+        assert labels == [json.loads(label.model_dump_json())]
+        assert queue.counts()["answers"] == {"olga": 1}
