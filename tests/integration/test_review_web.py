@@ -333,3 +333,40 @@ def test_an_answer_the_broker_did_not_take_is_refused_and_can_be_given_again(
         labels = json_values(human_labels(cfg, 1))
         assert labels == [json.loads(label.model_dump_json())]
         assert queue.counts()["answers"] == {"olga": 1}
+
+
+def test_without_auth_names_are_enough_but_cross_site_posts_are_still_refused(
+    make_config: Any,
+) -> None:
+    cfg = make_config()
+    publish_requests(cfg, [make_request(cfg, "n1")])
+    with served_app(cfg, token=None) as served:
+        request = next_request(served, "nadia")
+        assert request is not None and request["id"] == "n1"
+        status, cookie = _login(served, "nadia", "")
+        assert status == 303 and cookie is not None
+        html = call("GET", served.url + "/", {"Cookie": cookie}).body.decode()
+        assert 'name="token"' not in call("GET", served.url + "/login").body.decode()
+        csrf = re.search(r'name="csrf" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+        cross = call(
+            "POST",
+            served.url + "/answer",
+            {
+                "Cookie": cookie,
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Origin": "https://evil.example",
+            },
+            urlencode({"id": "n1", "choice": "0", "csrf": csrf}).encode(),
+        )
+        assert cross.status == 403
+        plain = call(
+            "POST",
+            served.url + "/api/answer",
+            {"Content-Type": "text/plain", "X-Reviewer": "nadia"},
+            json.dumps({"id": "n1", "label": True}).encode(),
+        )
+        assert plain.status == 403
+        reply = api(served, "POST", "/api/answer", {"id": "n1", "label": False}, "nadia", None)
+        assert reply.status == 200, reply.body
+    labels = json_values(human_labels(cfg, 1))
+    assert [(x["id"], x["label"], x["reviewer"]) for x in labels] == [("n1", False, "nadia")]
