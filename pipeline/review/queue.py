@@ -171,7 +171,12 @@ class ReviewQueue:
             self.client.set(self.key(f"holding:{reviewer}"), request_id, px=self.claim_ttl_ms)
             return True
         holder = self.client.get(claim)
-        return holder is not None and _text(holder) == reviewer
+        if holder is None or _text(holder) != reviewer:
+            return False
+        # Still looking at it: the claim lasts another TTL from now.
+        self.client.pexpire(claim, self.claim_ttl_ms)
+        self.client.set(self.key(f"holding:{reviewer}"), request_id, px=self.claim_ttl_ms)
+        return True
 
     def next(self, reviewer: str) -> Delivered | None:
         """The request this reviewer holds, else the first free one (now claimed), else None."""
@@ -196,6 +201,8 @@ class ReviewQueue:
             return None
 
     def standing(self, reviewer: str) -> Standing:
+        # Read before taking what arrived: "caught up" then covers everything counted.
+        caught_up = self.source.caught_up
         with self._lock:
             self._refresh()
             waiting = len(self._held)
@@ -205,7 +212,7 @@ class ReviewQueue:
             waiting=waiting,
             answered=int(answered or 0),
             skipped=int(skipped or 0),
-            caught_up=self.source.caught_up,
+            caught_up=caught_up,
         )
 
     def live(self, request_id: str) -> Delivered:

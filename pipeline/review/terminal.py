@@ -79,12 +79,14 @@ def review_in_terminal(
     answered = 0
     waiting_said = False
     while True:
+        # Read first: caught up before taking what arrived means nothing else is on the topic.
+        caught_up = queue.source.caught_up
         delivered = queue.next(reviewer)
         if delivered is None:
-            if exit_when_empty and queue.source.caught_up:
+            if exit_when_empty and caught_up:
                 console.print("the queue is empty")
                 return answered
-            if not waiting_said and queue.source.caught_up:
+            if not waiting_said and caught_up:
                 console.print("waiting for review requests... (Ctrl-C to stop)")
                 waiting_said = True
             try:

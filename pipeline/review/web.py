@@ -205,13 +205,15 @@ def create_app(queue: ReviewQueue, token: str | None, secure_cookies: bool = Fal
         return data
 
     async def api_next(request: Request, reviewer: str) -> Response:
+        # Read first: "caught up" and no request then means nothing is left for this reviewer.
+        caught_up = queue.source.caught_up
         delivered = await run_in_threadpool(queue.next, reviewer)
         standing = await run_in_threadpool(queue.standing, reviewer)
         return JSONResponse(
             {
                 "request": request_json(delivered) if delivered is not None else None,
                 "waiting": standing.waiting,
-                "caught_up": standing.caught_up,
+                "caught_up": caught_up,
                 "answered": standing.answered,
                 "skipped": standing.skipped,
             }

@@ -370,3 +370,20 @@ def test_without_auth_names_are_enough_but_cross_site_posts_are_still_refused(
         assert reply.status == 200, reply.body
     labels = json_values(human_labels(cfg, 1))
     assert [(x["id"], x["label"], x["reviewer"]) for x in labels] == [("n1", False, "nadia")]
+
+
+def test_a_claim_left_alone_passes_to_another_reviewer_after_its_ttl(make_config: Any) -> None:
+    cfg = make_config()
+    publish_requests(cfg, [make_request(cfg, "c1")])
+    with served_app(cfg, claim_ttl_s=1.0) as served:
+        first = next_request(served, "alice")
+        assert first is not None and first["id"] == "c1"
+        assert next_request(served, "bob") is None  # alice holds it
+        time.sleep(1.3)
+        second = next_request(served, "bob")
+        assert second is not None and second["id"] == "c1"
+        late = api(served, "POST", "/api/answer", {"id": "c1", "label": True}, "alice")
+        assert late.status == 409, late.body
+        assert api(served, "POST", "/api/answer", {"id": "c1", "label": False}, "bob").status == 200
+    labels = json_values(human_labels(cfg, 1))
+    assert [(x["id"], x["label"], x["reviewer"]) for x in labels] == [("c1", False, "bob")]
