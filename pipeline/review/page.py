@@ -80,7 +80,10 @@ SHORTCUTS = """
 document.addEventListener("keydown", function (e) {
   if (e.ctrlKey || e.metaKey || e.altKey) return;
   var t = e.target.tagName;
-  if (t === "INPUT" || t === "TEXTAREA") return;
+  if (t === "INPUT" || t === "TEXTAREA") {
+    if (e.key === "Escape") e.target.blur();  // then s skips
+    return;
+  }
   var b = document.querySelector('[data-key="' + e.key.toLowerCase() + '"]');
   if (b) { e.preventDefault(); b.click(); }
 });
@@ -225,7 +228,9 @@ def _answers(delivered: Delivered, csrf: str) -> str:
         f'<form method="post" action="/skip">{hidden}'
         '<button class="skip" type="submit" data-key="s"><kbd>s</kbd>Skip</button></form>'
     )
-    keys = "1-9 answer · s skip" if request.task == "classification" else "Enter answers · s skip"
+    keys = "1-9 answer · s skip"
+    if request.task == "regression":
+        keys = "Enter answers · Esc then s skips"
     return f'<div class="answers">{answer}{skip}<span class="hint">{keys}</span></div>'
 
 
