@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pipeline.cli import checkpoints, demo, replay, report, run, status  # noqa: F401  (registers)
+from pipeline.cli import checkpoints, demo, replay, report, review, run, status  # noqa: F401
 from pipeline.cli.app import app
 
 
