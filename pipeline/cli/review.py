@@ -55,9 +55,9 @@ def review(
     log_level: LogOpt = "WARNING",
 ) -> None:
     """Answer review requests: their answers are published as labels with source human."""
+    from consumers.review import open_review_queue
+    from consumers.review.auth import is_loopback
     from consumers.signals import StopFlag
-    from pipeline.review import open_review_queue
-    from pipeline.review.auth import is_loopback
 
     setup_logging(log_level)
     token = os.environ.get(TOKEN_ENV) or None
@@ -87,7 +87,7 @@ def review(
             if web:
                 import uvicorn
 
-                from pipeline.review.web import create_app
+                from consumers.review.web import create_app
 
                 application = create_app(queue, token, secure_cookies=secure_cookies)
                 console.print(
@@ -100,7 +100,7 @@ def review(
                 StopFlag().install()
                 uvicorn.run(application, host=host, port=port, log_level=log_level.lower())
             else:
-                from pipeline.review.terminal import review_in_terminal
+                from consumers.review.terminal import review_in_terminal
 
                 who = reviewer or os.environ.get("USER") or getpass.getuser()
                 count = review_in_terminal(

@@ -17,12 +17,12 @@ from typing import Any
 import uvicorn
 from kafka import KafkaProducer
 
+from consumers.review import open_review_queue
+from consumers.review.queue import ReviewQueue
+from consumers.review.web import create_app
 from pipeline.config import RiverlineConfig
 from pipeline.kafka.clients import ensure_topics
 from pipeline.kafka.embedded import free_port
-from pipeline.review import open_review_queue
-from pipeline.review.queue import ReviewQueue
-from pipeline.review.web import create_app
 from pipeline.schemas import LabelValue, ModelOpinion, ReviewRequest, RulesOpinion, encode
 from tests.integration.helpers import read_topic, wait_for
 

@@ -301,9 +301,9 @@ def test_the_web_command_serves_the_queue_with_a_token(
 def test_an_answer_the_broker_did_not_take_is_refused_and_can_be_given_again(
     make_config: Any,
 ) -> None:
+    from consumers.review import open_review_queue
+    from consumers.review.queue import ReviewError
     from pipeline.kafka.embedded import BrokerUnavailable, EmbeddedBroker, broker_binary
-    from pipeline.review import open_review_queue
-    from pipeline.review.queue import ReviewError
     from tests.integration.helpers import TcpProxy
 
     try:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pipeline.review.page import login_page, review_page
-from pipeline.review.queue import Standing
-from pipeline.review.transport import Delivered
+from consumers.review.page import login_page, review_page
+from consumers.review.queue import Standing
+from consumers.review.transport import Delivered
 from pipeline.schemas import ModelOpinion, ReviewRequest, RulesOpinion
 
 EVIL = '<script>alert("x")</script>'

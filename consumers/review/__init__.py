@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from consumers.review.queue import DEFAULT_CLAIM_TTL_S, ReviewQueue
+from consumers.review.transport import AnswerPublisher, RequestReader
 from pipeline.config import RiverlineConfig
 from pipeline.kafka.clients import ensure_topics
-from pipeline.review.queue import DEFAULT_CLAIM_TTL_S, ReviewQueue
-from pipeline.review.transport import AnswerPublisher, RequestReader
 from pipeline.state.redis_client import connect
 
 

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import redis
 
-from pipeline.review.transport import Delivered
+from consumers.review.transport import Delivered
 from pipeline.schemas import Label, LabelValue, ReviewRequest, encode, proba_key
 
 DEFAULT_CLAIM_TTL_S = 600.0

@@ -12,8 +12,8 @@ from rich.panel import Panel
 from rich.prompt import Prompt
 from rich.table import Table
 
-from pipeline.review.queue import ReviewError, ReviewQueue
-from pipeline.review.transport import Delivered
+from consumers.review.queue import ReviewError, ReviewQueue
+from consumers.review.transport import Delivered
 from pipeline.schemas import proba_key
 
 

@@ -7,8 +7,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.review.queue import Standing
-from pipeline.review.transport import Delivered
+from consumers.review.queue import Standing
+from consumers.review.transport import Delivered
 from pipeline.schemas import FeatureValue
 
 STYLE = """

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from pipeline.review.auth import (
+from consumers.review.auth import (
     SESSION_COOKIE,
     SESSION_TTL_S,
     Session,
@@ -34,8 +34,8 @@ from pipeline.review.auth import (
     same_origin,
     token_matches,
 )
-from pipeline.review.page import login_page, review_page
-from pipeline.review.queue import ReviewError, ReviewQueue, request_json
+from consumers.review.page import login_page, review_page
+from consumers.review.queue import ReviewError, ReviewQueue, request_json
 
 MAX_NAME = 200
 DEFAULT_API_REVIEWER = "api"
