@@ -105,6 +105,7 @@ class Prediction(_Wire):
     confidence: float | None
     mode: str
     explanation: list[dict[str, Any]] | None = None
+    pipeline: str | None = None  # the pipeline that served it
 
 
 class DeadLetter(_Wire):
@@ -119,6 +120,7 @@ class DeadLetter(_Wire):
     key_b64: str | None
     value_b64: str | None
     rejected_at: float
+    pipeline: str | None = None  # the pipeline that rejected it
 
     @classmethod
     def of(
@@ -133,6 +135,7 @@ class DeadLetter(_Wire):
         key: bytes | None,
         value: bytes | None,
         rejected_at: float,
+        pipeline: str | None = None,
     ) -> DeadLetter:
         def b64(raw: bytes | None) -> str | None:
             return None if raw is None else base64.b64encode(raw).decode("ascii")
@@ -147,6 +150,7 @@ class DeadLetter(_Wire):
             key_b64=b64(key),
             value_b64=b64(value),
             rejected_at=rejected_at,
+            pipeline=pipeline,
         )
 
 
@@ -186,7 +190,7 @@ def _reason(error: ValidationError) -> InvalidRecord:
 
 
 def _decode(model: type[_Wire], raw: bytes | None) -> Any:
-    if raw is None:
+    if not raw:  # a tombstone (None) or a zero-length value
         raise InvalidRecord("empty", "the record has no value")
     try:
         text = raw.decode("utf-8")

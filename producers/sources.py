@@ -24,7 +24,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -65,18 +65,33 @@ class SourceError(ValueError):
         self.line = line
 
 
+class NoLabelColumn(SourceError):
+    """The label column is in no row: a misspelt name would publish no labels and send the
+    real labels as a feature, so this is a usage error (exit 2), not a bad row."""
+
+    def __init__(self, column: str, found: Iterable[str]) -> None:
+        names = ", ".join(repr(c) for c in found) or "none"
+        super().__init__(
+            f"no label column {column!r}; the columns are {names}. Name it with "
+            "--label-column, or pass --no-labels for a source without labels"
+        )
+        self.column = column
+
+
 @dataclass
 class SourceOptions:
     """How to read a source; the columns and ``on_error`` only concern files.
 
     A missing id column numbers the rows (0-based, blank lines excepted, malformed rows included
     so that ids do not depend on ``on_error``); a missing time column spaces them ``interval``
-    seconds apart from ``start``.
+    seconds apart from ``start``. A label column that no row has is a :class:`NoLabelColumn`
+    error; ``label_column=None`` says the source has no labels on purpose. A row whose label
+    cell is empty is an event without a label.
     """
 
     id_column: str | None = "id"
     ts_column: str | None = "ts"
-    label_column: str = "label"
+    label_column: str | None = "label"
     key_column: str | None = None
     attribute_columns: tuple[str, ...] = ()
     start: float = 1_700_000_000.0
@@ -157,7 +172,8 @@ def _record(
     o = options
     rid = row.pop(o.id_column, _ABSENT) if o.id_column is not None else _ABSENT
     raw_ts = row.pop(o.ts_column, _ABSENT) if o.ts_column is not None else _ABSENT
-    label = _scalar(row.pop(o.label_column, None), "label", line)
+    raw_label = row.pop(o.label_column, None) if o.label_column is not None else None
+    label = _scalar(raw_label, "label", line)
     key = row.pop(o.key_column, None) if o.key_column is not None else None
     attributes = {
         c: _scalar(row.pop(c, None), f"attribute {c!r}", line) for c in o.attribute_columns
@@ -207,6 +223,8 @@ def _csv(path: Path, options: SourceOptions) -> Iterator[SourceRecord | SourceEr
         _check_utf8("".join(header), 1)
         if duplicates := sorted({h for h in header if header.count(h) > 1}):
             raise SourceError(f"duplicate columns {duplicates}", 1)
+        if options.label_column is not None and options.label_column not in header:
+            raise NoLabelColumn(options.label_column, header)
         wanted = [options.key_column, *options.attribute_columns]
         if missing := [c for c in wanted if c is not None and c not in header]:
             raise SourceError(f"no column {', '.join(map(repr, missing))} in the header", 1)
@@ -247,7 +265,27 @@ def _csv_rows(reader: Any) -> Iterator[tuple[int, list[str] | csv.Error]]:
             yield line, cells
 
 
+def _jsonl_columns(path: Path, label_column: str) -> tuple[bool, list[str]]:
+    """Whether some line has the label column (usually the first does), and the names seen."""
+    seen: dict[str, None] = {}
+    with _open(path, newline=None) as handle:
+        for text in handle:
+            try:
+                row = json.loads(text)
+            except (ValueError, RecursionError):
+                continue  # reported with its line number when the rows are read
+            if isinstance(row, dict):
+                if label_column in row:
+                    return True, list(seen)
+                seen.update(dict.fromkeys(map(str, row)))
+    return False, list(seen)
+
+
 def _jsonl(path: Path, options: SourceOptions) -> Iterator[SourceRecord | SourceError]:
+    if options.label_column is not None:
+        found, columns = _jsonl_columns(path, options.label_column)
+        if not found:
+            raise NoLabelColumn(options.label_column, columns)
     with _open(path, newline=None) as handle:
         index = 0
         for line, text in enumerate(handle, start=1):

@@ -29,6 +29,7 @@ from pipeline.cli.common import (
     setup_logging,
 )
 from pipeline.cli.summary import print_summary
+from pipeline.config import default_topics
 from pipeline.state.redis_client import connect, resolve_redis_url
 
 
@@ -69,9 +70,10 @@ def demo(
         raise typer.BadParameter(str(e), param_hint="--label-delay") from None
     with friendly_errors():
         base = build_config(config, name, bootstrap, redis_url, model, metric)
-        # A fresh pipeline each run: its own Redis prefix and topics, so nothing old is resumed.
+        # A fresh pipeline each run: its own Redis prefix and topics, so nothing old is resumed
+        # (the demo's topics are always the run's own, even where the file pins names).
         run_name = f"{base.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        topics = {k: f"{run_name}.{v}" for k, v in base.kafka.topics.model_dump().items()}
+        topics = default_topics(run_name)
         secret = base.checkpoint.secret_bytes() or secrets.token_hex(16).encode()
         extra: dict[str, Any] = {
             "name": run_name,
