@@ -113,7 +113,7 @@ def replay(
                         on_emission=emitted,
                     )
                 except SourceError as e:
-                    console.print(f"[red]error:[/red] {e}", highlight=False)
+                    console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
                     raise typer.Exit(2 if isinstance(e, NoLabelColumn) else 1) from None
     console.print(
         f"published {result.events} events and {result.labels} labels in {result.seconds:.2f}s"
