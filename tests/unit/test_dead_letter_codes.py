@@ -94,7 +94,8 @@ def test_core_codes_duplicate_orphan_evicted_model_error() -> None:
 
     c = core(join={"ttl_events": 2})
     c.on_label(Label(id="ghost", ts=NOW, label=True))
-    found = [r for i in range(4) for r in reasons(c.on_event(Event(id=str(i), ts=NOW, features={})))]
+    outcomes = [c.on_event(Event(id=str(i), ts=NOW, features={})) for i in range(4)]
+    found = [r for outcome in outcomes for r in reasons(outcome)]
     assert "label_orphaned" in found
 
     c = core(join={"max_pending": 1})

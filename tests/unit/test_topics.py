@@ -22,7 +22,8 @@ def test_explicit_topic_names_win_from_file_and_environment(tmp_path: Path) -> N
     path.write_text("name: a\nkafka:\n  topics:\n    events: shared-events\n")
     env = {"RIVERLINE_KAFKA__TOPICS__PREDICTIONS": "out"}
     topics = load_config(path, {"name": "b"}, environ=env).kafka.topics
-    assert (topics.events, topics.predictions, topics.labels) == ("shared-events", "out", "b.labels")
+    found = (topics.events, topics.predictions, topics.labels)
+    assert found == ("shared-events", "out", "b.labels")
 
 
 def test_shipped_configs_do_not_pin_shared_topic_names() -> None:
