@@ -198,3 +198,49 @@ def test_label_column_missing_is_a_usage_error(
 
     both = riverline([*base, "--no-labels", "--label-column", "outcome"], env)
     assert both.returncode == 2
+
+
+def test_tail_follow_prints_new_records_until_stopped(
+    backends: Backends, pipeline_name: str
+) -> None:
+    env = cli_env(backends)
+    topic = f"{pipeline_name}.predictions"
+    producer = KafkaProducer(bootstrap_servers=backends.kafka)
+
+    def prediction(i: int) -> bytes:
+        return json.dumps(
+            {
+                "id": f"p{i}",
+                "ts": 0,
+                "prediction": i % 2 == 0,
+                "source": "default",
+                "model_version": 0,
+                "confidence": None,
+                "mode": "cold",
+                "pipeline": pipeline_name,
+            }
+        ).encode()
+
+    for i in range(2):
+        producer.send(topic, key=b"k", value=prediction(i))
+    producer.flush()
+    proc = subprocess.Popen(
+        [RIVERLINE, "tail", "predictions", "--name", pipeline_name, "-n", "1", "--follow"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None
+        assert "id p1 -> False  by default" in proc.stdout.readline()  # the last one only
+        producer.send(topic, key=b"k", value=prediction(2))
+        producer.flush()
+        assert "id p2 -> True  by default" in proc.stdout.readline()  # then what arrives
+    finally:
+        producer.close()
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
