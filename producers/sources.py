@@ -282,10 +282,6 @@ def _jsonl_columns(path: Path, label_column: str) -> tuple[bool, list[str]]:
 
 
 def _jsonl(path: Path, options: SourceOptions) -> Iterator[SourceRecord | SourceError]:
-    if options.label_column is not None:
-        found, columns = _jsonl_columns(path, options.label_column)
-        if not found:
-            raise NoLabelColumn(options.label_column, columns)
     with _open(path, newline=None) as handle:
         index = 0
         for line, text in enumerate(handle, start=1):
@@ -364,11 +360,44 @@ def _river_records(dataset: Any, name: str, options: SourceOptions) -> Iterator[
 _Opener = Callable[[str, SourceOptions], Iterator[SourceRecord]]
 
 
+def _csv_header(path: Path) -> list[str] | None:
+    """The header row, or None where reading it fails (the rows' reader reports why)."""
+    try:
+        with _open(path, newline="") as handle:
+            return next(csv.reader(handle, strict=True), None)
+    except (SourceError, csv.Error):
+        return None
+
+
+def _check_label_column(path: Path, kind: str, options: SourceOptions) -> None:
+    """Up front, so that a misnamed label column fails before anything is published."""
+    column = options.label_column
+    if column is None:
+        return
+    if kind == "csv":
+        header = _csv_header(path)
+        # A header with other faults is left to the rows' reader, which reports those first.
+        clean = header is not None and len(set(header)) == len(header)
+        if clean and header is not None and column not in header:
+            try:
+                "".join(header).encode()
+            except UnicodeEncodeError:
+                return
+            raise NoLabelColumn(column, header)
+    else:
+        found, columns = _jsonl_columns(path, column)
+        if not found:
+            raise NoLabelColumn(column, columns)
+
+
 def _file(reader: Callable[[Path, SourceOptions], Iterator[SourceRecord | SourceError]]) -> _Opener:
+    kind = "csv" if reader is _csv else "jsonl"
+
     def checked(spec: str, options: SourceOptions) -> Iterator[SourceRecord]:
         path = Path(spec)
         if not path.is_file():
             raise SourceError(f"source file {path} does not exist")
+        _check_label_column(path, kind, options)
         return _handle_errors(reader(path, options), options)
 
     return checked

@@ -185,6 +185,12 @@ def test_label_column_missing_is_a_usage_error(
     message = " ".join(default.stderr.split())
     assert "no label column 'label'; the columns are 'id', 'amount', 'city', 'outcome'" in message
 
+    from kafka import KafkaConsumer
+
+    probe = KafkaConsumer(bootstrap_servers=backends.kafka)
+    assert f"{pipeline_name}.events" not in probe.topics()  # refused before touching Kafka
+    probe.close()
+
     given = riverline([*base, "--label-column", "outcomes"], env)
     assert given.returncode == 2 and "no label column 'outcomes'" in given.stderr
 

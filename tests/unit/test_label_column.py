@@ -11,7 +11,7 @@ def test_csv_default_label_column_missing_names_the_columns(tmp_path: Path) -> N
     path = tmp_path / "d.csv"
     path.write_text("id,amount,outcome\n1,3.5,yes\n")
     with pytest.raises(NoLabelColumn) as caught:
-        list(open_source(str(path)))
+        open_source(str(path))  # up front: before anything is read or published
     assert "no label column 'label'" in str(caught.value)
     assert "'id', 'amount', 'outcome'" in str(caught.value)
 
