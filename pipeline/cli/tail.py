@@ -179,23 +179,22 @@ def tail(
     ] = False,
 ) -> None:
     """Print the last records of a pipeline's predictions, dead letters or review requests."""
-    from consumers.signals import StopFlag
-
     if what not in TOPICS:
         raise typer.BadParameter(f"one of {', '.join(TOPICS)}", param_hint="WHAT")
     with friendly_errors():
         cfg = build_config(config, name, bootstrap)
         topic = getattr(cfg.kafka.topics, TOPICS[what])
-        stop = StopFlag()
-        stop.install()
+        # No stop flag: tail holds no state, so Ctrl-C may interrupt anything, a connect included.
         with kafka_bootstrap(cfg, embedded_ok=False) as servers:
             printed = 0
             try:
                 for partition, offset, value in read_tail(
-                    cfg.kafka, servers, topic, lines, lambda: follow and not stop.is_set()
+                    cfg.kafka, servers, topic, lines, lambda: follow
                 ):
                     print(format_record(what, partition, offset, value), flush=True)
                     printed += 1
+            except KeyboardInterrupt:
+                raise typer.Exit(0 if follow else 130) from None  # --follow ends with Ctrl-C
             except NoSuchTopic:
                 console.print(
                     f"[red]error:[/red] no topic {topic}: nothing has run as pipeline "
