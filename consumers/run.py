@@ -489,6 +489,7 @@ class Consumer:
             key=origin.key,
             value=origin.value,
             rejected_at=time.time(),
+            pipeline=self.config.name,
         )
         self.outputs.send(self.topics.dead_letters, origin.key, encode(letter))
 

@@ -6,7 +6,14 @@ Precedence, lowest first: field defaults, the YAML file, environment variables
 
 >>> cfg = load_config(None, {"name": "doc-example", "gating": {"min_labels": 5}})
 >>> cfg.name, cfg.gating.min_labels, cfg.kafka.topics.events
-('doc-example', 5, 'events')
+('doc-example', 5, 'doc-example.events')
+
+Topic names not set explicitly derive from the pipeline's name, so two pipelines never share
+a topic by accident; an explicit name wins:
+
+>>> topics = load_config(None, {"name": "a", "kafka": {"topics": {"events": "x"}}}).kafka.topics
+>>> topics.events, topics.labels, topics.dead_letters
+('x', 'a.labels', 'a.dead-letters')
 
 A bad value stops with a message that names the field:
 
@@ -26,9 +33,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from pipeline.models import SpecError, make_drift_detector, make_metric, parse_model_spec
+from pipeline.models import (
+    DEFAULT_MODEL_SPEC,
+    SpecError,
+    make_drift_detector,
+    make_metric,
+    parse_model_spec,
+)
 
 Scalar = bool | int | float | str | None
 
@@ -49,12 +70,33 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Topic field -> the suffix of its default name, ``{pipeline name}.{suffix}``.
+TOPIC_SUFFIXES = {
+    "events": "events",
+    "labels": "labels",
+    "predictions": "predictions",
+    "dead_letters": "dead-letters",
+    "review_requests": "review-requests",
+}
+
+
+def default_topics(name: str) -> dict[str, str]:
+    """The topic names of pipeline ``name`` when the config does not set them.
+
+    >>> default_topics("fraud")["dead_letters"]
+    'fraud.dead-letters'
+    """
+    return {field: f"{name}.{suffix}" for field, suffix in TOPIC_SUFFIXES.items()}
+
+
 class Topics(_Section):
-    events: str = "events"
-    labels: str = "labels"
-    predictions: str = "predictions"
-    dead_letters: str = "dead-letters"
-    review_requests: str = "review-requests"
+    """Topic names; empty (the default) means ``{name}.events`` etc., filled in on loading."""
+
+    events: str = ""
+    labels: str = ""
+    predictions: str = ""
+    dead_letters: str = ""
+    review_requests: str = ""
 
 
 class KafkaConfig(_Section):
@@ -90,7 +132,10 @@ class RedisConfig(_Section):
 
 
 class ModelConfig(_Section):
-    spec: str = "preprocessing.StandardScaler | linear_model.LogisticRegression"
+    spec: str = Field(
+        default=DEFAULT_MODEL_SPEC,
+        description="Numbers (and booleans) scaled, strings one-hot, logistic regression.",
+    )
 
     @field_validator("spec")
     @classmethod
@@ -275,6 +320,15 @@ class RiverlineConfig(_Section):
     validation: ValidationConfig = ValidationConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     ordering: OrderingConfig = OrderingConfig()
+
+    @model_validator(mode="after")
+    def _topics_from_name(self) -> RiverlineConfig:
+        topics = self.kafka.topics
+        unset = {f: t for f, t in default_topics(self.name).items() if not getattr(topics, f)}
+        if unset:
+            kafka = self.kafka.model_copy(update={"topics": topics.model_copy(update=unset)})
+            object.__setattr__(self, "kafka", kafka)  # frozen: filled in once, while validating
+        return self
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

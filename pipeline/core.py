@@ -44,7 +44,8 @@ class CoreState:
     gating: Gating
     join: JoinBuffer
     events: int = 0
-    labels: int = 0
+    labels: int = 0  # labels joined to their event and scored
+    learned: int = 0  # of those, the ones learn_one took without raising: the model version
     watermark: float = float("-inf")
     served_by: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
@@ -89,8 +90,10 @@ class LearningCore:
         explain_top_k: int | None = None,
         drift_demotes: bool = True,
         history_max: int = 2000,
+        pipeline: str | None = None,
     ) -> None:
         self.state = state
+        self.pipeline = pipeline  # stamped on every prediction
         self.fallback = fallback
         self.classifier = is_classifier(state.model)
         self.explain_top_k = explain_top_k
@@ -129,12 +132,13 @@ class LearningCore:
             explain_top_k=config.explain.top_k if config.explain.enabled else None,
             drift_demotes=config.drift.demote,
             history_max=config.evaluation.history_max,
+            pipeline=config.name,
         )
 
     @property
     def model_version(self) -> int:
-        """The number of labels the model has learned from."""
-        return self.state.labels
+        """The number of labels the model has learned from (a learn_one that raised is not)."""
+        return self.state.learned
 
     def _reject(self, outcome: Outcome, reason: str, message: str, origin: Any) -> None:
         self.state.dead_letters[reason] += 1
@@ -230,6 +234,7 @@ class LearningCore:
             confidence=confidence,
             mode=state.gating.mode,
             explanation=explanation,
+            pipeline=self.pipeline,
         )
         # The raw answer is kept for scoring: evaluation.adapt derives what each metric takes.
         return prediction, model_pred
@@ -267,6 +272,7 @@ class LearningCore:
         model: Any = state.model
         try:
             model.learn_one(pending.x, y)
+            state.learned += 1
         except Exception as e:
             state.model_errors += 1
             self._reject(

@@ -108,6 +108,7 @@ class Prediction(_Wire):
     confidence: float | None
     mode: str
     explanation: list[dict[str, Any]] | None = None
+    pipeline: str | None = None  # the pipeline that served it
 
 
 class ModelOpinion(_Wire):
@@ -161,6 +162,7 @@ class DeadLetter(_Wire):
     key_b64: str | None
     value_b64: str | None
     rejected_at: float
+    pipeline: str | None = None  # the pipeline that rejected it
 
     @classmethod
     def of(
@@ -175,6 +177,7 @@ class DeadLetter(_Wire):
         key: bytes | None,
         value: bytes | None,
         rejected_at: float,
+        pipeline: str | None = None,
     ) -> DeadLetter:
         def b64(raw: bytes | None) -> str | None:
             return None if raw is None else base64.b64encode(raw).decode("ascii")
@@ -189,6 +192,7 @@ class DeadLetter(_Wire):
             key_b64=b64(key),
             value_b64=b64(value),
             rejected_at=rejected_at,
+            pipeline=pipeline,
         )
 
 
@@ -228,7 +232,7 @@ def _reason(error: ValidationError) -> InvalidRecord:
 
 
 def _decode(model: type[_Wire], raw: bytes | None) -> Any:
-    if raw is None:
+    if not raw:  # a tombstone (None) or a zero-length value
         raise InvalidRecord("empty", "the record has no value")
     try:
         text = raw.decode("utf-8")
