@@ -90,6 +90,11 @@ def check_label(label: Label, limits: ValidationConfig, now: float, regression: 
         raise InvalidRecord(
             "label_wrong_type", f"label {value!r} is not a number, and the model is a regressor"
         )
+    if not regression and isinstance(value, float) and not value.is_integer():
+        # A classifier would make every distinct number a class of its own.
+        raise InvalidRecord(
+            "label_wrong_type", f"label {value!r} is not a class, and the model is a classifier"
+        )
     if limits.labels is not None and value not in limits.labels:
         raise InvalidRecord(
             "label_not_allowed",
