@@ -89,7 +89,7 @@ def unreachable(url: str, detail: str = "did not answer") -> RedisUnavailable:
     )
 
 
-def wait_for_redis(url: str, seconds: float, stopped: Callable[[], bool] = lambda: False) -> None:
+def wait_for_redis(url: str, seconds: float) -> None:
     """Return once Redis at ``url`` answers a PING; retry with backoff for up to ``seconds``.
 
     Logs once when the first attempt fails; raises :class:`RedisUnavailable` when the time is
