@@ -19,7 +19,8 @@ from pipeline.models import SpecError
 from pipeline.state.lease import LeaseLost
 from pipeline.state.redis_client import RedisUnavailable, connect, ping, unreachable
 
-console = Console(stderr=True)
+# soft_wrap: an error stays one line in a pipe or a log (no wrapping at 80 columns).
+console = Console(stderr=True, soft_wrap=True)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = "configs/demo.yaml"
 
@@ -84,6 +85,7 @@ def friendly_errors() -> Iterator[None]:
     """
     import redis
     from kafka.errors import KafkaError
+    from rich.markup import escape
 
     try:
         yield
@@ -91,20 +93,20 @@ def friendly_errors() -> Iterator[None]:
         console.print("interrupted", highlight=False)
         raise typer.Exit(130) from None
     except (ConfigError, SpecError) as e:
-        console.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(e))}", markup=True, highlight=False)
         raise typer.Exit(2) from None
     except (LeaseLost, Fenced) as e:
-        console.print(f"[red]fenced:[/red] {e}", markup=True, highlight=False)
+        console.print(f"[red]fenced:[/red] {escape(str(e))}", markup=True, highlight=False)
         raise typer.Exit(3) from None
     except (BrokerUnavailable, RedisUnavailable, CheckpointError) as e:
-        console.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(e))}", markup=True, highlight=False)
         raise typer.Exit(1) from None
     except redis.RedisError as e:
         # redis-py names the host and port in connection errors.
-        console.print(f"[red]error:[/red] Redis: {e}", markup=True, highlight=False)
+        console.print(f"[red]error:[/red] Redis: {escape(str(e))}", markup=True, highlight=False)
         raise typer.Exit(1) from None
     except KafkaError as e:
-        console.print(f"[red]error:[/red] Kafka: {e}", markup=True, highlight=False)
+        console.print(f"[red]error:[/red] Kafka: {escape(str(e))}", markup=True, highlight=False)
         raise typer.Exit(1) from None
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pipeline.cli.app import app
 from pipeline.cli.common import (
@@ -51,13 +52,16 @@ def report_command(
         try:
             png, page = write_learning_curve(data, out, stem=stem)
         except OSError as e:
-            console.print(f"[red]error:[/red] cannot write into {out}: {e.strerror}")
+            console.print(f"[red]error:[/red] {escape(f'cannot write into {out}: {e.strerror}')}")
             raise typer.Exit(1) from None
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             # A report that passed read_report's checks but holds odd values further down.
             console.print(
-                f"[red]error:[/red] {from_json or 'the checkpoint'} does not hold a riverline "
-                f"report riverline can draw ({type(e).__name__}: {e})",
+                "[red]error:[/red] "
+                + escape(
+                    f"{from_json or 'the checkpoint'} does not hold a report riverline can draw "
+                    f"({type(e).__name__}: {e})"
+                ),
                 highlight=False,
             )
             raise typer.Exit(2) from None
@@ -80,7 +84,7 @@ def read_report(path: Path) -> dict[str, Any]:
     import json
 
     def refuse(why: str) -> NoReturn:
-        console.print(f"[red]error:[/red] --from-json {path}: {why}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(f'--from-json {path}: {why}')}", highlight=False)
         raise typer.Exit(2)
 
     try:

@@ -6,10 +6,14 @@ and then raises from deep inside; a command should say at once that nothing answ
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 
+from pipeline.config import ConfigError
 from pipeline.kafka.embedded import BrokerUnavailable
+
+log = logging.getLogger(__name__)
 
 
 def bootstrap_addresses(bootstrap: str) -> list[tuple[str, int]]:
@@ -20,20 +24,25 @@ def bootstrap_addresses(bootstrap: str) -> list[tuple[str, int]]:
     >>> bootstrap_addresses("nohost")
     Traceback (most recent call last):
     ...
-    pipeline.kafka.embedded.BrokerUnavailable: Kafka bootstrap 'nohost' is not host:port
+    pipeline.config.ConfigError: invalid configuration:
+      kafka.bootstrap: 'nohost' is not host:port
     """
     addresses = []
     for part in bootstrap.split(","):
         text = part.strip().split("://", 1)[-1]
         host, sep, port = text.rpartition(":")
         if not sep or not host or not port.isdigit():
-            raise BrokerUnavailable(f"Kafka bootstrap {part.strip()!r} is not host:port")
+            raise ConfigError(
+                f"invalid configuration:\n  kafka.bootstrap: {part.strip()!r} is not host:port"
+            )
         addresses.append((host.strip("[]"), int(port)))
     return addresses
 
 
 def probe_bootstrap(bootstrap: str, seconds: float = 5.0) -> None:
     """Return once one bootstrap address accepts a TCP connection; else BrokerUnavailable.
+
+    Logs once when the first attempt fails; Ctrl-C interrupts the wait (KeyboardInterrupt).
 
     >>> probe_bootstrap("127.0.0.1:1", seconds=0)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -57,6 +66,10 @@ def probe_bootstrap(bootstrap: str, seconds: float = 5.0) -> None:
             raise BrokerUnavailable(
                 f"Kafka at {bootstrap} did not answer within {seconds:g}s ({error}); "
                 "check --bootstrap / RIVERLINE_KAFKA_BOOTSTRAP"
+            )
+        if delay == 0.1:
+            log.warning(
+                "Kafka at %s does not answer (%s); retrying for %gs", bootstrap, error, seconds
             )
         time.sleep(min(delay, left))
         delay = min(delay * 2, 1.0)
