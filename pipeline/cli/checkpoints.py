@@ -29,7 +29,10 @@ app.add_typer(checkpoint_app, name="checkpoint")
 def checkpoint_list(
     config: ConfigOpt = DEFAULT_CONFIG, name: NameOpt = None, redis_url: RedisOpt = None
 ) -> None:
-    """The kept versions, newest last; the latest is marked. Reads metadata only."""
+    """The kept versions, newest last; the latest is marked (*), so are pinned ones.
+
+    Reads metadata only: nothing is unpickled.
+    """
     with friendly_errors():
         store = open_store(config, name, redis_url)
         latest = store.latest_version()
@@ -45,12 +48,13 @@ def checkpoint_list(
             "bytes",
         ):
             table.add_column(column)
+        pinned = store.pinned()
         for version in store.versions():
             meta = store.meta(version) or {}
             written = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(meta.get("written_at", 0)))
             table.add_row(
                 str(version),
-                "*" if version == latest else "",
+                ("*" if version == latest else "") + (" pinned" if version in pinned else ""),
                 written,
                 str(meta.get("reason", "")),
                 str(meta.get("events", "")),
