@@ -60,7 +60,7 @@ def run(
     log_level: LogOpt = "INFO",
 ) -> None:
     """Consume events and labels; predict, serve, learn and checkpoint until stopped."""
-    from consumers.run import Consumer, write_report
+    from consumers.run import Consumer, require_secret, write_report
     from consumers.signals import StopFlag
 
     setup_logging(log_level)
@@ -70,6 +70,7 @@ def run(
             "redis": {"wait_seconds": wait_redis},
         }
         cfg = build_config(config, name, bootstrap, redis_url, model, metric, extra)
+        require_secret(cfg)  # a config problem is said before any wait for a backend
         # Never a private Redis here: checkpoints must land where the next start finds them.
         wait_for_redis(cfg.redis.url, cfg.redis.wait_seconds)
         with kafka_bootstrap(cfg, embedded_ok=False) as servers:
