@@ -210,7 +210,7 @@ class CheckpointStore:
         """The version's stored fields, after its signature check; nothing is unpickled."""
         fields: dict[bytes, bytes] = self.client.hgetall(self.key(f"ckpt:{version}"))
         if not fields:
-            raise CheckpointError(f"checkpoint version {version} does not exist")
+            raise CheckpointError(f"checkpoint {self.prefix}ckpt:{version} does not exist")
         where = f"checkpoint {self.prefix}ckpt:{version}"
         if self.secret is None:
             if self.insecure:
