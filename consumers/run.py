@@ -241,15 +241,17 @@ class Consumer:
         }
         stored = {"model.spec": meta.get("model"), "evaluation.metric": meta.get("metric")}
         differ = [
-            f"{field} {asked[field]!r} (the checkpoint has {stored[field]!r})"
+            field
             for field in asked
             if stored[field] is not None and not same(str(stored[field]), str(asked[field]))
         ]
         if differ:
+            asks = " and ".join(f"{field} {asked[field]!r}" for field in differ)
+            has = " and ".join(f"{field} {stored[field]!r}" for field in differ)
             raise ConfigError(
-                f"pipeline {self.config.name}: this run asks for {' and '.join(differ)}, "
-                f"and checkpoint {version} holds that one's state; start a new pipeline with "
-                "--name NAME, or pass --reset to start this one untrained (its checkpoint "
+                f"pipeline {self.config.name}: this run asks for {asks}, but its latest "
+                f"checkpoint, version {version}, holds the state of {has}; start a new pipeline "
+                "with --name NAME, or pass --reset to start this one untrained (its checkpoint "
                 "versions stay for `riverline checkpoint rollback`)"
             )
 

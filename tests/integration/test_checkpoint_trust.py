@@ -181,7 +181,7 @@ def test_another_model_or_metric_is_refused_unless_reset(make_config: Any, tmp_p
     tree = "tree.HoeffdingTreeClassifier"
     result = riverline(["run", "--config", config, "--model", tree, "--until-idle", "1"], env)
     message = assert_one_error(result, 2, "model.spec", tree, MODEL, "--name", "--reset")
-    assert f"checkpoint {old}" in message
+    assert f"version {old}" in message
     assert client.get(lease) is None
     result = riverline(["run", "--config", config, "--metric", "F1", "--until-idle", "1"], env)
     assert_one_error(result, 2, "evaluation.metric", "'F1'", "--reset")
