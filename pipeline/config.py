@@ -122,6 +122,11 @@ class KafkaConfig(_Section):
 
 class RedisConfig(_Section):
     url: str = "redis://127.0.0.1:6379/0"
+    wait_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long `run` waits for a Redis that does not answer before it stops.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -406,9 +411,52 @@ def load_config(
     data = _deep_merge(data, _env_values(dict(os.environ if environ is None else environ)))
     data = _deep_merge(data, _drop_none(overrides or {}))
     try:
-        return RiverlineConfig(**data)
+        config = RiverlineConfig(**data)
     except ValidationError as e:
         raise ConfigError(_format_errors(e)) from None
+    if problem := model_misfit(config):
+        raise ConfigError(f"invalid configuration:\n  {problem}")
+    return config
+
+
+def model_misfit(config: RiverlineConfig) -> str | None:
+    """Why the model cannot go with the metric or the allowed labels; None if they fit.
+
+    >>> print(model_misfit(load_config(None, {"evaluation": {"metric": "Accuracy"}})))
+    None
+    >>> cfg = RiverlineConfig(evaluation={"metric": "MAE"})
+    >>> print(model_misfit(cfg))  # doctest: +ELLIPSIS
+    evaluation.metric: 'MAE' does not score a classifier, and model.spec ... is one; ...
+    """
+    from pipeline.models import is_classifier, is_regressor
+
+    model = parse_model_spec(config.model.spec)
+    classifier, regressor = is_classifier(model), is_regressor(model)
+    if not (classifier or regressor):
+        return None  # anomaly detectors and the like: River's metrics say what they take
+    kind = "classifier" if classifier else "regressor"
+    advice = "a classification metric such as Accuracy" if classifier else "MAE, RMSE or R2"
+    evaluation = config.evaluation
+    for field, name in [("metric", evaluation.metric)] + [
+        ("extra_metrics", extra) for extra in evaluation.extra_metrics
+    ]:
+        if not make_metric(name).works_with(model):
+            return (
+                f"evaluation.{field}: {name!r} does not score a {kind}, and model.spec "
+                f"{config.model.spec!r} is one; use {advice}, or a model that fits the metric"
+            )
+    for label in config.validation.labels or ():
+        if regressor and (isinstance(label, bool) or not isinstance(label, int | float)):
+            return (
+                f"validation.labels: {label!r} is not a number, and model.spec "
+                f"{config.model.spec!r} is a regressor; use a classifier for classes"
+            )
+        if classifier and isinstance(label, float) and not label.is_integer():
+            return (
+                f"validation.labels: {label!r} is not a class, and model.spec "
+                f"{config.model.spec!r} is a classifier; use a regressor for numbers"
+            )
+    return None
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:

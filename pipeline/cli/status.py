@@ -54,7 +54,10 @@ def status(
 
         row("mode", info.get("mode", meta and meta.get("mode")))
         row("model", info.get("model", cfg.model.spec))
-        row("model version (labels learned)", info.get("model_version", meta and meta["labels"]))
+        row(
+            "model version (labels learned)",
+            info.get("model_version", meta and meta.get("labels")),
+        )
         row("events / labels", f"{info.get('events', '?')} / {info.get('labels', '?')}")
         windowed = info.get("windowed") or {}
         if windowed:
@@ -86,7 +89,8 @@ def status(
         for partition, lag in (info.get("lag") or {}).items():
             row(f"lag {partition}", lag)
         if meta is not None:
-            row("checkpoint", f"version {latest}, {time.time() - meta['written_at']:.0f}s ago")
+            written = float(meta.get("written_at", 0))
+            row("checkpoint", f"version {latest}, {time.time() - written:.0f}s ago")
         if "updated_at" in info:
             row("status age", f"{time.time() - info['updated_at']:.0f}s")
             row("Redis healthy", info.get("redis_healthy"))
