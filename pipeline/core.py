@@ -175,10 +175,10 @@ class LearningCore(ReviewLoop):
         model_pred = self._model_prediction(x, outcome, origin)
         answer = self.fallback.answer(x)
         outcome.prediction, kept_model = self._serve(event, model_pred, answer)
-        self._review_event(event, x, model_pred, answer, outcome)
         served = (
             outcome.prediction.prediction if outcome.prediction.source != "model" else kept_model
         )
+        self._review_event(event, x, model_pred, answer, outcome)
         pending = Pending(
             event.id,
             event.ts,

@@ -62,8 +62,9 @@ class TokenBucket:
     def take(self, ts: float) -> bool:
         """One token at event time ``ts``, if there is one."""
         self._refill(ts)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        # A whole token up to float rounding: refills of 0.1 must add up to 1 after ten steps.
+        if self.tokens >= 1.0 - 1e-9:
+            self.tokens = max(0.0, self.tokens - 1.0)
             return True
         return False
 
