@@ -223,6 +223,10 @@ class ReviewPolicy:
             # model with no opinion yet needs labels the most: ask a person.
             if no_opinion or book.sampler is None:
                 return True
+            if sum(1 for p in model_pred.values() if p > 0) < 2:
+                # One class with all the weight: certain. (River's sampler would divide by
+                # log2(1) = 0 when that weight is not exactly 1.)
+                return False
             _, ask = book.sampler.predict_proba_one(x, proba=model_pred)
             return bool(ask)
         return False
