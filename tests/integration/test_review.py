@@ -144,6 +144,9 @@ def test_answers_arrive_as_human_labels_and_the_model_learns_from_them(make_conf
     assert review["time_to_answer_s"]["count"] == 60
     # The model learned exactly what a model fed the same answers in the same order learns.
     store = CheckpointStore(connect(cfg.redis.url), cfg.name, TEST_SECRET.encode())
+    status = json.loads(store.client.get(store.key("status")))  # what `riverline status` shows
+    assert status["review"]["answered"] == 60
+    assert status["review"]["labels_by_source"] == {"human": 60}
     checkpoint = store.load_latest()
     assert checkpoint is not None
     learned = checkpoint.state.model

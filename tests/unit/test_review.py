@@ -286,3 +286,70 @@ def test_a_wrong_deadline_config_names_the_field(tmp_path: Any) -> None:
     path.write_text("review:\n  mode: defer\n  deadline_seconds: null\n")
     with pytest.raises(ConfigError, match="review: mode defer needs deadline_seconds"):
         load_config(path, environ={})
+
+
+def test_simulated_reviewer_is_right_as_often_as_told_and_wrong_with_another_class() -> None:
+    from producers.reviewer import SimulatedAnswers, parse_reviewer
+
+    truth = {str(i): i % 3 == 0 for i in range(2000)}
+    answers = SimulatedAnswers(parse_reviewer("simulated:accuracy=0.9,delay=2s,seed=3"), truth)
+    right = 0
+    for i in range(2000):
+        request = ReviewRequest(
+            id=str(i),
+            pipeline="p",
+            ts=float(i),
+            features={},
+            task="classification",
+            mode="label",
+            requested_at=float(i),
+        )
+        label = answers.answer(request)
+        assert label is not None and (label.ts, label.answered_at) == (i + 2.0, i + 2.0)
+        right += label.label == truth[str(i)]
+        assert isinstance(label.label, bool)
+    assert 0.88 < right / 2000 < 0.92
+
+
+@pytest.mark.parametrize(
+    "spec", ["people", "simulated:accuracy=1.5", "simulated:delay=5", "simulated:speed=2"]
+)
+def test_a_bad_reviewer_spec_is_refused(spec: str) -> None:
+    from producers.reviewer import parse_reviewer
+
+    with pytest.raises(ValueError):
+        parse_reviewer(spec)
+
+
+def test_demo_refuses_a_bad_reviewer_with_exit_2() -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    result = CliRunner().invoke(app, ["demo", "--reviewer", "simulated:accuracy=x"])
+    assert result.exit_code == 2
+    assert "--reviewer" in result.output
+
+
+def test_report_page_and_curve_show_the_loop(tmp_path: Any) -> None:
+    from pipeline.reporting import _human_share, write_learning_curve
+
+    core = core_for({"policy": "unserved"}, evaluation={"history_every": 5})
+    for i in range(40):
+        core.on_event(event(i))
+        if i % 2:
+            core.on_label(human(i, True, ts=i + 0.5, answered_at=i + 3.0))
+        else:
+            core.on_label(Label(id=str(i), ts=i + 0.5, label=False))
+    for i in range(1, 40, 2):
+        core.on_label(Label(id=str(i), ts=41.0, label=i % 4 == 1))
+    report = core.report()
+    review = report["review"]
+    assert review["labels_by_source"] == {"ground_truth": 30, "human": 20}
+    assert review["human_scored"] == 20 and review["human_metrics"]["Accuracy"] == 0.5
+    assert review["corrections"] == 10
+    share = _human_share(report["history"])
+    assert share is not None and share[1][-1] == pytest.approx(0.5)
+    _png, page = write_learning_curve(report, tmp_path)
+    text = page.read_text()
+    assert "Humans in the loop" in text and "people&#x27;s Accuracy" in text
