@@ -129,7 +129,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accuracy", type=float, default=1.0)
     parser.add_argument("--delay", type=float, default=10.0, help="event seconds to answer")
-    parser.add_argument("--discounts", default="1,3,6", help="EntropySampler discount factors")
+    parser.add_argument("--discounts", default="1,3,6,8", help="EntropySampler discount factors")
     parser.add_argument("--datasets", default="Phishing,Bananas")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
