@@ -249,3 +249,73 @@ def test_a_restart_in_defer_mode_loses_no_held_event(
     assert set(predictions) == set(requests)
     assert Counter(p["source"] for ps in predictions.values() for p in ps) == {"human": 40}
     assert all(ps[0]["prediction"] == truth[i] for i, ps in predictions.items())
+
+
+def test_the_simulated_reviewer_answers_through_kafka(make_config: Any) -> None:
+    from producers.reviewer import ReviewerSpec, SimulatedAnswers, SimulatedReviewer
+
+    cfg = make_config(
+        {
+            "model": {"spec": LOGREG},
+            "fallback": {"default": False},
+            "gating": {"min_labels": 1_000_000},
+            "review": {"policy": "unserved", "deadline_seconds": None},
+        }
+    )
+    publish_events(cfg, 40)
+    truth = true_labels("river:Phishing", 40)
+    answers = SimulatedAnswers(ReviewerSpec(accuracy=0.8, delay_seconds=2.0, seed=5), truth)
+    reviewer = SimulatedReviewer(cfg, cfg.kafka.bootstrap, answers).start()
+    try:
+        report = consume(cfg, until_idle=4.0)
+    finally:
+        reviewer.stop()
+    assert reviewer.error is None and reviewer.answered == 40
+    assert report["labels"] == 40 and report["review"]["labels_by_source"] == {"human": 40}
+    labels = [
+        Label.model_validate_json(r.value)
+        for r in read_topic(cfg.kafka.bootstrap, cfg.kafka.topics.labels)
+    ]
+    assert len(labels) == 40 and {x.reviewer for x in labels} == {"simulated"}
+    right = sum(x.label == truth[x.id] for x in labels)
+    assert 20 <= right < 40  # 80% right, from a seeded generator per id
+    wrong = {x.id for x in labels if x.label != truth[x.id]}
+    human = {i: ps[-1] for i, ps in predictions_by_id(cfg).items()}
+    assert {i for i, p in human.items() if p["prediction"] != truth[i]} >= wrong
+
+
+def test_demo_with_a_simulated_reviewer_and_no_ground_truth(
+    make_config: Any, tmp_path: Path
+) -> None:
+    cfg = make_config()
+    env = {**os.environ, "RIVERLINE_CHECKPOINT_SECRET": TEST_SECRET}
+    args = [
+        "demo",
+        "--config",
+        "configs/review.yaml",
+        "--bootstrap",
+        str(cfg.kafka.bootstrap),
+        "--redis-url",
+        cfg.redis.url,
+        "--reviewer",
+        "simulated:accuracy=1.0,delay=2s,seed=1",
+        "--label-delay",
+        "none",
+        "--limit",
+        "150",
+        "--speed",
+        "150",
+        "--report",
+        str(tmp_path / "report.json"),
+        "--out",
+        str(tmp_path),
+    ]
+    proc = run_cli(args, env)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    review = report["review"]
+    assert review["sent"] > 0 and review["answered"] > 0
+    assert set(review["labels_by_source"]) == {"human"}  # people were the only teachers
+    assert report["labels"] == review["labels_by_source"]["human"]
+    assert "simulated reviewer:" in stderr and "review requests:" in stdout
