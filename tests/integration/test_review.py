@@ -120,7 +120,9 @@ def test_requests_are_published_for_exactly_the_events_the_policy_picks(make_con
         assert request.pipeline == cfg.name and request.mode == "label"
 
 
-def test_answers_arrive_as_human_labels_and_the_model_learns_from_them(make_config: Any) -> None:
+def test_answers_arrive_as_human_labels_and_the_model_learns_from_them(
+    make_config: Any, tmp_path: Path
+) -> None:
     cfg = make_config(
         {
             "model": {"spec": LOGREG},
@@ -147,6 +149,14 @@ def test_answers_arrive_as_human_labels_and_the_model_learns_from_them(make_conf
     status = json.loads(store.client.get(store.key("status")))  # what `riverline status` shows
     assert status["review"]["answered"] == 60
     assert status["review"]["labels_by_source"] == {"human": 60}
+    shown = run_cli(
+        ["status", "--config", str(write_config(cfg, tmp_path / "run.yaml"))],
+        {**os.environ, "RIVERLINE_CHECKPOINT_SECRET": TEST_SECRET},
+    )
+    out, err = shown.communicate(timeout=60)
+    assert shown.returncode == 0, err
+    assert "review sent / answered / expired" in out and "60 / 60 / 0" in out
+    assert "human 60" in out
     checkpoint = store.load_latest()
     assert checkpoint is not None
     learned = checkpoint.state.model
