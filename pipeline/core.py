@@ -137,7 +137,9 @@ class LearningCore(ReviewLoop):
             explain_top_k=config.explain.top_k if config.explain.enabled else None,
             drift_demotes=config.drift.demote,
             history_max=config.evaluation.history_max,
-            review=ReviewPolicy(config.review, config.name, is_classifier(state.model)),
+            review=ReviewPolicy(
+                config.review, config.name, is_classifier(state.model), config.validation.labels
+            ),
         )
 
     @property

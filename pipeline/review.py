@@ -188,8 +188,16 @@ class ReviewBook:
 class ReviewPolicy:
     """The configured choice of events for people (stateless: the state is the book)."""
 
-    def __init__(self, config: ReviewConfig, pipeline: str, classifier: bool) -> None:
+    def __init__(
+        self,
+        config: ReviewConfig,
+        pipeline: str,
+        classifier: bool,
+        classes: tuple[Any, ...] | None = None,
+    ) -> None:
         self.config = config
+        # The allowed classes (validation.labels) if configured; the request adds those seen.
+        self.classes: list[Any] = list(classes or ()) if classifier else []
         self.pipeline = pipeline
         self.classifier = classifier
         if config.policy == "entropy" and not classifier:

@@ -39,6 +39,7 @@ from pipeline.schemas import (
     Prediction,
     ReviewRequest,
     RulesOpinion,
+    proba_key,
 )
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class ReviewLoop:
                     prediction=hard,
                     proba=prediction.proba
                     if prediction.source == "model"
-                    else {str(k): float(v) for k, v in model_pred.items()},
+                    else {proba_key(k): float(v) for k, v in model_pred.items()},
                     confidence=float(model_pred[hard]),
                     model_version=self.state.labels,
                 )
@@ -104,7 +105,7 @@ class ReviewLoop:
             attributes=event.attributes,
             key=event.key,
             task="classification" if policy.classifier else "regression",
-            classes=list(book.classes),
+            classes=policy.classes + [c for c in book.classes if c not in policy.classes],
             model=opinion,
             rules=RulesOpinion(
                 prediction=answer.prediction,

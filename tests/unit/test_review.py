@@ -353,3 +353,10 @@ def test_report_page_and_curve_show_the_loop(tmp_path: Any) -> None:
     _png, page = write_learning_curve(report, tmp_path)
     text = page.read_text()
     assert "Humans in the loop" in text and "people&#x27;s Accuracy" in text
+
+
+def test_request_offers_the_configured_classes_before_any_is_seen() -> None:
+    core = core_for({"policy": "unserved"}, validation={"labels": [True, False]})
+    (request,) = requests(core.on_event(event(0)))
+    assert request.classes == [True, False] and request.model is not None
+    assert request.model.proba == {"true": 0.5, "false": 0.5}
