@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
+from consumers.run import Consumer
 from pipeline.checkpointing.store import CheckpointStore
 from pipeline.core import LearningCore
 from pipeline.schemas import Event, Label, ReviewRequest
@@ -276,10 +277,19 @@ def test_the_simulated_reviewer_answers_through_kafka(make_config: Any) -> None:
     truth = true_labels("river:Phishing", 40)
     answers = SimulatedAnswers(ReviewerSpec(accuracy=0.8, delay_seconds=2.0, seed=5), truth)
     reviewer = SimulatedReviewer(cfg, cfg.kafka.bootstrap, answers).start()
+    consumer = Consumer(cfg, cfg.kafka.bootstrap, connect(cfg.redis.url), until_idle=4.0)
     try:
-        report = consume(cfg, until_idle=4.0)
+        report = consumer.run()
     finally:
         reviewer.stop()
+    registry = consumer.metrics.registry  # what Prometheus scrapes
+    for outcome, n in (("sent", 40), ("answered", 40), ("skipped_budget", 0)):
+        value = registry.get_sample_value("riverline_review_requests_total", {"outcome": outcome})
+        assert value == n
+    assert registry.get_sample_value("riverline_labels_learned_total", {"source": "human"}) == 40
+    assert registry.get_sample_value(
+        "riverline_review_time_to_answer_seconds", {"quantile": "p50"}
+    ) == pytest.approx(2.0)
     assert reviewer.error is None and reviewer.answered == 40
     assert report["labels"] == 40 and report["review"]["labels_by_source"] == {"human": 40}
     labels = [
