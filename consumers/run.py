@@ -38,7 +38,7 @@ from pipeline.kafka.clients import (
 from pipeline.kafka.outputs import DurableOutputs
 from pipeline.kafka.records import KIND_EVENT, KIND_LABEL, Incoming, Origin, to_item
 from pipeline.ordering import OrderedMerge
-from pipeline.schemas import DeadLetter, Event, InvalidRecord, encode
+from pipeline.schemas import DeadLetter, Event, InvalidRecord, ReviewRequest, encode
 from pipeline.state.lease import Lease, LeaseLost
 from pipeline.telemetry import LatencyQuantiles, PipelineMetrics
 from pipeline.validation import Validator
@@ -533,6 +533,8 @@ class Consumer:
         self._after(outcome)
 
     def _after(self, outcome: Outcome) -> None:
+        if outcome.review:
+            self._publish_review(outcome)
         for rejection in outcome.rejections:
             self.dead_letter(rejection.origin, rejection.reason, rejection.message)
         for decision in outcome.decisions:
@@ -541,6 +543,20 @@ class Consumer:
             unflushed = self.core.state.labels - self.labels_at_checkpoint
             if unflushed >= self.config.checkpoint.every_labels and self.redis_healthy:
                 self.checkpoint_wanted = True
+
+    def _publish_review(self, outcome: Outcome) -> None:
+        """Review requests, and predictions the review loop serves (held, human, deadline).
+
+        Keyed like their event, so with as many partitions as the events topic a request lands
+        on the event's partition number.
+        """
+        for out in outcome.review:
+            if isinstance(out.record, ReviewRequest):
+                topic = self.topics.review_requests
+            else:
+                topic = self.topics.predictions
+                self.stats.published += 1
+            self.outputs.send(topic, out.key.encode(), encode(out.record))
 
     def _log_decision(self, decision: Decision) -> None:
         log.info(
@@ -678,6 +694,8 @@ class Consumer:
                 "drift": len(state.drift_events),
             }
         )
+        review = state.review.report() if state.review is not None else {}
+        self.metrics.sync_review(review)
         for mode in ("cold", "shadow", "serving"):
             self.metrics.mode.labels(mode=mode).set(1 if state.gating.mode == mode else 0)
         self.metrics.model_version.set(self.core.model_version)
@@ -718,6 +736,7 @@ class Consumer:
             "redis_healthy": self.redis_healthy,
             "checkpoint_version": self.checkpoint_version,
             "metrics_port": self.metrics_port,
+            "review": review,
             "updated_at": time.time(),
         }
         # During an outage the checkpoint path reports it; the status just waits.

@@ -308,6 +308,45 @@ class OrderingConfig(_Section):
     )
 
 
+class ReviewConfig(_Section):
+    """Humans in the loop: which events go to people, how many, and what is served meanwhile."""
+
+    policy: Literal["none", "unserved", "uncertain", "entropy"] = Field(
+        default="none",
+        description="none; unserved: every event the model does not serve; uncertain: no model "
+        "opinion or confidence below confidence_below; entropy: River's EntropySampler decides.",
+    )
+    confidence_below: float = Field(default=0.75, ge=0.0, le=1.0)
+    discount_factor: float = Field(
+        default=3.0, gt=0.0, description="EntropySampler's: higher asks for fewer labels."
+    )
+    seed: int = Field(default=42, description="EntropySampler's seed: a replay asks the same.")
+    budget_per_minute: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Requests per minute of event time (a token bucket); null: no limit.",
+    )
+    max_pending: int = Field(
+        default=10_000, ge=1, description="Requests awaiting an answer; beyond, none is sent."
+    )
+    mode: Literal["label", "defer"] = Field(
+        default="label",
+        description="label: serve the automatic answer now; defer: hold it until a person "
+        "answers or the deadline passes.",
+    )
+    deadline_seconds: float | None = Field(
+        default=3600.0,
+        gt=0.0,
+        description="Event time a request waits for its answer; null: no deadline (label mode).",
+    )
+
+    @model_validator(mode="after")
+    def _defer_needs_deadline(self) -> ReviewConfig:
+        if self.mode == "defer" and self.deadline_seconds is None:
+            raise ValueError("mode defer needs deadline_seconds: a held event must be served")
+        return self
+
+
 class RiverlineConfig(_Section):
     """Everything one pipeline needs; see configs/demo.yaml for a commented example."""
 
@@ -325,6 +364,7 @@ class RiverlineConfig(_Section):
     validation: ValidationConfig = ValidationConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     ordering: OrderingConfig = OrderingConfig()
+    review: ReviewConfig = ReviewConfig()
 
     @model_validator(mode="after")
     def _topics_from_name(self) -> RiverlineConfig:

@@ -109,6 +109,10 @@ class Prediction(_Wire):
     mode: str
     explanation: list[dict[str, Any]] | None = None
     pipeline: str | None = None  # the pipeline that served it
+    # Humans in the loop (defer mode): the person did not answer in time, the fallback's answer
+    # was served at the deadline. A person's answer is served with ``source: human``.
+    deadline_passed: bool | None = None
+    reviewer: str | None = None
 
 
 class ModelOpinion(_Wire):

@@ -98,3 +98,27 @@ def print_summary(report: dict[str, Any], replayed_first: bool = False) -> None:
         out.print(f"drift detected at label {drift['label_index']} ({drift['detector']})")
     if report["dead_letters"]:
         out.print(f"dead letters: {report['dead_letters']}")
+    _print_review(out, report)
+
+
+def _print_review(out: Any, report: dict[str, Any]) -> None:
+    """Humans in the loop, when anybody was asked."""
+    review = report.get("review") or {}
+    if not review.get("sent") and not review.get("labels_by_source", {}).get("human"):
+        return
+    out.print(
+        f"review requests: {review['sent']} sent, {review['answered']} answered, "
+        f"{review['expired']} expired, {review['skipped_budget']} skipped for budget, "
+        f"{review['skipped_pending']} skipped (max_pending)"
+    )
+    learned = ", ".join(f"{n} {s}" for s, n in review.get("labels_by_source", {}).items())
+    out.print(f"labels learned by source: {learned or 'none'}")
+    if review.get("human_scored"):
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in review["human_metrics"].items())
+        out.print(f"people vs ground truth ({review['human_scored']} answers): {scores}")
+    answer = review.get("time_to_answer_s", {})
+    if answer.get("count"):
+        out.print(
+            f"time to answer s: p50 {answer['p50']:.1f}  p90 {answer['p90']:.1f}  "
+            f"p99 {answer['p99']:.1f}"
+        )
