@@ -51,11 +51,13 @@ return 1
 
 # Compression is worth its time only where the state compresses: a forest's pickle (mostly
 # float arrays) shrinks by ~20% at zlib level 1 and takes longer to compress than to pickle,
-# while a join buffer full of feature dicts shrinks severalfold. A sample decides; level 0 is
-# still a zlib stream (stored blocks), so every reader loads either kind unchanged.
-SAMPLE_BYTES = 64 * 1024
+# while a linear model's state (join buffer, metrics) shrinks fourfold. Slices spread over the
+# pickle decide; level 0 is still a zlib stream (stored blocks), so every reader loads either
+# kind unchanged.
+SAMPLE_SLICES = 8
+SLICE_BYTES = 16 * 1024
 SMALL_PAYLOAD = 1024 * 1024
-WORTH_COMPRESSING = 0.75  # compress when the sample shrinks to at most this fraction
+WORTH_COMPRESSING = 0.6  # compress when the sample shrinks to at most this fraction
 
 
 def compression_level(payload: bytes) -> int:
@@ -66,14 +68,8 @@ def compression_level(payload: bytes) -> int:
     """
     if len(payload) <= SMALL_PAYLOAD:
         return 1
-    middle = len(payload) // 2
-    sample = b"".join(
-        (
-            payload[:SAMPLE_BYTES],
-            payload[middle : middle + SAMPLE_BYTES],
-            payload[-SAMPLE_BYTES:],
-        )
-    )
+    step = (len(payload) - SLICE_BYTES) // (SAMPLE_SLICES - 1)
+    sample = b"".join(payload[i * step : i * step + SLICE_BYTES] for i in range(SAMPLE_SLICES))
     return 1 if len(zlib.compress(sample, 1)) <= WORTH_COMPRESSING * len(sample) else 0
 
 
