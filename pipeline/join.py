@@ -3,7 +3,8 @@
 Bounded by time-to-live: an event expires when more than ``ttl_events`` events came after it,
 or when the watermark (latest event time seen) passed its time by ``ttl_seconds``. Labels that
 came first wait under the same rule. Recently joined ids are remembered as long, so a duplicate
-label counts once.
+label counts once; with ``max_pending`` set, at most that many of them (the oldest are
+forgotten first), so memory stays bounded even with no TTL.
 
 >>> buf = JoinBuffer(ttl_events=2)
 >>> buf.add_event(Pending("a", ts=0.0, x={}, model=None, fallback=None, served=None), 1)
@@ -91,7 +92,10 @@ class JoinBuffer:
         """Take the event a label belongs to, or say it is a duplicate or unknown."""
         pending = self.pending.pop(event_id, None)
         if pending is not None:
-            self.joined[event_id] = (pending.ts, pending.number)
+            joined = self.joined
+            joined[event_id] = (pending.ts, pending.number)
+            if self.max_pending is not None and len(joined) > self.max_pending:
+                joined.popitem(last=False)
             return pending
         if event_id in self.joined or event_id in self.parked:
             return DUPLICATE

@@ -14,7 +14,7 @@ from pipeline.checkpointing.store import compression_level
 from pipeline.config import load_config
 from pipeline.core import LearningCore
 from pipeline.evaluation import Evaluator, adapt
-from pipeline.join import JoinBuffer, Pending
+from pipeline.join import DUPLICATE, JoinBuffer, Pending
 from pipeline.models import make_metric
 from pipeline.schemas import Event, Label, Prediction, encode
 from pipeline.telemetry import HistogramBatch
@@ -194,3 +194,12 @@ def test_metric_made_fresh_is_what_the_plan_updates() -> None:
     ev.update(True, {True: 0.9, False: 0.1}, False, False)
     assert ev.windowed() == {"model": 1.0, "fallback": 0.0, "size": 1}
     assert isinstance(ev.window_model.metric, type(make_metric("Accuracy")))
+
+
+def test_joined_ids_stay_bounded_without_a_ttl() -> None:
+    buf = JoinBuffer(ttl_events=None, max_pending=3)
+    for n in range(1, 11):
+        buf.add_event(Pending(str(n), float(n), {}, None, None, None), n)
+        buf.match(str(n))
+    assert list(buf.joined) == ["8", "9", "10"]
+    assert buf.match("10") is DUPLICATE
