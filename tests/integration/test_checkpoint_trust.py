@@ -22,7 +22,6 @@ from tests.integration.helpers import write_config
 
 pytestmark = pytest.mark.integration
 
-MODEL = "preprocessing.StandardScaler | linear_model.LogisticRegression"
 
 
 class CreatesFile:
@@ -180,7 +179,7 @@ def test_another_model_or_metric_is_refused_unless_reset(make_config: Any, tmp_p
     lease = f"riverline:{cfg.name}:lease"
     tree = "tree.HoeffdingTreeClassifier"
     result = riverline(["run", "--config", config, "--model", tree, "--until-idle", "1"], env)
-    message = assert_one_error(result, 2, "model.spec", tree, MODEL, "--name", "--reset")
+    message = assert_one_error(result, 2, "model.spec", tree, cfg.model.spec, "--name", "--reset")
     assert f"version {old}" in message
     assert client.get(lease) is None
     result = riverline(["run", "--config", config, "--metric", "F1", "--until-idle", "1"], env)
