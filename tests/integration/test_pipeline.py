@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 LOGREG = "preprocessing.StandardScaler | linear_model.LogisticRegression"
 
 
-def test_phishing_logreg_rocauc_equals_river(make_config: Any) -> None:
+def test_phishing_logreg_rocauc_equals_river(make_config: Any, transport: str) -> None:
     cfg = make_config(
         {
             "model": {"spec": LOGREG},
@@ -45,7 +45,9 @@ def test_phishing_logreg_rocauc_equals_river(make_config: Any) -> None:
     assert report["metrics"]["model"]["ROCAUC"] == expected.get()  # the same float
 
 
-def test_trump_approval_regression_across_partitions_equals_river(make_config: Any) -> None:
+def test_trump_approval_regression_across_partitions_equals_river(
+    make_config: Any, transport: str
+) -> None:
     """Second case: a regressor, MAE, and three partitions merged back into River's order."""
     spec = "preprocessing.StandardScaler | linear_model.LinearRegression(intercept_lr=0.05)"
     cfg = make_config(
