@@ -314,6 +314,10 @@ class Consumer:
                 last_activity = time.monotonic()
 
     def _broker_answers(self) -> bool:
+        """Idle means caught up: a partition known to hold more is not the end of the stream
+        (after an outage, fetching resumes only once the client rejoined the group)."""
+        if any(self.lags.values()):
+            return False
         return self.kafka.broker_answers(timeout_s=2.0)
 
     def _final_checkpoint(self, attempts: int = 30) -> None:

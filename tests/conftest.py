@@ -131,9 +131,13 @@ TRANSPORTS = [
 ]
 
 
-@pytest.fixture(params=TRANSPORTS)
+@pytest.fixture(scope="module", params=TRANSPORTS)
 def transport(request: pytest.FixtureRequest) -> str:
-    """The Kafka client a core test runs on: requesting it runs the test once per client."""
+    """The Kafka client a core test runs on: requesting it runs the test once per client.
+
+    Module-scoped, so a module's expensive shared fixtures (a reference run) are built once per
+    client, and the tests are grouped by client.
+    """
     return str(request.param)
 
 
