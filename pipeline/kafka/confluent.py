@@ -94,7 +94,15 @@ def translate(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _common(config: KafkaConfig, bootstrap: str) -> dict[str, Any]:
-    return {"bootstrap.servers": bootstrap, **translate(config.client_options)}
+    # librdkafka's own log lines go through Python logging rather than straight to stderr.
+    return {
+        "bootstrap.servers": bootstrap,
+        "logger": _librdkafka_log,
+        **translate(config.client_options),
+    }
+
+
+_librdkafka_log = logging.getLogger("librdkafka")
 
 
 def _record(m: Message) -> Record:
@@ -243,8 +251,10 @@ class ConfluentConsumer:
         return max(0, high - position)
 
     def commit(self, offsets: dict[Partition, int]) -> None:
+        # Asynchronous: a synchronous commit waits through a rebalance or a coordinator change,
+        # and these offsets only feed lag monitoring (Redis holds the real ones).
         self.client.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
+            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=True
         )
 
     def broker_answers(self, timeout_s: float) -> bool:
