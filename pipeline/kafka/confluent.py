@@ -56,6 +56,7 @@ _NAMES = {
     "request_timeout_ms": "request.timeout.ms",
     "delivery_timeout_ms": "delivery.timeout.ms",
     "linger_ms": "linger.ms",
+    "batch_size": "batch.size",
     "fetch_max_wait_ms": "fetch.wait.max.ms",
     "fetch_max_bytes": "fetch.max.bytes",
     "fetch_min_bytes": "fetch.min.bytes",
