@@ -200,3 +200,28 @@ def test_demo_command_end_to_end(tmp_path: Path, backends: Any) -> None:
         assert key in report
     assert "Predictions served by source" in proc.stdout
     assert "promotion at label" in proc.stdout
+
+
+def test_replay_and_predictions_are_co_partitioned(make_config: Any, transport: str) -> None:
+    """An event, its label and its prediction share a partition number (explicit on produce)."""
+    cfg = make_config(
+        {
+            "kafka": {"partitions": 3},
+            "evaluation": {"metric": "Accuracy"},
+            "fallback": {"default": False},
+        }
+    )
+    publish(cfg, "river:Phishing", "10", limit=300)
+    assert consume(cfg)["events"] == 300
+    bootstrap, topics = cfg.kafka.bootstrap, cfg.kafka.topics
+    event_partition = {
+        json.loads(r.value)["id"]: r.partition for r in read_topic(bootstrap, topics.events)
+    }
+    assert len(event_partition) == 300
+    assert set(event_partition.values()) == {0, 1, 2}  # spread by key over every partition
+    labels = read_topic(bootstrap, topics.labels)
+    assert len(labels) == 300
+    assert all(event_partition[json.loads(r.value)["id"]] == r.partition for r in labels)
+    predictions = read_topic(bootstrap, topics.predictions)
+    assert len(predictions) == 300
+    assert all(event_partition[json.loads(r.value)["id"]] == r.partition for r in predictions)
