@@ -1,14 +1,23 @@
 """Kafka clients built from the config, whichever library ``kafka.client`` picks.
 
-The functions here are shortcuts over :mod:`pipeline.kafka.transport` for one-off uses.
+The functions here are shortcuts over :mod:`pipeline.kafka.transport` for one-off uses;
+``make_producer``/``make_consumer`` build kafka-python clients directly, for tools written
+against kafka-python's API.
 """
 
 from __future__ import annotations
 
 from pipeline.config import KafkaConfig
+from pipeline.kafka.kafka_python import make_consumer, make_producer
 from pipeline.kafka.transport import DELIVERY_TIMEOUT_MS, make_transport
 
-__all__ = ["DELIVERY_TIMEOUT_MS", "ensure_topics", "make_transport"]
+__all__ = [
+    "DELIVERY_TIMEOUT_MS",
+    "ensure_topics",
+    "make_consumer",
+    "make_producer",
+    "make_transport",
+]
 
 
 def ensure_topics(
