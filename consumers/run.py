@@ -30,7 +30,7 @@ from pipeline.kafka.outputs import DurableOutputs
 from pipeline.kafka.records import KIND_EVENT, KIND_LABEL, Incoming, Origin, to_item
 from pipeline.kafka.transport import DELIVERY_TIMEOUT_MS, Partition, make_transport
 from pipeline.ordering import OrderedMerge
-from pipeline.schemas import DeadLetter, Event, InvalidRecord, encode
+from pipeline.schemas import DeadLetter, Event, InvalidRecord, ReviewRequest, encode
 from pipeline.state.lease import Lease, LeaseLost
 from pipeline.telemetry import LatencyQuantiles, PipelineMetrics
 from pipeline.validation import Validator
@@ -88,6 +88,7 @@ class Consumer:
         producer_options: dict[str, Any] | None = None,
         on_checkpoint: Callable[[int, LearningCore], None] | None = None,
         owner: str | None = None,
+        reset: bool = False,
     ) -> None:
         self.config = config
         self.bootstrap = bootstrap
@@ -97,8 +98,13 @@ class Consumer:
         self.consumer_options = consumer_options or {}
         self.producer_options = producer_options or {}
         self.on_checkpoint = on_checkpoint
+        self.reset = reset
         self.store = CheckpointStore(
-            redis_client, config.name, require_secret(config), config.checkpoint.keep
+            redis_client,
+            config.name,
+            require_secret(config),
+            config.checkpoint.keep,
+            config.checkpoint.insecure,
         )
         self.lease = Lease(redis_client, config.name, config.checkpoint.lease_ttl_ms, owner)
         self.stats = RunStats()
@@ -125,6 +131,7 @@ class Consumer:
         self.status_at = 0.0
         self.lags: dict[tuple[str, int], int | None] = {}
         self.validation = Validator(config.validation, regression=not self.core.classifier)
+        self.label_type_logged = False
 
     # -- ownership ------------------------------------------------------------------------
 
@@ -172,13 +179,22 @@ class Consumer:
     def _restore(self) -> None:
         while True:
             try:
-                checkpoint = self.store.load_latest()
+                latest = self.store.latest_version()
+                meta = self.store.meta(latest) if latest is not None else None
+                if latest is not None and meta is not None and not self.reset:
+                    self._refuse_other_model(latest, meta)  # before anything is unpickled
+                checkpoint = None
+                if latest is not None and not self.reset:
+                    checkpoint = self.store.load(latest)
                 break
             except redis.RedisError as e:
                 log.warning("Redis unavailable while loading the checkpoint: %s; retrying", e)
                 if self.stop.is_set():
                     raise
                 time.sleep(1.0)
+        if latest is not None and self.reset:
+            self._reset_from(latest)
+            return
         if checkpoint is None:
             log.info("pipeline %s: no checkpoint, starting untrained", self.config.name)
             return
@@ -193,6 +209,54 @@ class Consumer:
             checkpoint.version,
             self.core.state.labels,
         )
+
+    def _refuse_other_model(self, version: int, meta: dict[str, Any]) -> None:
+        """A checkpoint holds one model and metric's state: another spec cannot resume it."""
+
+        def same(a: str, b: str) -> bool:
+            return "".join(a.split()) == "".join(b.split())
+
+        asked = {
+            "model.spec": self.config.model.spec,
+            "evaluation.metric": self.config.evaluation.metric,
+        }
+        stored = {"model.spec": meta.get("model"), "evaluation.metric": meta.get("metric")}
+        differ = [
+            field
+            for field in asked
+            if stored[field] is not None and not same(str(stored[field]), str(asked[field]))
+        ]
+        if differ:
+            asks = " and ".join(f"{field} {asked[field]!r}" for field in differ)
+            has = " and ".join(f"{field} {stored[field]!r}" for field in differ)
+            raise ConfigError(
+                f"pipeline {self.config.name}: this run asks for {asks}, but its latest "
+                f"checkpoint, version {version}, holds the state of {has}; start a new pipeline "
+                "with --name NAME, or pass --reset to start this one untrained (its checkpoint "
+                "versions stay for `riverline checkpoint rollback`)"
+            )
+
+    def _reset_from(self, previous: int) -> None:
+        """``run --reset``: an untrained state becomes the latest; the previous one is pinned."""
+        self.store.pin(previous)
+        version = self.store.save(
+            self.core.state, {}, self._checkpoint_meta("reset"), token=self.lease.token
+        )
+        self.checkpoint_version = version
+        log.warning(
+            "pipeline %s: --reset: starting untrained at checkpoint %d; the previous state is "
+            "kept as version %d (`riverline checkpoint rollback %d` to go back)",
+            self.config.name,
+            version,
+            previous,
+            previous,
+        )
+
+    def _release_after_failed_start(self) -> None:
+        """A start that stops before serving gives its lease back at once (not after its TTL)."""
+        self.lease_stop.set()
+        with contextlib.suppress(redis.RedisError):
+            self.lease.release()
 
     # -- partition assignment -------------------------------------------------------------
 
@@ -256,13 +320,17 @@ class Consumer:
             return self.report()
         keeper = threading.Thread(target=self._keep_lease, name="lease", daemon=True)
         keeper.start()
-        self._restore()
-        delivery_ms = self.producer_options.get("delivery_timeout_ms", DELIVERY_TIMEOUT_MS)
-        self.outputs = DurableOutputs(
-            lambda: self.transport.producer(**self.producer_options),
-            flush_timeout_s=delivery_ms / 1000 + 5,
-        )
-        self.kafka = self.transport.consumer(self.config.name, **self.consumer_options)
+        try:
+            self._restore()
+            delivery_ms = self.producer_options.get("delivery_timeout_ms", DELIVERY_TIMEOUT_MS)
+            self.outputs = DurableOutputs(
+                lambda: self.transport.producer(**self.producer_options),
+                flush_timeout_s=delivery_ms / 1000 + 5,
+            )
+            self.kafka = self.transport.consumer(self.config.name, **self.consumer_options)
+        except BaseException:
+            self._release_after_failed_start()
+            raise
         self.kafka.subscribe([topics.events, topics.labels], self.on_assigned, self.on_revoked)
         self.kinds = {topics.events: KIND_EVENT, topics.labels: KIND_LABEL}
         fenced = False
@@ -397,6 +465,15 @@ class Consumer:
         parsed = incoming.parsed
         if isinstance(parsed, InvalidRecord):
             self.core.state.dead_letters[parsed.reason] += 1
+            if parsed.reason == "label_wrong_type" and not self.label_type_logged:
+                self.label_type_logged = True
+                log.error(
+                    "pipeline %s: %s; every such label is dead-lettered (label_wrong_type). "
+                    "model.spec %r does not fit these labels",
+                    self.config.name,
+                    parsed,
+                    self.config.model.spec,
+                )
             self.dead_letter(incoming.origin, parsed.reason, str(parsed))
         elif isinstance(parsed, Event):
             self._on_event(incoming, parsed)
@@ -430,6 +507,8 @@ class Consumer:
         self._after(outcome)
 
     def _after(self, outcome: Outcome) -> None:
+        if outcome.review:
+            self._publish_review(outcome)
         for rejection in outcome.rejections:
             self.dead_letter(rejection.origin, rejection.reason, rejection.message)
         for decision in outcome.decisions:
@@ -438,6 +517,20 @@ class Consumer:
             unflushed = self.core.state.labels - self.labels_at_checkpoint
             if unflushed >= self.config.checkpoint.every_labels and self.redis_healthy:
                 self.checkpoint_wanted = True
+
+    def _publish_review(self, outcome: Outcome) -> None:
+        """Review requests, and predictions the review loop serves (held, human, deadline).
+
+        Keyed like their event, so with as many partitions as the events topic a request lands
+        on the event's partition number.
+        """
+        for out in outcome.review:
+            if isinstance(out.record, ReviewRequest):
+                topic = self.topics.review_requests
+            else:
+                topic = self.topics.predictions
+                self.stats.published += 1
+            self.outputs.send(topic, out.key.encode(), encode(out.record))
 
     def _log_decision(self, decision: Decision) -> None:
         log.info(
@@ -463,6 +556,7 @@ class Consumer:
             key=origin.key,
             value=origin.value,
             rejected_at=time.time(),
+            pipeline=self.config.name,
         )
         self.outputs.send(self.topics.dead_letters, origin.key, encode(letter))
 
@@ -484,14 +578,7 @@ class Consumer:
             log.error("outputs not acknowledged by the broker: checkpoint skipped")
             return None
         state = self.core.state
-        meta = {
-            "reason": reason,
-            "events": state.events,
-            "labels": state.labels,
-            "mode": state.gating.mode,
-            "model": self.config.model.spec,
-            "owner": self.lease.owner,
-        }
+        meta = self._checkpoint_meta(reason)
         started = time.perf_counter()
         try:
             with self.lock:
@@ -519,6 +606,18 @@ class Consumer:
         if self.on_checkpoint is not None:
             self.on_checkpoint(version, self.core)
         return version
+
+    def _checkpoint_meta(self, reason: str) -> dict[str, Any]:
+        state = self.core.state
+        return {
+            "reason": reason,
+            "events": state.events,
+            "labels": state.labels,
+            "mode": state.gating.mode,
+            "model": self.config.model.spec,
+            "metric": self.config.evaluation.metric,
+            "owner": self.lease.owner,
+        }
 
     def _redis_down(self, error: Exception) -> None:
         if self.redis_healthy:
@@ -565,6 +664,8 @@ class Consumer:
                 "drift": len(state.drift_events),
             }
         )
+        review = state.review.report() if state.review is not None else {}
+        self.metrics.sync_review(review)
         for mode in ("cold", "shadow", "serving"):
             self.metrics.mode.labels(mode=mode).set(1 if state.gating.mode == mode else 0)
         self.metrics.model_version.set(self.core.model_version)
@@ -605,6 +706,7 @@ class Consumer:
             "redis_healthy": self.redis_healthy,
             "checkpoint_version": self.checkpoint_version,
             "metrics_port": self.metrics_port,
+            "review": review,
             "updated_at": time.time(),
         }
         # During an outage the checkpoint path reports it; the status just waits.

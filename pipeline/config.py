@@ -6,7 +6,14 @@ Precedence, lowest first: field defaults, the YAML file, environment variables
 
 >>> cfg = load_config(None, {"name": "doc-example", "gating": {"min_labels": 5}})
 >>> cfg.name, cfg.gating.min_labels, cfg.kafka.topics.events
-('doc-example', 5, 'events')
+('doc-example', 5, 'doc-example.events')
+
+Topic names not set explicitly derive from the pipeline's name, so two pipelines never share
+a topic by accident; an explicit name wins:
+
+>>> topics = load_config(None, {"name": "a", "kafka": {"topics": {"events": "x"}}}).kafka.topics
+>>> topics.events, topics.labels, topics.dead_letters
+('x', 'a.labels', 'a.dead-letters')
 
 A bad value stops with a message that names the field:
 
@@ -26,9 +33,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from pipeline.models import SpecError, make_drift_detector, make_metric, parse_model_spec
+from pipeline.models import (
+    DEFAULT_MODEL_SPEC,
+    SpecError,
+    make_drift_detector,
+    make_metric,
+    parse_model_spec,
+)
 
 Scalar = bool | int | float | str | None
 
@@ -49,12 +70,33 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Topic field -> the suffix of its default name, ``{pipeline name}.{suffix}``.
+TOPIC_SUFFIXES = {
+    "events": "events",
+    "labels": "labels",
+    "predictions": "predictions",
+    "dead_letters": "dead-letters",
+    "review_requests": "review-requests",
+}
+
+
+def default_topics(name: str) -> dict[str, str]:
+    """The topic names of pipeline ``name`` when the config does not set them.
+
+    >>> default_topics("fraud")["dead_letters"]
+    'fraud.dead-letters'
+    """
+    return {field: f"{name}.{suffix}" for field, suffix in TOPIC_SUFFIXES.items()}
+
+
 class Topics(_Section):
-    events: str = "events"
-    labels: str = "labels"
-    predictions: str = "predictions"
-    dead_letters: str = "dead-letters"
-    review_requests: str = "review-requests"
+    """Topic names; empty (the default) means ``{name}.events`` etc., filled in on loading."""
+
+    events: str = ""
+    labels: str = ""
+    predictions: str = ""
+    dead_letters: str = ""
+    review_requests: str = ""
 
 
 class KafkaConfig(_Section):
@@ -95,6 +137,11 @@ class KafkaConfig(_Section):
 
 class RedisConfig(_Section):
     url: str = "redis://127.0.0.1:6379/0"
+    wait_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long `run` waits for a Redis that does not answer before it stops.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -105,7 +152,10 @@ class RedisConfig(_Section):
 
 
 class ModelConfig(_Section):
-    spec: str = "preprocessing.StandardScaler | linear_model.LogisticRegression"
+    spec: str = Field(
+        default=DEFAULT_MODEL_SPEC,
+        description="Numbers (and booleans) scaled, strings one-hot, logistic regression.",
+    )
 
     @field_validator("spec")
     @classmethod
@@ -276,6 +326,45 @@ class OrderingConfig(_Section):
     )
 
 
+class ReviewConfig(_Section):
+    """Humans in the loop: which events go to people, how many, and what is served meanwhile."""
+
+    policy: Literal["none", "unserved", "uncertain", "entropy"] = Field(
+        default="none",
+        description="none; unserved: every event the model does not serve; uncertain: no model "
+        "opinion or confidence below confidence_below; entropy: River's EntropySampler decides.",
+    )
+    confidence_below: float = Field(default=0.75, ge=0.0, le=1.0)
+    discount_factor: float = Field(
+        default=3.0, gt=0.0, description="EntropySampler's: higher asks for fewer labels."
+    )
+    seed: int = Field(default=42, description="EntropySampler's seed: a replay asks the same.")
+    budget_per_minute: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Requests per minute of event time (a token bucket); null: no limit.",
+    )
+    max_pending: int = Field(
+        default=10_000, ge=1, description="Requests awaiting an answer; beyond, none is sent."
+    )
+    mode: Literal["label", "defer"] = Field(
+        default="label",
+        description="label: serve the automatic answer now; defer: hold it until a person "
+        "answers or the deadline passes.",
+    )
+    deadline_seconds: float | None = Field(
+        default=3600.0,
+        gt=0.0,
+        description="Event time a request waits for its answer; null: no deadline (label mode).",
+    )
+
+    @model_validator(mode="after")
+    def _defer_needs_deadline(self) -> ReviewConfig:
+        if self.mode == "defer" and self.deadline_seconds is None:
+            raise ValueError("mode defer needs deadline_seconds: a held event must be served")
+        return self
+
+
 class RiverlineConfig(_Section):
     """Everything one pipeline needs; see configs/demo.yaml for a commented example."""
 
@@ -293,6 +382,16 @@ class RiverlineConfig(_Section):
     validation: ValidationConfig = ValidationConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     ordering: OrderingConfig = OrderingConfig()
+    review: ReviewConfig = ReviewConfig()
+
+    @model_validator(mode="after")
+    def _topics_from_name(self) -> RiverlineConfig:
+        topics = self.kafka.topics
+        unset = {f: t for f, t in default_topics(self.name).items() if not getattr(topics, f)}
+        if unset:
+            kafka = self.kafka.model_copy(update={"topics": topics.model_copy(update=unset)})
+            object.__setattr__(self, "kafka", kafka)  # frozen: filled in once, while validating
+        return self
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -370,9 +469,52 @@ def load_config(
     data = _deep_merge(data, _env_values(dict(os.environ if environ is None else environ)))
     data = _deep_merge(data, _drop_none(overrides or {}))
     try:
-        return RiverlineConfig(**data)
+        config = RiverlineConfig(**data)
     except ValidationError as e:
         raise ConfigError(_format_errors(e)) from None
+    if problem := model_misfit(config):
+        raise ConfigError(f"invalid configuration:\n  {problem}")
+    return config
+
+
+def model_misfit(config: RiverlineConfig) -> str | None:
+    """Why the model cannot go with the metric or the allowed labels; None if they fit.
+
+    >>> print(model_misfit(load_config(None, {"evaluation": {"metric": "Accuracy"}})))
+    None
+    >>> cfg = RiverlineConfig(evaluation={"metric": "MAE"})
+    >>> print(model_misfit(cfg))  # doctest: +ELLIPSIS
+    evaluation.metric: 'MAE' does not score a classifier, and model.spec ... is one; ...
+    """
+    from pipeline.models import is_classifier, is_regressor
+
+    model = parse_model_spec(config.model.spec)
+    classifier, regressor = is_classifier(model), is_regressor(model)
+    if not (classifier or regressor):
+        return None  # anomaly detectors and the like: River's metrics say what they take
+    kind = "classifier" if classifier else "regressor"
+    advice = "a classification metric such as Accuracy" if classifier else "MAE, RMSE or R2"
+    evaluation = config.evaluation
+    for field, name in [("metric", evaluation.metric)] + [
+        ("extra_metrics", extra) for extra in evaluation.extra_metrics
+    ]:
+        if not make_metric(name).works_with(model):
+            return (
+                f"evaluation.{field}: {name!r} does not score a {kind}, and model.spec "
+                f"{config.model.spec!r} is one; use {advice}, or a model that fits the metric"
+            )
+    for label in config.validation.labels or ():
+        if regressor and (isinstance(label, bool) or not isinstance(label, int | float)):
+            return (
+                f"validation.labels: {label!r} is not a number, and model.spec "
+                f"{config.model.spec!r} is a regressor; use a classifier for classes"
+            )
+        if classifier and isinstance(label, float) and not label.is_integer():
+            return (
+                f"validation.labels: {label!r} is not a class, and model.spec "
+                f"{config.model.spec!r} is a classifier; use a regressor for numbers"
+            )
+    return None
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:

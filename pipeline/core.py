@@ -32,6 +32,8 @@ from pipeline.fallback import Answer, Fallback
 from pipeline.gating import Decision, Gating
 from pipeline.join import DUPLICATE, JoinBuffer, Pending
 from pipeline.models import is_classifier, make_drift_detector, parse_model_spec
+from pipeline.review import ReviewBook, ReviewOutput, ReviewPolicy, TokenBucket
+from pipeline.review_hooks import ReviewLoop
 from pipeline.schemas import Event, Label, Prediction, proba_key
 
 
@@ -44,7 +46,8 @@ class CoreState:
     gating: Gating
     join: JoinBuffer
     events: int = 0
-    labels: int = 0
+    labels: int = 0  # labels joined to their event and scored
+    learned: int = 0  # of those, the ones learn_one took without raising: the model version
     watermark: float = float("-inf")
     served_by: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
@@ -57,6 +60,8 @@ class CoreState:
     # The learning curve, thinned to at most history_max samples by doubling the spacing.
     history: list[dict[str, Any]] = field(default_factory=list)
     history_every: int = 10
+    # Humans in the loop (pipeline/review.py); None in checkpoints from before it existed.
+    review: ReviewBook | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +83,10 @@ class Outcome:
     rejections: list[Rejection] = field(default_factory=list)
     expired: list[Pending] = field(default_factory=list)  # unlabelled events past their TTL
     learned: bool = False  # a label was learned from (an event's label may have come first)
+    review: list[ReviewOutput] = field(default_factory=list)  # requests, held/human predictions
 
 
-class LearningCore:
+class LearningCore(ReviewLoop):
     def __init__(
         self,
         state: CoreState,
@@ -89,8 +95,12 @@ class LearningCore:
         explain_top_k: int | None = None,
         drift_demotes: bool = True,
         history_max: int = 2000,
+        pipeline: str | None = None,
+        review: ReviewPolicy | None = None,
     ) -> None:
+        self.review = review
         self.state = state
+        self.pipeline = pipeline  # stamped on every prediction
         self.fallback = fallback
         self.classifier = is_classifier(state.model)
         self.explain_top_k = explain_top_k
@@ -123,18 +133,23 @@ class LearningCore:
     def from_config(cls, config: RiverlineConfig, state: CoreState | None = None) -> LearningCore:
         """A core for this config, fresh or resumed from a checkpointed state."""
         state = state if state is not None else cls.new_state(config)
+        ensure_review_book(config, state)
         return cls(
             state,
             Fallback.from_config(config.fallback),
             explain_top_k=config.explain.top_k if config.explain.enabled else None,
             drift_demotes=config.drift.demote,
             history_max=config.evaluation.history_max,
+            pipeline=config.name,
+            review=ReviewPolicy(
+                config.review, config.name, is_classifier(state.model), config.validation.labels
+            ),
         )
 
     @property
     def model_version(self) -> int:
-        """The number of labels the model has learned from."""
-        return self.state.labels
+        """The number of labels the model has learned from (a learn_one that raised is not)."""
+        return self.state.learned
 
     def _reject(self, outcome: Outcome, reason: str, message: str, origin: Any) -> None:
         self.state.dead_letters[reason] += 1
@@ -169,6 +184,7 @@ class LearningCore:
         served = (
             outcome.prediction.prediction if outcome.prediction.source != "model" else kept_model
         )
+        self._review_event(event, x, model_pred, answer, outcome)
         pending = Pending(
             event.id,
             event.ts,
@@ -192,6 +208,7 @@ class LearningCore:
         if parked is not None:
             self._learn(state.join.match(event.id), parked.label, outcome, parked.origin)  # type: ignore[arg-type]
         self._expire(outcome)
+        self._review_tick(outcome)
         return outcome
 
     def _serve(self, event: Event, model_pred: Any, answer: Answer) -> tuple[Prediction, Any]:
@@ -230,6 +247,7 @@ class LearningCore:
             confidence=confidence,
             mode=state.gating.mode,
             explanation=explanation,
+            pipeline=self.pipeline,
         )
         # The raw answer is kept for scoring: evaluation.adapt derives what each metric takes.
         return prediction, model_pred
@@ -238,6 +256,10 @@ class LearningCore:
         state = self.state
         outcome = Outcome(status="learned")
         state.watermark = max(state.watermark, label.ts)
+        if self._review_label(label, outcome):
+            self._expire(outcome)
+            self._review_tick(outcome)
+            return outcome
         found = state.join.match(label.id)
         if found is DUPLICATE:
             state.duplicate_labels += 1
@@ -256,6 +278,7 @@ class LearningCore:
             assert isinstance(found, Pending)
             self._learn(found, label, outcome, origin)
         self._expire(outcome)
+        self._review_tick(outcome)
         return outcome
 
     def _learn(self, pending: Pending, label: Label, outcome: Outcome, origin: Any) -> None:
@@ -267,6 +290,7 @@ class LearningCore:
         model: Any = state.model
         try:
             model.learn_one(pending.x, y)
+            state.learned += 1
         except Exception as e:
             state.model_errors += 1
             self._reject(
@@ -274,6 +298,7 @@ class LearningCore:
             )
         state.labels += 1
         outcome.learned = True
+        self._review_learned(pending, label)
         self._watch_drift(pending.model, y, outcome)
         window = state.evaluator.windowed()
         decision = state.gating.observe(
@@ -327,6 +352,7 @@ class LearningCore:
                 "fallback": float(window["fallback"]),
                 "mode": state.gating.mode,
                 "served": dict(state.served_by),
+                "learned_by": dict(state.review.learned_by_source) if state.review else {},
             }
         )
         if len(state.history) > self.history_max:
@@ -371,4 +397,15 @@ class LearningCore:
             "drift": list(state.drift_events),
             "slices": state.evaluator.slice_values(),
             "history": list(state.history),
+            "review": state.review.report() if state.review is not None else {},
         }
+
+
+def ensure_review_book(config: RiverlineConfig, state: CoreState) -> None:
+    """A review book for states checkpointed before it existed, or with another policy."""
+    if state.review is None:
+        state.review = ReviewBook.new(config.review, state.evaluator.names)
+    elif config.review.policy == "entropy" and state.review.sampler is None:
+        state.review.sampler = ReviewBook.new(config.review, state.evaluator.names).sampler
+    if config.review.budget_per_minute and state.review.bucket is None:
+        state.review.bucket = TokenBucket(config.review.budget_per_minute)

@@ -183,3 +183,31 @@ class Evaluator:
             "fallback": self.window_fallback.get(),
             "size": len(self.window_model),
         }
+
+
+class RoleScore:
+    """One more role, scored on its own labels: people's answers against ground truth.
+
+    Kept apart from :class:`Evaluator`: a person answers only some events, and is scored only
+    where ground truth came too.
+
+    >>> people = RoleScore(("Accuracy",))
+    >>> people.update(True, True)
+    >>> people.update(False, True)
+    >>> people.values(), people.count
+    ({'Accuracy': 0.5}, 2)
+    """
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.metrics = {name: make_metric(name) for name in names}
+        self.count = 0
+
+    def update(self, y_true: Any, y_pred: Any) -> None:
+        for metric in self.metrics.values():
+            pred = adapt(metric, y_pred)
+            if pred is not None:
+                metric.update(y_true, pred)
+        self.count += 1
+
+    def values(self) -> dict[str, float]:
+        return {name: float(metric.get()) for name, metric in self.metrics.items()}

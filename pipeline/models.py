@@ -2,7 +2,8 @@
 
 A spec is parsed with `ast` and only a small grammar is accepted: ``module.Class`` or
 ``module.Class(param=literal, ...)`` steps joined by ``|``, where ``module`` is one of
-`MODULES` and a parameter may itself be such a call (or a ``|`` pipeline of them).
+`MODULES` and a parameter may itself be such a call (or a ``|`` pipeline of them), or one of
+the feature types in `TYPES` (for ``compose.SelectType``).
 
 >>> spec = "preprocessing.StandardScaler | linear_model.LogisticRegression(l2=0.001)"
 >>> model = parse_model_spec(spec)
@@ -19,6 +20,7 @@ import ast
 import contextlib
 import difflib
 import importlib
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,6 +36,24 @@ MODULES = frozenset(_MODULE_NAMES.split())
 # Metrics are not pipeline steps, but model_selection's meta-models require one as a parameter.
 PARAM_MODULES = MODULES | {"metrics"}
 _COMMON_METRICS = ("Accuracy", "ROCAUC", "LogLoss", "F1", "MAE", "RMSE", "R2")
+# Types a spec may name, as compose.SelectType's arguments; bool is a number to River (and to
+# Python), so numbers.Number selects booleans too, as 0/1.
+TYPES: dict[str, type] = {
+    "numbers.Number": numbers.Number,
+    "str": str,
+    "bool": bool,
+    "int": int,
+    "float": float,
+}
+# Real tables mix kinds: numbers (and booleans) are scaled, strings one-hot encoded, each by
+# River's own transformers side by side; on all-numeric data this learns exactly what
+# ``preprocessing.StandardScaler | linear_model.LogisticRegression`` learns.
+DEFAULT_MODEL_SPEC = (
+    "compose.TransformerUnion("
+    "compose.SelectType(numbers.Number) | preprocessing.StandardScaler, "
+    "compose.SelectType(str) | preprocessing.OneHotEncoder"
+    ") | linear_model.LogisticRegression"
+)
 
 
 class SpecError(ValueError):
@@ -104,6 +124,8 @@ def _value(node: ast.expr, where: str, estimators: bool = True) -> Any:
             return dict(zip(keys, values, strict=True))
     except TypeError as e:  # unhashable set member or dict key
         raise SpecError(f"bad value {ast.unparse(node)!r} in {where}: {e}") from None
+    if estimators and isinstance(node, ast.Name | ast.Attribute) and ast.unparse(node) in TYPES:
+        return TYPES[ast.unparse(node)]
     if estimators and isinstance(node, ast.Call | ast.Attribute):
         return _build(node, where)
     if estimators and isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
@@ -174,6 +196,10 @@ def parse_model_spec(spec: str) -> base.Estimator:
     >>> model = parse_model_spec("linear_model.LogisticRegression(optimizer=optim.SGD(0.05))")
     >>> model.optimizer.learning_rate
     0.05
+    >>> default = parse_model_spec(DEFAULT_MODEL_SPEC)
+    >>> default.learn_one({"amount": 12.5, "country": "FR", "new": True}, True)
+    >>> sorted(default["TransformerUnion"].transform_one({"amount": 12.5, "country": "FR"}))
+    ['amount', 'country_FR']
     >>> parse_model_spec("os.system('ls')")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...

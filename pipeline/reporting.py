@@ -130,6 +130,48 @@ def _source_shares(
     return xs, shares
 
 
+def _human_share(history: list[dict[str, Any]]) -> tuple[list[int], list[float]] | None:
+    """Share of the labels learned so far that people gave; None when no person answered.
+
+    >>> _human_share([{"label": 10, "learned_by": {"ground_truth": 10}},
+    ...               {"label": 20, "learned_by": {"ground_truth": 15, "human": 5}}])
+    ([10, 20], [0.0, 0.25])
+    """
+    if not any(sample.get("learned_by", {}).get("human") for sample in history):
+        return None
+    xs, share = [], []
+    for sample in history:
+        learned = sample.get("learned_by", {})
+        total = sum(learned.values())
+        xs.append(sample["label"])
+        share.append(learned.get("human", 0) / total if total else 0.0)
+    return xs, share
+
+
+def _review_rows(report: dict[str, Any]) -> list[list[Any]]:
+    """The humans-in-the-loop numbers for the page (empty when nobody was asked)."""
+    review: dict[str, Any] = report.get("review") or {}
+    if not review.get("sent") and not review.get("labels_by_source", {}).get("human"):
+        return []
+    rows: list[list[Any]] = [
+        [name.replace("_", " "), review.get(name, 0)]
+        for name in ("sent", "answered", "expired", "skipped_budget", "skipped_pending")
+    ]
+    rows += [
+        [f"labels learned from {source}", n]
+        for source, n in review.get("labels_by_source", {}).items()
+    ]
+    if review.get("human_scored"):
+        rows += [
+            [f"people's {name} (vs ground truth, n={review['human_scored']})", value]
+            for name, value in review.get("human_metrics", {}).items()
+        ]
+    answer = review.get("time_to_answer_s", {})
+    if answer.get("count"):
+        rows += [[f"time to answer {q} (s)", answer[q]] for q in ("p50", "p90", "p99")]
+    return rows
+
+
 def _figure(report: dict[str, Any]) -> Figure:
     fig = Figure(figsize=(WIDTH, HEIGHT), dpi=DPI)
     FigureCanvasAgg(fig)
@@ -168,6 +210,10 @@ def _figure(report: dict[str, Any]) -> Figure:
             alpha=0.8,
         )
         bottom.legend(loc="upper left", fontsize="small", ncols=min(len(shares), 6))
+    people = _human_share(history)
+    if people is not None:
+        bottom.plot(*people, color="black", linestyle="--", label="labels from people")
+        bottom.legend(loc="upper left", fontsize="small", ncols=min(len(shares) + 1, 6))
     _draw_markers(bottom, marks)
     bottom.set_ylim(0, 1)
     bottom.set_ylabel("share of predictions served")
@@ -237,6 +283,11 @@ def _html(report: dict[str, Any], png: bytes) -> str:
         + _table(["", "value"], summary)
         + "\n"
         + _table(["metric", "model", "fallback", "served"], metric_rows)
+        + (
+            "\n<h2>Humans in the loop</h2>\n" + _table(["", "value"], _review_rows(report))
+            if _review_rows(report)
+            else ""
+        )
         + "\n<h2>Decisions</h2>\n"
         + _table(["kind", "label index", "model", "fallback", "reason"], decisions)
         + "\n</body></html>\n"

@@ -88,6 +88,9 @@ class Label(_Wire):
     ts: EventTime
     label: LabelValue
     source: Literal["ground_truth", "human"] = "ground_truth"
+    # A person's answer says who gave it and when (``ts`` stays the label's event-time order).
+    reviewer: str | None = Field(default=None, max_length=200)
+    answered_at: float | None = None
 
 
 PredictionSource = Literal["model", "heuristic", "callable", "human", "default", "none"]
@@ -105,6 +108,50 @@ class Prediction(_Wire):
     confidence: float | None
     mode: str
     explanation: list[dict[str, Any]] | None = None
+    pipeline: str | None = None  # the pipeline that served it
+    # Humans in the loop (defer mode): the person did not answer in time, the fallback's answer
+    # was served at the deadline. A person's answer is served with ``source: human``.
+    deadline_passed: bool | None = None
+    reviewer: str | None = None
+
+
+class ModelOpinion(_Wire):
+    """What the model said about an event when it was sent for review."""
+
+    prediction: LabelValue | None
+    proba: dict[str, float] | None = None
+    confidence: float | None = None
+    model_version: int
+
+
+class RulesOpinion(_Wire):
+    """What the fallback chain (rules, callable, default) said about the event."""
+
+    prediction: LabelValue | None
+    source: PredictionSource
+    confidence: float | None = None
+
+
+class ReviewRequest(_Wire):
+    """An event sent to people, on the review-requests topic, keyed like its event.
+
+    The answer comes back as a :class:`Label` with ``source="human"``, ``reviewer`` and
+    ``answered_at`` set, on the labels topic.
+    """
+
+    id: str
+    pipeline: str
+    ts: float
+    features: dict[str, FeatureValue]
+    attributes: dict[str, FeatureValue] = Field(default_factory=dict)
+    key: str | None = None
+    task: Literal["classification", "regression"]
+    classes: list[LabelValue] = Field(default_factory=list)
+    model: ModelOpinion | None = None
+    rules: RulesOpinion | None = None
+    mode: Literal["label", "defer"]
+    requested_at: float
+    deadline: float | None = None
 
 
 class DeadLetter(_Wire):
@@ -119,6 +166,7 @@ class DeadLetter(_Wire):
     key_b64: str | None
     value_b64: str | None
     rejected_at: float
+    pipeline: str | None = None  # the pipeline that rejected it
 
     @classmethod
     def of(
@@ -133,6 +181,7 @@ class DeadLetter(_Wire):
         key: bytes | None,
         value: bytes | None,
         rejected_at: float,
+        pipeline: str | None = None,
     ) -> DeadLetter:
         def b64(raw: bytes | None) -> str | None:
             return None if raw is None else base64.b64encode(raw).decode("ascii")
@@ -147,6 +196,7 @@ class DeadLetter(_Wire):
             key_b64=b64(key),
             value_b64=b64(value),
             rejected_at=rejected_at,
+            pipeline=pipeline,
         )
 
 
@@ -186,7 +236,7 @@ def _reason(error: ValidationError) -> InvalidRecord:
 
 
 def _decode(model: type[_Wire], raw: bytes | None) -> Any:
-    if raw is None:
+    if not raw:  # a tombstone (None) or a zero-length value
         raise InvalidRecord("empty", "the record has no value")
     try:
         text = raw.decode("utf-8")

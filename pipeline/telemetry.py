@@ -111,6 +111,7 @@ class PipelineMetrics:
             registry=r,
         )
         self._seen: dict[str, float] = {}
+        self._init_review(r)
 
     def _advance(self, key: str, total: float, counter: Any) -> None:
         delta = total - self._seen.get(key, 0.0)
@@ -127,6 +128,78 @@ class PipelineMetrics:
             self._advance(f"source:{source}", n, self.predictions.labels(source=source))
         for reason, n in counts["dead_letters"].items():
             self._advance(f"reason:{reason}", n, self.dead_letters.labels(reason=reason))
+
+    def _init_review(self, r: Any) -> None:
+        """Humans in the loop: requests, answers, who taught the model, how fast people are."""
+        from prometheus_client import Counter, Gauge
+
+        self.review_requests = Counter(
+            "riverline_review_requests",
+            "Review requests by outcome: sent, answered, expired, skipped_budget, "
+            "skipped_pending, late_answers",
+            ["outcome"],
+            registry=r,
+        )
+        self.labels_by_source = Counter(
+            "riverline_labels_learned",
+            "Labels learned from, by source (ground_truth, human)",
+            ["source"],
+            registry=r,
+        )
+        self.review_pending = Gauge(
+            "riverline_review_pending", "Requests awaiting an answer", ["held"], registry=r
+        )
+        self.human_metric = Gauge(
+            "riverline_human_metric",
+            "People's answers scored against ground truth",
+            ["metric"],
+            registry=r,
+        )
+        self.time_to_answer = Gauge(
+            "riverline_review_time_to_answer_seconds",
+            "From request to answer (streaming quantiles)",
+            ["quantile"],
+            registry=r,
+        )
+
+    def sync_review(self, review: dict[str, Any]) -> None:
+        """Follow the core's review report (``LearningCore.report()["review"]``).
+
+        >>> metrics = PipelineMetrics()
+        >>> metrics.sync_review({"sent": 4, "answered": 3, "pending": 1, "held": 0,
+        ...     "labels_by_source": {"human": 3}, "human_metrics": {"Accuracy": 1.0},
+        ...     "human_scored": 2, "time_to_answer_s": {"count": 0}})
+        >>> metrics.registry.get_sample_value(
+        ...     "riverline_review_requests_total", {"outcome": "answered"})
+        3.0
+        """
+        if not review:
+            return
+        for outcome in (
+            "sent",
+            "answered",
+            "expired",
+            "skipped_budget",
+            "skipped_pending",
+            "late_answers",
+        ):
+            self._advance(
+                f"review:{outcome}",
+                review.get(outcome, 0),
+                self.review_requests.labels(outcome=outcome),
+            )
+        for source, n in review.get("labels_by_source", {}).items():
+            self._advance(f"learned:{source}", n, self.labels_by_source.labels(source=source))
+        held = int(review.get("held", 0))
+        self.review_pending.labels(held="yes").set(held)
+        self.review_pending.labels(held="no").set(int(review.get("pending", 0)) - held)
+        if review.get("human_scored"):
+            for name, value in review.get("human_metrics", {}).items():
+                self.human_metric.labels(metric=name).set(value)
+        answer = review.get("time_to_answer_s", {})
+        if answer.get("count"):
+            for q in ("p50", "p90", "p99"):
+                self.time_to_answer.labels(quantile=q).set(answer[q])
 
     def serve(self, port: int) -> int:
         """Expose /metrics on ``port`` (0: a free one); returns the port."""

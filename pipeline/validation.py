@@ -84,11 +84,26 @@ def check_event(event: Event, limits: ValidationConfig, now: float) -> None:
 
 
 def check_label(label: Label, limits: ValidationConfig, now: float, regression: bool) -> None:
-    """Raise InvalidRecord if the label cannot be learned from."""
+    """Raise InvalidRecord if the label cannot be learned from.
+
+    A regressor needs numbers; a classifier needs classes, so a fractional number is refused:
+
+    >>> limits = ValidationConfig()
+    >>> check_label(Label(id="a", ts=0.0, label=0.37), limits, now=0.0, regression=False)
+    Traceback (most recent call last):
+    ...
+    pipeline.schemas.InvalidRecord: label 0.37 is not a class, and the model is a classifier
+    >>> check_label(Label(id="a", ts=0.0, label=1.0), limits, now=0.0, regression=False)
+    """
     value = label.label
     if regression and (isinstance(value, bool) or not isinstance(value, int | float)):
         raise InvalidRecord(
             "label_wrong_type", f"label {value!r} is not a number, and the model is a regressor"
+        )
+    if not regression and isinstance(value, float) and not value.is_integer():
+        # A classifier would make every distinct number a class of its own.
+        raise InvalidRecord(
+            "label_wrong_type", f"label {value!r} is not a class, and the model is a classifier"
         )
     if limits.labels is not None and value not in limits.labels:
         raise InvalidRecord(

@@ -147,13 +147,13 @@ def replay(
     config: RiverlineConfig,
     bootstrap: str,
     source: str,
-    delay: LabelDelay,
+    delay: LabelDelay | None,
     *,
     options: SourceOptions | None = None,
     speed: float | None = None,
     on_emission: Callable[[Emission], None] | None = None,
 ) -> ReplayResult:
-    """Read ``source`` and publish it with labels delayed by ``delay``."""
+    """Read ``source`` and publish it with labels delayed by ``delay`` (None: no labels)."""
     options = options or SourceOptions()
     skipped = 0
     caller_on_skip = options.on_skip
@@ -165,10 +165,16 @@ def replay(
             caller_on_skip(error)
 
     records = open_source(source, replace(options, on_skip=count_skip))
+    emissions: Iterable[Emission] = schedule(
+        records, delay or LabelDelay(events=0), options.interval
+    )
+    if delay is None:
+        # No ground-truth stream: people (review answers) are the only teachers.
+        emissions = (e for e in emissions if e.kind == "event")
     result = publish(
         config,
         bootstrap,
-        schedule(records, delay, options.interval),
+        emissions,
         speed=speed,
         on_emission=on_emission,
     )

@@ -24,7 +24,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -65,18 +65,33 @@ class SourceError(ValueError):
         self.line = line
 
 
+class NoLabelColumn(SourceError):
+    """The label column is in no row: a misspelt name would publish no labels and send the
+    real labels as a feature, so this is a usage error (exit 2), not a bad row."""
+
+    def __init__(self, column: str, found: Iterable[str]) -> None:
+        names = ", ".join(repr(c) for c in found) or "none"
+        super().__init__(
+            f"no label column {column!r}; the columns are {names}. Name it with "
+            "--label-column, or pass --no-labels for a source without labels"
+        )
+        self.column = column
+
+
 @dataclass
 class SourceOptions:
     """How to read a source; the columns and ``on_error`` only concern files.
 
     A missing id column numbers the rows (0-based, blank lines excepted, malformed rows included
     so that ids do not depend on ``on_error``); a missing time column spaces them ``interval``
-    seconds apart from ``start``.
+    seconds apart from ``start``. A label column that no row has is a :class:`NoLabelColumn`
+    error; ``label_column=None`` says the source has no labels on purpose. A row whose label
+    cell is empty is an event without a label.
     """
 
     id_column: str | None = "id"
     ts_column: str | None = "ts"
-    label_column: str = "label"
+    label_column: str | None = "label"
     key_column: str | None = None
     attribute_columns: tuple[str, ...] = ()
     start: float = 1_700_000_000.0
@@ -157,7 +172,8 @@ def _record(
     o = options
     rid = row.pop(o.id_column, _ABSENT) if o.id_column is not None else _ABSENT
     raw_ts = row.pop(o.ts_column, _ABSENT) if o.ts_column is not None else _ABSENT
-    label = _scalar(row.pop(o.label_column, None), "label", line)
+    raw_label = row.pop(o.label_column, None) if o.label_column is not None else None
+    label = _scalar(raw_label, "label", line)
     key = row.pop(o.key_column, None) if o.key_column is not None else None
     attributes = {
         c: _scalar(row.pop(c, None), f"attribute {c!r}", line) for c in o.attribute_columns
@@ -207,6 +223,8 @@ def _csv(path: Path, options: SourceOptions) -> Iterator[SourceRecord | SourceEr
         _check_utf8("".join(header), 1)
         if duplicates := sorted({h for h in header if header.count(h) > 1}):
             raise SourceError(f"duplicate columns {duplicates}", 1)
+        if options.label_column is not None and options.label_column not in header:
+            raise NoLabelColumn(options.label_column, header)
         wanted = [options.key_column, *options.attribute_columns]
         if missing := [c for c in wanted if c is not None and c not in header]:
             raise SourceError(f"no column {', '.join(map(repr, missing))} in the header", 1)
@@ -245,6 +263,22 @@ def _csv_rows(reader: Any) -> Iterator[tuple[int, list[str] | csv.Error]]:
         end = reader.line_num
         if cells != []:
             yield line, cells
+
+
+def _jsonl_columns(path: Path, label_column: str) -> tuple[bool, list[str]]:
+    """Whether some line has the label column (usually the first does), and the names seen."""
+    seen: dict[str, None] = {}
+    with _open(path, newline=None) as handle:
+        for text in handle:
+            try:
+                row = json.loads(text)
+            except (ValueError, RecursionError):
+                continue  # reported with its line number when the rows are read
+            if isinstance(row, dict):
+                if label_column in row:
+                    return True, list(seen)
+                seen.update(dict.fromkeys(map(str, row)))
+    return False, list(seen)
 
 
 def _jsonl(path: Path, options: SourceOptions) -> Iterator[SourceRecord | SourceError]:
@@ -326,11 +360,44 @@ def _river_records(dataset: Any, name: str, options: SourceOptions) -> Iterator[
 _Opener = Callable[[str, SourceOptions], Iterator[SourceRecord]]
 
 
+def _csv_header(path: Path) -> list[str] | None:
+    """The header row, or None where reading it fails (the rows' reader reports why)."""
+    try:
+        with _open(path, newline="") as handle:
+            return next(csv.reader(handle, strict=True), None)
+    except (SourceError, csv.Error):
+        return None
+
+
+def _check_label_column(path: Path, kind: str, options: SourceOptions) -> None:
+    """Up front, so that a misnamed label column fails before anything is published."""
+    column = options.label_column
+    if column is None:
+        return
+    if kind == "csv":
+        header = _csv_header(path)
+        # A header with other faults is left to the rows' reader, which reports those first.
+        clean = header is not None and len(set(header)) == len(header)
+        if clean and header is not None and column not in header:
+            try:
+                "".join(header).encode()
+            except UnicodeEncodeError:
+                return
+            raise NoLabelColumn(column, header)
+    else:
+        found, columns = _jsonl_columns(path, column)
+        if not found:
+            raise NoLabelColumn(column, columns)
+
+
 def _file(reader: Callable[[Path, SourceOptions], Iterator[SourceRecord | SourceError]]) -> _Opener:
+    kind = "csv" if reader is _csv else "jsonl"
+
     def checked(spec: str, options: SourceOptions) -> Iterator[SourceRecord]:
         path = Path(spec)
         if not path.is_file():
             raise SourceError(f"source file {path} does not exist")
+        _check_label_column(path, kind, options)
         return _handle_errors(reader(path, options), options)
 
     return checked

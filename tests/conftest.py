@@ -88,13 +88,7 @@ def build_test_config(
 
     base: dict[str, Any] = {
         "name": name,
-        "kafka": {
-            "bootstrap": backends.kafka,
-            "topics": {
-                t: f"{name}.{t}"
-                for t in ("events", "labels", "predictions", "dead_letters", "review_requests")
-            },
-        },
+        "kafka": {"bootstrap": backends.kafka},  # topics default to {name}.events, ...
         "redis": {"url": backends.redis},
         "checkpoint": {"secret": TEST_SECRET},
     }

@@ -5,10 +5,13 @@ Keys, all under ``riverline:{pipeline}:``:
 - ``ckpt:{version}``: a hash with ``blob`` (zlib-compressed pickle), ``offsets`` (JSON),
   ``meta`` (JSON) and ``sig`` (HMAC-SHA256 over the three);
 - ``ckpt:latest``: the version to resume from; flipped in the same MULTI/EXEC as the write;
-- ``ckpt:versions``: a sorted set of the kept versions; ``ckpt:counter``: the version counter.
+- ``ckpt:versions``: a sorted set of the kept versions; ``ckpt:counter``: the version counter;
+- ``ckpt:pinned``: versions kept whatever ``keep`` says (the last one before a ``run --reset``).
 
-Pickle from a writable Redis is code execution, so a blob whose signature does not verify is
-refused before it is unpickled.
+Pickle from a writable Redis is code execution, so :meth:`CheckpointStore.load` is the one
+place a blob is unpickled, and it refuses unless the signature verifies, or the store was opened
+with ``insecure=True`` (``checkpoint.insecure: true``: Redis is trusted). Metadata (``meta``,
+``versions``) is plain JSON and is read without unpickling anything.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ import signal
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
+
+if TYPE_CHECKING:
+    from pipeline.config import RiverlineConfig
 
 Offsets = dict[tuple[str, int], int]
 
@@ -73,16 +79,36 @@ def _offsets_from_json(text: str) -> Offsets:
 
 
 class CheckpointStore:
+    """The checkpoints of one pipeline.
+
+    ``secret`` signs every write and is checked on every load; without one, :meth:`load`
+    refuses unless ``insecure`` is set.
+    """
+
     def __init__(
-        self, client: redis.Redis, pipeline: str, secret: bytes | None, keep: int = 5
+        self,
+        client: redis.Redis,
+        pipeline: str,
+        secret: bytes | None,
+        keep: int = 5,
+        insecure: bool = False,
     ) -> None:
         # Without decode_responses every reply is bytes; redis-py types them as bytes | str.
         self.client: Any = client
         self.prefix = f"riverline:{pipeline}:"
         self.secret = secret
+        self.insecure = insecure
         self.keep = keep
         self._save = self.client.register_script(SAVE)
         self.saves = 0
+
+    @classmethod
+    def for_config(cls, client: redis.Redis, config: RiverlineConfig) -> CheckpointStore:
+        """The store as a pipeline's config says: its name, secret, ``insecure`` and ``keep``."""
+        checkpoint = config.checkpoint
+        return cls(
+            client, config.name, checkpoint.secret_bytes(), checkpoint.keep, checkpoint.insecure
+        )
 
     def key(self, suffix: str) -> str:
         return self.prefix + suffix
@@ -144,12 +170,24 @@ class CheckpointStore:
         return version
 
     def rollback(self, version: int) -> None:
-        """Make an older version the latest; it is verified first, so a bad one is refused."""
-        self.load(version)
+        """Make an older version the latest; its signature is checked first (nothing unpickled)."""
+        self.verify(version)
         self.client.set(self.key("ckpt:latest"), version)
 
+    def pin(self, version: int) -> None:
+        """Keep this version whatever ``keep`` says (until the pipeline's keys are deleted)."""
+        self.client.sadd(self.key("ckpt:pinned"), version)
+
+    def pinned(self) -> set[int]:
+        return {int(v) for v in self.client.smembers(self.key("ckpt:pinned"))}
+
     def _trim(self) -> None:
-        stale = self.client.zrange(self.key("ckpt:versions"), 0, -self.keep - 1)
+        pinned = {str(v).encode() for v in self.pinned()}
+        stale = [
+            raw
+            for raw in self.client.zrange(self.key("ckpt:versions"), 0, -self.keep - 1)
+            if raw not in pinned
+        ]
         if stale:
             pipe = self.client.pipeline(transaction=True)
             for raw in stale:
@@ -168,27 +206,50 @@ class CheckpointStore:
         raw = self.client.hget(self.key(f"ckpt:{version}"), "meta")
         return json.loads(raw) if raw is not None else None
 
-    def load(self, version: int) -> Checkpoint:
-        fields = self.client.hgetall(self.key(f"ckpt:{version}"))
+    def _fields(self, version: int) -> dict[bytes, bytes]:
+        """The version's stored fields, after its signature check; nothing is unpickled."""
+        fields: dict[bytes, bytes] = self.client.hgetall(self.key(f"ckpt:{version}"))
         if not fields:
-            raise CheckpointError(f"checkpoint version {version} does not exist")
+            raise CheckpointError(f"checkpoint {self.prefix}ckpt:{version} does not exist")
+        where = f"checkpoint {self.prefix}ckpt:{version}"
+        if self.secret is None:
+            if self.insecure:
+                return fields
+            raise CheckpointError(
+                f"{where} cannot be verified: no checkpoint secret is set "
+                "(RIVERLINE_CHECKPOINT_SECRET or checkpoint.secret); refusing to load it "
+                "(checkpoint.insecure: true skips the check where Redis is trusted)"
+            )
         blob, offsets_json = fields.get(b"blob", b""), fields.get(b"offsets", b"")
         meta_json, sig = fields.get(b"meta", b""), fields.get(b"sig", b"").decode()
-        if self.secret is not None:
-            expected = self._sign(blob, offsets_json, meta_json)
-            if not sig:
-                raise CheckpointError(
-                    f"checkpoint {self.prefix}ckpt:{version} is not signed; refusing to load it"
-                )
-            if not hmac.compare_digest(sig, expected):
-                raise CheckpointError(
-                    f"checkpoint {self.prefix}ckpt:{version} failed its signature check "
-                    "(altered, or signed with another secret); refusing to load it"
-                )
-        state = pickle.loads(zlib.decompress(blob))
-        return Checkpoint(
-            version, state, _offsets_from_json(offsets_json.decode()), json.loads(meta_json)
-        )
+        if not sig:
+            raise CheckpointError(f"{where} is not signed; refusing to load it")
+        if not hmac.compare_digest(sig, self._sign(blob, offsets_json, meta_json)):
+            raise CheckpointError(
+                f"{where} failed its signature check "
+                "(altered, or signed with another secret); refusing to load it"
+            )
+        return fields
+
+    def verify(self, version: int) -> str:
+        """How the version was checked; :class:`CheckpointError` if it must not be loaded."""
+        self._fields(version)
+        return "verified" if self.secret is not None else "not checked (checkpoint.insecure: true)"
+
+    def load(self, version: int) -> Checkpoint:
+        """The one place a checkpoint is unpickled: only after :meth:`_fields` let it through."""
+        fields = self._fields(version)
+        blob, offsets_json = fields.get(b"blob", b""), fields.get(b"offsets", b"")
+        meta_json = fields.get(b"meta", b"")
+        try:
+            state = pickle.loads(zlib.decompress(blob))
+            offsets = _offsets_from_json(offsets_json.decode())
+            meta = json.loads(meta_json)
+        except Exception as e:  # a verified blob can still come from another riverline version
+            raise CheckpointError(
+                f"checkpoint {self.prefix}ckpt:{version} cannot be read: {type(e).__name__}: {e}"
+            ) from None
+        return Checkpoint(version, state, offsets, meta)
 
     def load_latest(self) -> Checkpoint | None:
         version = self.latest_version()

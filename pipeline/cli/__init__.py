@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import os
 
-from pipeline.cli import checkpoints, demo, replay, report, run, status  # noqa: F401  (registers)
+from pipeline.cli import (  # noqa: F401  (registers the commands)
+    broker,
+    checkpoints,
+    demo,
+    pipelines,
+    replay,
+    report,
+    review,
+    run,
+    status,
+    tail,
+)
 from pipeline.cli.app import app
 
 

@@ -29,7 +29,10 @@ app.add_typer(checkpoint_app, name="checkpoint")
 def checkpoint_list(
     config: ConfigOpt = DEFAULT_CONFIG, name: NameOpt = None, redis_url: RedisOpt = None
 ) -> None:
-    """The kept versions, newest last; the latest is marked."""
+    """The kept versions, newest last; the latest is marked (*), so are pinned ones.
+
+    Reads metadata only: nothing is unpickled.
+    """
     with friendly_errors():
         store = open_store(config, name, redis_url)
         latest = store.latest_version()
@@ -45,12 +48,13 @@ def checkpoint_list(
             "bytes",
         ):
             table.add_column(column)
+        pinned = store.pinned()
         for version in store.versions():
             meta = store.meta(version) or {}
             written = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(meta.get("written_at", 0)))
             table.add_row(
                 str(version),
-                "*" if version == latest else "",
+                ("*" if version == latest else "") + (" pinned" if version in pinned else ""),
                 written,
                 str(meta.get("reason", "")),
                 str(meta.get("events", "")),
@@ -68,7 +72,7 @@ def checkpoint_show(
     name: NameOpt = None,
     redis_url: RedisOpt = None,
 ) -> None:
-    """Verify one version's signature and print its metadata, offsets and report."""
+    """Verify one version's signature, then print its metadata, offsets and report."""
     import json
 
     from pipeline.core import LearningCore
@@ -76,12 +80,13 @@ def checkpoint_show(
     with friendly_errors():
         cfg = build_config(config, name, None, redis_url)
         store = open_store(config, name, redis_url)
+        signature = store.verify(version)  # refused here unless verified or insecure on purpose
         checkpoint = store.load(version)
         core = LearningCore.from_config(cfg, checkpoint.state)
         shown = {
             "meta": checkpoint.meta,
             "offsets": {f"{t}[{p}]": o for (t, p), o in sorted(checkpoint.offsets.items())},
-            "signature": "verified" if store.secret else "not checked (insecure)",
+            "signature": signature,
             "report": core.report(),
         }
         print(json.dumps(shown, indent=2, default=str))

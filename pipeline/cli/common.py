@@ -18,9 +18,10 @@ from pipeline.kafka.embedded import BrokerUnavailable, EmbeddedBroker
 from pipeline.kafka.transport import TransportError
 from pipeline.models import SpecError
 from pipeline.state.lease import LeaseLost
-from pipeline.state.redis_client import RedisUnavailable, connect
+from pipeline.state.redis_client import RedisUnavailable, connect, ping, unreachable
 
-console = Console(stderr=True)
+# soft_wrap: an error stays one line in a pipe or a log (no wrapping at 80 columns).
+console = Console(stderr=True, soft_wrap=True)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = "configs/demo.yaml"
 
@@ -79,17 +80,34 @@ def build_config(
 
 @contextmanager
 def friendly_errors() -> Iterator[None]:
-    """Known failures print one clear message and a distinct exit status, never a traceback."""
+    """Known failures print one clear message and a distinct exit status, never a traceback.
+
+    0 ok; 1 a backend or checkpoint problem; 2 bad config or usage; 3 fenced; 130 interrupted.
+    """
+    import redis
+    from kafka.errors import KafkaError
+    from rich.markup import escape
+
     try:
         yield
+    except KeyboardInterrupt:
+        console.print("interrupted", highlight=False)
+        raise typer.Exit(130) from None
     except (ConfigError, SpecError) as e:
-        console.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(e))}", markup=True, highlight=False)
         raise typer.Exit(2) from None
     except (LeaseLost, Fenced) as e:
-        console.print(f"[red]fenced:[/red] {e}", markup=True, highlight=False)
+        console.print(f"[red]fenced:[/red] {escape(str(e))}", markup=True, highlight=False)
         raise typer.Exit(3) from None
     except (BrokerUnavailable, TransportError, RedisUnavailable, CheckpointError) as e:
-        console.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(e))}", markup=True, highlight=False)
+        raise typer.Exit(1) from None
+    except redis.RedisError as e:
+        # redis-py names the host and port in connection errors.
+        console.print(f"[red]error:[/red] Redis: {escape(str(e))}", markup=True, highlight=False)
+        raise typer.Exit(1) from None
+    except KafkaError as e:
+        console.print(f"[red]error:[/red] Kafka: {escape(str(e))}", markup=True, highlight=False)
         raise typer.Exit(1) from None
 
 
@@ -119,6 +137,9 @@ def parse_speed(text: str) -> float | None:
 def kafka_bootstrap(config: RiverlineConfig, embedded_ok: bool) -> Iterator[str]:
     """The configured broker, or the embedded one where allowed."""
     if config.kafka.bootstrap:
+        from pipeline.kafka.probe import probe_bootstrap
+
+        probe_bootstrap(config.kafka.bootstrap)
         yield config.kafka.bootstrap
         return
     if not embedded_ok:
@@ -132,10 +153,11 @@ def kafka_bootstrap(config: RiverlineConfig, embedded_ok: bool) -> Iterator[str]
 
 
 def open_store(config: str, name: str | None, redis_url: str | None) -> CheckpointStore:
+    """The pipeline's checkpoints, for a short command: Redis must answer now (one try)."""
     cfg = build_config(config, name, None, redis_url)
-    return CheckpointStore(
-        connect(cfg.redis.url), cfg.name, cfg.checkpoint.secret_bytes(), cfg.checkpoint.keep
-    )
+    if not ping(cfg.redis.url, timeout=2.0):
+        raise unreachable(cfg.redis.url)
+    return CheckpointStore.for_config(connect(cfg.redis.url), cfg)
 
 
 def stdout_console() -> Console:

@@ -38,7 +38,13 @@ def replay(
     limit: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
     id_column: Annotated[str, typer.Option(help="CSV/JSONL id column.")] = "id",
     ts_column: Annotated[str, typer.Option(help="CSV/JSONL event-time column.")] = "ts",
-    label_column: Annotated[str, typer.Option(help="CSV/JSONL label column.")] = "label",
+    label_column: Annotated[
+        str | None,
+        typer.Option(help="CSV/JSONL label column [default: label]; a row with it empty has none."),
+    ] = None,
+    no_labels: Annotated[
+        bool, typer.Option("--no-labels", help="The source has no label column, on purpose.")
+    ] = False,
     key_column: Annotated[str | None, typer.Option(help="Partitioning key column.")] = None,
     attribute: Annotated[
         list[str] | None, typer.Option(help="A column that is an attribute, not a feature.")
@@ -53,7 +59,7 @@ def replay(
     from pipeline.telemetry import ReplayMetrics, serve_registry
     from producers.replay import replay as do_replay
     from producers.schedule import Emission, parse_delay
-    from producers.sources import SourceError, SourceOptions
+    from producers.sources import NoLabelColumn, SourceError, SourceOptions
 
     setup_logging(log_level)
     if on_error not in ("stop", "skip"):
@@ -63,12 +69,14 @@ def replay(
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--label-delay") from None
     pace = parse_speed(speed)
+    if no_labels and label_column is not None:
+        raise typer.BadParameter("--no-labels and --label-column contradict each other")
     with friendly_errors():
         cfg = build_config(config, name, bootstrap, redis_url)
         options = SourceOptions(
             id_column=id_column,
             ts_column=ts_column,
-            label_column=label_column,
+            label_column=None if no_labels else label_column or "label",
             key_column=key_column,
             attribute_columns=tuple(attribute or ()),
             limit=limit,
@@ -105,8 +113,8 @@ def replay(
                         on_emission=emitted,
                     )
                 except SourceError as e:
-                    console.print(f"[red]error:[/red] {e}", highlight=False)
-                    raise typer.Exit(1) from None
+                    console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+                    raise typer.Exit(2 if isinstance(e, NoLabelColumn) else 1) from None
     console.print(
         f"published {result.events} events and {result.labels} labels in {result.seconds:.2f}s"
         + (f"; skipped {result.skipped} malformed rows" if result.skipped else ""),

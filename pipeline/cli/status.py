@@ -54,7 +54,10 @@ def status(
 
         row("mode", info.get("mode", meta and meta.get("mode")))
         row("model", info.get("model", cfg.model.spec))
-        row("model version (labels learned)", info.get("model_version", meta and meta["labels"]))
+        row(
+            "model version (labels learned)",
+            info.get("model_version", meta and meta.get("labels")),
+        )
         row("events / labels", f"{info.get('events', '?')} / {info.get('labels', '?')}")
         windowed = info.get("windowed") or {}
         if windowed:
@@ -83,10 +86,13 @@ def status(
                 "latency ms p50/p90/p99",
                 f"{latency['p50']:.1f} / {latency['p90']:.1f} / {latency['p99']:.1f}",
             )
+        for label, value in review_rows(info.get("review") or {}):
+            row(label, value)
         for partition, lag in (info.get("lag") or {}).items():
             row(f"lag {partition}", lag)
         if meta is not None:
-            row("checkpoint", f"version {latest}, {time.time() - meta['written_at']:.0f}s ago")
+            written = float(meta.get("written_at", 0))
+            row("checkpoint", f"version {latest}, {time.time() - written:.0f}s ago")
         if "updated_at" in info:
             row("status age", f"{time.time() - info['updated_at']:.0f}s")
             row("Redis healthy", info.get("redis_healthy"))
@@ -112,3 +118,46 @@ def status(
             for feature, weight in weights.items():
                 weights_table.add_row(feature, f"{weight:+.4f}")
             out.print(weights_table)
+
+
+def review_rows(review: dict[str, Any]) -> list[tuple[str, str]]:
+    """Humans in the loop for the status table; nothing when nobody was asked.
+
+    >>> review_rows({"sent": 3, "answered": 2, "expired": 0, "skipped_budget": 1,
+    ...     "skipped_pending": 0, "pending": 1, "held": 0, "labels_by_source": {"human": 2},
+    ...     "human_scored": 0, "human_metrics": {}, "time_to_answer_s": {"count": 0}})[0]
+    ('review sent / answered / expired', '3 / 2 / 0')
+    """
+    if not review.get("sent") and not review.get("labels_by_source", {}).get("human"):
+        return []
+    rows = [
+        (
+            "review sent / answered / expired",
+            f"{review['sent']} / {review['answered']} / {review['expired']}",
+        ),
+        (
+            "review skipped: budget / max_pending",
+            f"{review['skipped_budget']} / {review['skipped_pending']}",
+        ),
+        ("review pending (held)", f"{review['pending']} ({review['held']})"),
+        (
+            "labels learned by source",
+            ", ".join(f"{s} {n}" for s, n in review.get("labels_by_source", {}).items()),
+        ),
+    ]
+    if review.get("human_scored"):
+        rows.append(
+            (
+                f"people vs ground truth (n={review['human_scored']})",
+                ", ".join(f"{k} {v:.4f}" for k, v in review["human_metrics"].items()),
+            )
+        )
+    answer = review.get("time_to_answer_s", {})
+    if answer.get("count"):
+        rows.append(
+            (
+                "time to answer s p50/p90/p99",
+                f"{answer['p50']:.1f} / {answer['p90']:.1f} / {answer['p99']:.1f}",
+            )
+        )
+    return rows

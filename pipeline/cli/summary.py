@@ -11,11 +11,51 @@ from pipeline.cli.common import (
 )
 
 
-def print_summary(report: dict[str, Any]) -> None:
+def _quantiles(latency: dict[str, Any]) -> str:
+    return f"p50 {latency['p50']:.1f}  p90 {latency['p90']:.1f}  p99 {latency['p99']:.1f}"
+
+
+def gating_lines(report: dict[str, Any]) -> list[str]:
+    """Which metric decides promotion, and what it decided: the totals table alone can show
+    the model behind on another metric, or behind over the whole run, and still promoted.
+
+    >>> gating_lines({"metric": "ROCAUC", "promotions": [], "demotions": []})
+    ['ROCAUC gates promotion (...): the model was not promoted, the fallback served throughout']
+    """
+    metric = report["metric"]
+    lines = []
+    decisions = sorted(report["promotions"] + report["demotions"], key=lambda d: d["label_index"])
+    if report["promotions"]:
+        first = report["promotions"][0]
+        lines.append(
+            f"{metric} gates promotion (on a window of recent labels): the model beat the "
+            f"fallback and took over at label {first['label_index']}; the table above counts "
+            "every label, the model's untrained start included"
+        )
+    else:
+        lines.append(
+            f"{metric} gates promotion (on a window of recent labels): the model was not "
+            "promoted, the fallback served throughout"
+        )
+    for decision in decisions:
+        lines.append(
+            f"{decision['kind']} at label {decision['label_index']}: windowed {metric} model "
+            f"{decision['model_metric']:.4f} vs fallback {decision['fallback_metric']:.4f}"
+        )
+    return lines
+
+
+def print_summary(report: dict[str, Any], replayed_first: bool = False) -> None:
+    """``replayed_first``: everything was published before consuming began (the demo), so the
+    time from publishing to prediction is mostly time spent waiting in the topic."""
     out = stdout_console()
+    learned = report.get("model_version", report["labels"])
+    failed = report["labels"] - learned
     out.print(
-        f"\n[bold]{report['events']}[/bold] events, [bold]{report['labels']}[/bold] labels "
-        f"learned, mode now [bold]{report['mode']}[/bold]"
+        f"\n[bold]{report['events']}[/bold] events, [bold]{report['labels']}[/bold] labels, "
+        f"[bold]{learned}[/bold] learned"
+        + (f" ({failed} raised in the model: see dead letters)" if failed else "")
+        + f", mode now [bold]{report['mode']}[/bold]"
     )
     out.print("\n[bold]Predictions served by source[/bold]")
     sources = Table()
@@ -24,35 +64,61 @@ def print_summary(report: dict[str, Any]) -> None:
     for source, count in report["predictions_by_source"].items():
         sources.add_row(source, str(count))
     out.print(sources)
-    out.print("\n[bold]Metrics on the same labels[/bold]")
+    out.print("\n[bold]Metrics on the same labels, over the whole run[/bold]")
     metrics = Table()
     metrics.add_column("metric")
     for role in ("model", "fallback", "served"):
         metrics.add_column(role, justify="right")
     for metric_name in report["metrics"]["model"]:
+        gates = " (gates promotion)" if metric_name == report.get("metric") else ""
         metrics.add_row(
-            metric_name,
+            metric_name + gates,
             *(
                 f"{report['metrics'][role][metric_name]:.4f}"
                 for role in ("model", "fallback", "served")
             ),
         )
     out.print(metrics)
-    decisions = sorted(report["promotions"] + report["demotions"], key=lambda d: d["label_index"])
-    for decision in decisions:
-        out.print(
-            f"{decision['kind']} at label {decision['label_index']}: windowed model "
-            f"{decision['model_metric']:.4f} vs fallback {decision['fallback_metric']:.4f}"
+    for line in gating_lines(report):
+        out.print(line, highlight=False)
+    latency = report.get("run", {}).get("latency_ms", {})
+    processing = latency.get("processing")
+    if processing and processing["count"]:
+        out.print(f"processing per record, ms: {_quantiles(processing)}", highlight=False)
+    waited = latency.get("event_to_prediction")
+    if waited and waited["count"]:
+        what = (
+            "from publishing to prediction, ms (the replay published everything first, so "
+            "this is mostly time waiting in the topic)"
+            if replayed_first
+            else "from publishing to prediction (time in the topic included), ms"
         )
-    if not report["promotions"]:
-        out.print("the model was not promoted: the fallback served throughout")
-    latency = report.get("run", {}).get("latency_ms", {}).get("event_to_prediction")
-    if latency and latency["count"]:
-        out.print(
-            f"event-to-prediction latency ms: p50 {latency['p50']:.1f}  p90 {latency['p90']:.1f}  "
-            f"p99 {latency['p99']:.1f}"
-        )
+        out.print(f"{what}: {_quantiles(waited)}", highlight=False)
     for drift in report.get("drift", []):
         out.print(f"drift detected at label {drift['label_index']} ({drift['detector']})")
     if report["dead_letters"]:
         out.print(f"dead letters: {report['dead_letters']}")
+    _print_review(out, report)
+
+
+def _print_review(out: Any, report: dict[str, Any]) -> None:
+    """Humans in the loop, when anybody was asked."""
+    review = report.get("review") or {}
+    if not review.get("sent") and not review.get("labels_by_source", {}).get("human"):
+        return
+    out.print(
+        f"review requests: {review['sent']} sent, {review['answered']} answered, "
+        f"{review['expired']} expired, {review['skipped_budget']} skipped for budget, "
+        f"{review['skipped_pending']} skipped (max_pending)"
+    )
+    learned = ", ".join(f"{n} {s}" for s, n in review.get("labels_by_source", {}).items())
+    out.print(f"labels learned by source: {learned or 'none'}")
+    if review.get("human_scored"):
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in review["human_metrics"].items())
+        out.print(f"people vs ground truth ({review['human_scored']} answers): {scores}")
+    answer = review.get("time_to_answer_s", {})
+    if answer.get("count"):
+        out.print(
+            f"time to answer s: p50 {answer['p50']:.1f}  p90 {answer['p90']:.1f}  "
+            f"p99 {answer['p99']:.1f}"
+        )

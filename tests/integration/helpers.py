@@ -94,13 +94,9 @@ def run_cli(args: list[str], env: dict[str, str], **kw: Any) -> Any:
     import subprocess
     import sys
 
+    streams: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kw,
+        [sys.executable, "-m", "pipeline.cli", *args], env=env, text=True, **{**streams, **kw}
     )
 
 

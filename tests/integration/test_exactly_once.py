@@ -158,15 +158,20 @@ def test_single_writer_standby_takes_over(
     args = ["run", "--config", str(config_file), "--until-idle", "3"]
     first = run_cli([*args, "--report", str(tmp_path / "a.json")], env)
     wait_for(lambda: store.latest_version() is not None, 60, "the first writer's checkpoint")
-    second = run_cli([*args, "--report", str(tmp_path / "b.json")], env)
-    time.sleep(3)
-    owners = {(store.meta(v) or {}).get("owner") for v in store.versions()}
-    assert len(owners) == 1 and lease.holder() is not None  # one writer only
-    first_owner = owners.pop()
-    assert second.poll() is None  # waiting as a standby, not writing
-    first.send_signal(signal.SIGKILL)
-    first.communicate(timeout=30)
-    _, stderr = second.communicate(timeout=300)
+    second_log = tmp_path / "second.log"
+    with second_log.open("w") as log_file:
+        second = run_cli([*args, "--report", str(tmp_path / "b.json")], env, stderr=log_file)
+        # On a loaded machine the second process may take seconds to start: kill the first
+        # writer only once the second is known to wait as a standby.
+        wait_for(lambda: "standby" in second_log.read_text(), 120, "the standby")
+        owners = {(store.meta(v) or {}).get("owner") for v in store.versions()}
+        assert len(owners) == 1 and lease.holder() is not None  # one writer only
+        first_owner = owners.pop()
+        assert second.poll() is None  # waiting as a standby, not writing
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=30)
+        second.communicate(timeout=300)
+    stderr = second_log.read_text()
     assert second.returncode == 0, stderr
     assert "standby" in stderr and "writer lease acquired" in stderr
     last = store.meta(store.latest_version() or 0) or {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -183,8 +184,10 @@ def test_demo_command_end_to_end(tmp_path: Path, backends: Any) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERLINE_")}
     env["RIVERLINE_REDIS_URL"] = backends.redis
     report_path = tmp_path / "demo.json"
+    riverline = str(Path(sys.executable).with_name("riverline"))  # the console script
+    args = ["demo", "--report", str(report_path), "--out", str(tmp_path), "--keep-state"]
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "demo", "--report", str(report_path)],
+        [riverline, *args, "--metrics-port", "0"],
         env=env,
         capture_output=True,
         text=True,
@@ -200,6 +203,40 @@ def test_demo_command_end_to_end(tmp_path: Path, backends: Any) -> None:
         assert key in report
     assert "Predictions served by source" in proc.stdout
     assert "promotion at label" in proc.stdout
+    # The output explains itself: the gating metric, and that the model was promoted on it.
+    assert "ROCAUC (gates promotion)" in proc.stdout
+    assert "ROCAUC gates promotion" in proc.stdout and "took over at label" in proc.stdout
+    # Latency: processing apart from the time records waited in the topic.
+    assert "processing per record, ms: p50" in proc.stdout
+    assert "mostly time waiting in the topic" in proc.stdout
+    assert re.search(r"metrics on http://127\.0\.0\.1:\d+/metrics", proc.stderr)
+    lines = proc.stdout.splitlines()
+    curve = [line.strip() for line in lines if line.strip().endswith(("-curve.png", "-curve.html"))]
+    assert len(curve) == 2 and all(Path(p).exists() for p in curve)  # one path per line
+    name = re.search(r"^pipeline name: (\S+)$", proc.stdout, re.MULTILINE)
+    secret = re.search(r"export RIVERLINE_CHECKPOINT_SECRET=(\w+)", proc.stdout)
+    assert name and secret and f"riverline status --name {name[1]}" in proc.stdout
+    # --keep-state keeps it for status and report.
+    env["RIVERLINE_CHECKPOINT_SECRET"] = secret[1]
+    try:
+        status = subprocess.run(
+            [riverline, "status", "--name", name[1]], env=env, capture_output=True, text=True
+        )
+        assert status.returncode == 0, status.stderr
+        assert "serving" in status.stdout
+        reported = subprocess.run(
+            [riverline, "report", "--name", name[1], "--out", str(tmp_path / "again")],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert reported.returncode == 0, reported.stderr
+    finally:
+        subprocess.run(
+            [riverline, "pipeline", "delete", name[1], "--yes", "--redis-url", backends.redis],
+            env=env,
+            capture_output=True,
+        )
 
 
 def test_replay_and_predictions_are_co_partitioned(make_config: Any, transport: str) -> None:

@@ -162,7 +162,8 @@ def test_csv_with_columns(tmp_path: Path) -> None:
 
 def test_csv_without_id_ts_or_label_columns(tmp_path: Path) -> None:
     path = write(tmp_path, "d.csv", "x,y\n1,a\n2,b\n")
-    rows = list(open_source(f"csv:{path}", SourceOptions(start=100.0, interval=2.0)))
+    options = SourceOptions(start=100.0, interval=2.0, label_column=None)  # --no-labels
+    rows = list(open_source(f"csv:{path}", options))
     assert [(r.id, r.ts, r.label, r.features) for r in rows] == [
         ("0", 100.0, None, {"x": 1, "y": "a"}),
         ("1", 102.0, None, {"x": 2, "y": "b"}),
@@ -226,7 +227,7 @@ def test_csv_malformed_rows_stop_or_skip_with_line_numbers(tmp_path: Path) -> No
 
 def test_csv_bad_bytes_and_unterminated_quotes(tmp_path: Path) -> None:
     path = write(tmp_path, "d.csv", b'id,x\n1,caf\xe9\n2,ok\n3,"open\n4,x\n')
-    rows, errors = read(path)
+    rows, errors = read(path, label_column=None)
     assert [r.id for r in rows] == ["2"]
     assert [str(e) for e in errors] == [
         "line 2: not valid UTF-8",
@@ -312,14 +313,14 @@ def test_jsonl_errors_with_line_numbers(tmp_path: Path) -> None:
 def test_jsonl_spellings(tmp_path: Path, name: str) -> None:
     path = write(tmp_path, name, '{"x": 1}\n')
     spec = f"jsonl:{path}" if name.endswith(".txt") else path
-    assert [r.features for r in open_source(spec)] == [{"x": 1}]
+    assert [r.features for r in open_source(spec, SourceOptions(label_column=None))] == [{"x": 1}]
 
 
 # Limits and specs
 
 
 def test_limit_stops_reading(tmp_path: Path) -> None:
-    path = write(tmp_path, "d.csv", "x\n1\n2\n3,too,many\n")
+    path = write(tmp_path, "d.csv", "x,label\n1,a\n2,b\n3,too,many\n")
     assert [r.id for r in open_source(path, SourceOptions(limit=2))] == ["0", "1"]  # no error
     assert list(open_source(path, SourceOptions(limit=0))) == []
     assert len(list(open_source("river:Phishing", SourceOptions(limit=5)))) == 5
@@ -331,7 +332,7 @@ def test_limit_stops_reading(tmp_path: Path) -> None:
 
 def test_limit_counts_records_not_skipped_rows(tmp_path: Path) -> None:
     path = write(tmp_path, "d.jsonl", '{"x": 1}\n[]\n{"x": 2}\n{"x": 3}\n')
-    rows, errors = read(path, limit=2)
+    rows, errors = read(path, limit=2, label_column=None)
     assert [r.features for r in rows] == [{"x": 1}, {"x": 2}] and len(errors) == 1
 
 

@@ -1,0 +1,299 @@
+"""The reviewer's HTML: one request at a time, opinions side by side, one button per class."""
+
+from __future__ import annotations
+
+import html
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from consumers.review.queue import Standing
+from consumers.review.transport import Delivered
+from pipeline.schemas import FeatureValue
+
+STYLE = """
+:root { --ink:#1d2330; --muted:#667085; --line:#e4e7ec; --bg:#f5f6f8; --card:#fff;
+  --accent:#2f6fde; --accent-ink:#fff; --warn:#b54708; --ok:#067647; }
+* { box-sizing:border-box; }
+body { margin:0; font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
+  color:var(--ink); background:var(--bg); }
+header { display:flex; align-items:center; gap:1.5rem; padding:.7rem 1.5rem; background:#1d2330;
+  color:#fff; }
+header .brand { font-weight:650; letter-spacing:.01em; }
+header .brand small { color:#aab3c5; font-weight:400; margin-left:.4rem; }
+header .stats { margin-left:auto; display:flex; gap:1.2rem; color:#d0d5dd; }
+header .stats b { color:#fff; font-variant-numeric:tabular-nums; }
+header form { margin:0; }
+header button { background:none; border:1px solid #475467; color:#d0d5dd; border-radius:6px;
+  padding:.2rem .6rem; cursor:pointer; }
+main { max-width:980px; margin:1.5rem auto; padding:0 1rem; }
+.card { background:var(--card); border:1px solid var(--line); border-radius:12px;
+  padding:1.3rem 1.5rem; box-shadow:0 1px 2px rgba(16,24,40,.05); }
+.meta { display:flex; flex-wrap:wrap; gap:.4rem 1.4rem; color:var(--muted); font-size:.9rem;
+  margin-bottom:1rem; }
+.meta code { color:var(--ink); font-size:.95rem; }
+.meta .deadline { color:var(--warn); }
+.grid { display:grid; grid-template-columns:1.3fr 1fr; gap:1.5rem; }
+h2 { font-size:.8rem; text-transform:uppercase; letter-spacing:.06em; color:var(--muted);
+  margin:0 0 .5rem; }
+table { border-collapse:collapse; width:100%; margin-bottom:1rem; }
+td { padding:.32rem .5rem; border-bottom:1px solid var(--line); vertical-align:top; }
+td.name { color:var(--muted); width:40%; }
+td.value { font-variant-numeric:tabular-nums; word-break:break-word; }
+.opinion { border:1px solid var(--line); border-radius:10px; padding:.7rem .9rem;
+  margin-bottom:.8rem; }
+.opinion .who { font-size:.85rem; color:var(--muted); }
+.opinion .says { font-size:1.25rem; font-weight:600; margin:.15rem 0 .35rem; }
+.bar { height:6px; background:#eef1f5; border-radius:3px; overflow:hidden; }
+.bar span { display:block; height:100%; background:var(--accent); }
+.conf { font-size:.85rem; color:var(--muted); margin-top:.25rem; }
+.proba { font-size:.82rem; color:var(--muted); margin-top:.3rem; }
+.answers { margin-top:1.2rem; padding-top:1.1rem; border-top:1px solid var(--line);
+  display:flex; flex-wrap:wrap; gap:.6rem; align-items:center; }
+.answers form { margin:0; display:flex; flex-wrap:wrap; gap:.6rem; align-items:center; }
+button.choice, button.skip, button.primary { font:inherit; border-radius:8px; cursor:pointer;
+  padding:.55rem 1rem; border:1px solid var(--accent); background:var(--accent);
+  color:var(--accent-ink); font-weight:600; }
+button.choice:hover, button.primary:hover { filter:brightness(1.08); }
+button.skip { background:#fff; color:var(--ink); border-color:#d0d5dd; font-weight:500; }
+kbd { font:600 .75rem ui-monospace,monospace; border-radius:4px; padding:.05rem .35rem;
+  margin-right:.45rem; background:rgba(255,255,255,.22); }
+button.skip kbd { background:#eef1f5; }
+input[type=number], input[type=text], input[type=password] { font:inherit; padding:.5rem .7rem;
+  border:1px solid #d0d5dd; border-radius:8px; }
+.hint { color:var(--muted); font-size:.85rem; margin-left:auto; }
+.notice { margin-bottom:1rem; padding:.6rem .9rem; border-radius:8px; background:#ecfdf3;
+  color:var(--ok); border:1px solid #abefc6; }
+.notice.error { background:#fef3f2; color:#b42318; border-color:#fecdca; }
+.empty { text-align:center; padding:3rem 1rem; color:var(--muted); }
+.empty b { display:block; color:var(--ink); font-size:1.2rem; margin-bottom:.3rem; }
+.login { max-width:380px; margin:4rem auto; }
+.login h1 { font-size:1.35rem; margin:0; }
+.login .sub { color:var(--muted); margin:.2rem 0 1rem; }
+.login label { display:block; margin:.8rem 0 .3rem; color:var(--muted); font-size:.9rem; }
+.login input { width:100%; }
+.login button { margin-top:1.2rem; width:100%; }
+@media (max-width:760px) { .grid { grid-template-columns:1fr; } }
+"""
+
+SHORTCUTS = """
+document.addEventListener("keydown", function (e) {
+  if (e.ctrlKey || e.metaKey || e.altKey) return;
+  var t = e.target.tagName;
+  if (t === "INPUT" || t === "TEXTAREA") {
+    if (e.key === "Escape") e.target.blur();  // then s skips
+    return;
+  }
+  var b = document.querySelector('[data-key="' + e.key.toLowerCase() + '"]');
+  if (b) { e.preventDefault(); b.click(); }
+});
+"""
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def show(value: FeatureValue | Any) -> str:
+    if value is None:
+        return '<span style="color:#98a2b3">missing</span>'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return esc(f"{value:.6g}")
+    return esc(value)
+
+
+def when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def ago(seconds: float) -> str:
+    """
+    >>> ago(5), ago(125), ago(7300)
+    ('just now', '2 min ago', '2 h ago')
+    """
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min ago"
+    return f"{int(seconds // 3600)} h ago"
+
+
+def document(title: str, body: str, refresh_s: int | None = None) -> str:
+    # Back to "/" on refresh: a notice in the query is said once, not every few seconds.
+    refresh = f'<meta http-equiv="refresh" content="{refresh_s};url=/">' if refresh_s else ""
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"{refresh}<title>{esc(title)}</title><style>{STYLE}</style></head>"
+        f"<body>{body}<script>{SHORTCUTS}</script></body></html>"
+    )
+
+
+def header(pipeline: str, reviewer: str, standing: Standing, csrf: str) -> str:
+    waiting = f"{standing.waiting}" + ("" if standing.caught_up else "+")
+    return (
+        f'<header><div class="brand">riverline review<small>{esc(pipeline)}</small></div>'
+        '<div class="stats">'
+        f'<span>queue <b id="queue-length">{esc(waiting)}</b></span>'
+        f'<span>{esc(reviewer)}: <b id="my-count">{standing.answered}</b> answered</span>'
+        "</div>"
+        '<form method="post" action="/logout">'
+        f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
+        '<button type="submit">log out</button></form></header>'
+    )
+
+
+def _table(values: dict[str, FeatureValue]) -> str:
+    rows = "".join(
+        f'<tr><td class="name">{esc(k)}</td><td class="value">{show(v)}</td></tr>'
+        for k, v in values.items()
+    )
+    return f"<table>{rows}</table>"
+
+
+def _confidence(confidence: float | None) -> str:
+    if confidence is None:
+        return '<div class="conf">no confidence given</div>'
+    share = max(0.0, min(1.0, confidence))
+    return (
+        f'<div class="bar"><span style="width:{share * 100:.1f}%"></span></div>'
+        f'<div class="conf">{share * 100:.1f}% confident</div>'
+    )
+
+
+def _opinions(delivered: Delivered) -> str:
+    request = delivered.request
+    parts = []
+    model = request.model
+    if model is None or model.prediction is None:
+        version = f" v{model.model_version}" if model is not None else ""
+        parts.append(
+            f'<div class="opinion"><div class="who">Model{version}</div>'
+            '<div class="says" style="color:#98a2b3">no opinion yet</div></div>'
+        )
+    else:
+        proba = ""
+        if model.proba:
+            ranked = sorted(model.proba.items(), key=lambda kv: -kv[1])[:5]
+            proba = (
+                '<div class="proba">'
+                + " · ".join(f"{esc(k)} {v:.2f}" for k, v in ranked)
+                + "</div>"
+            )
+        parts.append(
+            f'<div class="opinion" id="model-opinion"><div class="who">Model '
+            f'v{model.model_version}</div><div class="says">{show(model.prediction)}</div>'
+            f"{_confidence(model.confidence)}{proba}</div>"
+        )
+    rules = request.rules
+    if rules is None or rules.prediction is None:
+        parts.append(
+            '<div class="opinion"><div class="who">Rules</div>'
+            '<div class="says" style="color:#98a2b3">no answer</div></div>'
+        )
+    else:
+        parts.append(
+            f'<div class="opinion" id="rules-opinion"><div class="who">Rules '
+            f'({esc(rules.source)})</div><div class="says">{show(rules.prediction)}</div>'
+            f"{_confidence(rules.confidence)}</div>"
+        )
+    return "".join(parts)
+
+
+def _answers(delivered: Delivered, csrf: str) -> str:
+    request = delivered.request
+    hidden = (
+        f'<input type="hidden" name="id" value="{esc(request.id)}">'
+        f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
+    )
+    if request.task == "regression":
+        answer = (
+            f'<form method="post" action="/answer">{hidden}'
+            '<input type="number" step="any" name="value" required autofocus '
+            'placeholder="value" aria-label="value">'
+            '<button class="primary" type="submit">Answer</button></form>'
+        )
+    else:
+        buttons = "".join(
+            f'<button class="choice" type="submit" name="choice" value="{i}" '
+            f'data-key="{i + 1}">'
+            + (f"<kbd>{i + 1}</kbd>" if i < 9 else "")
+            + f"{show(c)}</button>"
+            for i, c in enumerate(request.classes)
+        )
+        answer = f'<form method="post" action="/answer">{hidden}{buttons}</form>'
+    skip = (
+        f'<form method="post" action="/skip">{hidden}'
+        '<button class="skip" type="submit" data-key="s"><kbd>s</kbd>Skip</button></form>'
+    )
+    keys = "1-9 answer · s skip"
+    if request.task == "regression":
+        keys = "Enter answers · Esc then s skips"
+    return f'<div class="answers">{answer}{skip}<span class="hint">{keys}</span></div>'
+
+
+def review_page(
+    pipeline: str,
+    reviewer: str,
+    standing: Standing,
+    csrf: str,
+    delivered: Delivered | None,
+    notice: str | None = None,
+    error: str | None = None,
+    now: float | None = None,
+) -> str:
+    now = time.time() if now is None else now
+    top = header(pipeline, reviewer, standing, csrf)
+    flash = ""
+    if error:
+        flash = f'<div class="notice error">{esc(error)}</div>'
+    elif notice:
+        flash = f'<div class="notice">{esc(notice)}</div>'
+    if delivered is None:
+        body = (
+            f'{top}<main>{flash}<div class="card empty"><b>Nothing to review right now</b>'
+            "This page looks again every few seconds.</div></main>"
+        )
+        return document(f"riverline review · {pipeline}", body, refresh_s=3)
+    request = delivered.request
+    meta = [
+        f'<span>request <code id="request-id">{esc(request.id)}</code></span>',
+        f"<span>event time {esc(when(request.ts))}</span>",
+        f"<span>requested {esc(ago(now - request.requested_at))}</span>",
+        f"<span>mode {esc(request.mode)}</span>",
+    ]
+    if request.deadline is not None:
+        left = max(0, int(request.deadline - now))
+        meta.append(f'<span class="deadline">deadline in {left // 60}m {left % 60:02d}s</span>')
+    attributes = ""
+    if request.attributes:
+        attributes = f"<h2>Attributes</h2>{_table(request.attributes)}"
+    body = (
+        f'{top}<main>{flash}<div class="card"><div class="meta">{"".join(meta)}</div>'
+        f'<div class="grid"><div><h2>Features</h2>{_table(request.features)}{attributes}</div>'
+        f"<div><h2>What they say</h2>{_opinions(delivered)}</div></div>"
+        f"{_answers(delivered, csrf)}</div></main>"
+    )
+    return document(f"riverline review · {pipeline}", body)
+
+
+def login_page(pipeline: str, needs_token: bool, error: str | None = None, name: str = "") -> str:
+    flash = f'<div class="notice error">{esc(error)}</div>' if error else ""
+    token = (
+        '<label for="token">Access token</label>'
+        '<input id="token" type="password" name="token" required autocomplete="current-password">'
+        if needs_token
+        else ""
+    )
+    body = (
+        '<main class="login"><div class="card"><h1>riverline review</h1>'
+        f'<p class="sub">pipeline <code>{esc(pipeline)}</code></p>{flash}'
+        '<form method="post" action="/login">'
+        '<label for="reviewer">Your name</label>'
+        f'<input id="reviewer" type="text" name="reviewer" required maxlength="200" '
+        f'value="{esc(name)}" autofocus>'
+        f'{token}<button class="primary" type="submit">Start reviewing</button></form></div></main>'
+    )
+    return document("riverline review · log in", body)

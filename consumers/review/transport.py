@@ -1,0 +1,160 @@
+"""The review tools' only Kafka code: read review requests, publish answers as labels.
+
+Every reviewer process reads the whole review-requests topic without a consumer group (claims in
+Redis, not partition ownership, decide who answers what), and publishes each answer to the labels
+topic with the request's key, on the same partition number (the topics are co-partitioned).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+
+from pipeline.config import KafkaConfig
+from pipeline.kafka.clients import make_consumer, make_producer
+from pipeline.schemas import InvalidRecord, ReviewRequest, _decode
+
+log = logging.getLogger(__name__)
+
+# Tansu holds a fetch for the whole fetch_max_wait_ms: keep it short so new requests show soon.
+FETCH_MAX_WAIT_MS = 200
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A review request as read from its topic."""
+
+    request: ReviewRequest
+    partition: int
+    offset: int
+
+
+class RequestReader:
+    """Reads every partition of the review-requests topic from the beginning, in a thread.
+
+    :meth:`take` hands out what arrived since the last call; :attr:`caught_up` turns true once
+    every partition was read to the high watermark its last fetch reported.
+    """
+
+    def __init__(self, config: KafkaConfig, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self.invalid = 0
+        self._consumer: KafkaConsumer = make_consumer(
+            config, bootstrap, None, fetch_max_wait_ms=FETCH_MAX_WAIT_MS
+        )
+        self._lock = threading.Lock()
+        self._arrived: list[Delivered] = []
+        self._caught_up = False
+        self._stop = threading.Event()
+        self._paused = threading.Event()
+        self._partitions: list[TopicPartition] = []
+        self._thread = threading.Thread(target=self._run, name="review-reader", daemon=True)
+
+    def start(self) -> RequestReader:
+        self._thread.start()
+        return self
+
+    @property
+    def caught_up(self) -> bool:
+        with self._lock:
+            return self._caught_up
+
+    def take(self) -> list[Delivered]:
+        with self._lock:
+            arrived, self._arrived = self._arrived, []
+        return arrived
+
+    def hold(self, full: bool) -> None:
+        """Stop fetching while the queue holds as many requests as it may (bounded memory)."""
+        if full:
+            self._paused.set()
+        else:
+            self._paused.clear()
+
+    def _assign(self) -> bool:
+        partitions = self._consumer.partitions_for_topic(self.topic)
+        if not partitions:
+            return False
+        self._partitions = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        self._consumer.assign(self._partitions)
+        self._consumer.seek_to_beginning(*self._partitions)
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and not self._assign():
+            self._stop.wait(0.5)
+        while not self._stop.is_set():
+            if self._paused.is_set():
+                self._stop.wait(0.2)
+                continue
+            try:
+                batch = self._consumer.poll(timeout_ms=250)
+            except KafkaError as e:  # the broker is away: kafka-python reconnects by itself
+                log.warning("reading review requests: %s", e)
+                self._stop.wait(1.0)
+                continue
+            arrived = list(self._decode(batch))
+            caught_up = all(
+                (high := self._consumer.highwater(tp)) is not None
+                and self._consumer.position(tp) >= high
+                for tp in self._partitions
+            )
+            with self._lock:
+                self._arrived.extend(arrived)
+                self._caught_up = caught_up
+
+    def _decode(self, batch: dict[TopicPartition, list]) -> Iterator[Delivered]:  # type: ignore[type-arg]
+        for tp, records in batch.items():
+            for record in records:
+                try:
+                    request: ReviewRequest = _decode(ReviewRequest, record.value)
+                except InvalidRecord as e:
+                    # Not ours to dead-letter (the pipeline wrote it); skip it, say so once.
+                    self.invalid += 1
+                    log.warning("review request at %s:%d unreadable: %s", tp, record.offset, e)
+                    continue
+                yield Delivered(request, tp.partition, record.offset)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self._consumer.close()
+
+
+class AnswerPublisher:
+    """Publishes an answer and returns only once the broker acknowledged it."""
+
+    def __init__(
+        self,
+        config: KafkaConfig,
+        bootstrap: str,
+        topic: str,
+        timeout_s: float = 30.0,
+        **producer_options: Any,
+    ) -> None:
+        self.topic = topic
+        self.timeout_s = timeout_s
+        self._producer: KafkaProducer = make_producer(config, bootstrap, **producer_options)
+        self._lock = threading.Lock()
+
+    def publish(self, key: bytes, value: bytes, partition: int | None) -> None:
+        """Raise :class:`kafka.errors.KafkaError` when the broker did not take it."""
+        with self._lock:
+            known = self._producer.partitions_for(self.topic) or set()
+            # Same partition number as the request when the labels topic has it; else by key.
+            target = partition if partition in known else None
+            future = self._producer.send(self.topic, key=key, value=value, partition=target)
+        future.get(timeout=self.timeout_s)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._producer.close(timeout=5)

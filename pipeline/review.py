@@ -1,0 +1,254 @@
+"""Humans in the loop: which events go to people, within what budget, and what waits for them.
+
+Plain book-keeping with no I/O; the core calls it from ``on_event`` and ``on_label`` and keeps
+the :class:`ReviewBook` in its checkpointed state, so a restart loses no request and no held
+event. Every clock here is **event time** (the pipeline's watermark): the budget refills, and
+deadlines pass, as the stream's times advance, so a replay asks for, and serves, exactly what a
+live run did. In a live system event time is wall time; ``requested_at`` and ``deadline`` are on
+that clock.
+
+The budget is a token bucket over event time: ``budget_per_minute`` tokens a minute, holding at
+most one minute's worth (never less than one).
+
+>>> bucket = TokenBucket(per_minute=2.0)
+>>> [bucket.take(ts) for ts in (0.0, 1.0, 2.0, 31.0, 32.0)]
+[True, True, False, True, False]
+
+Which events a policy picks (the entropy sampler is River's, seeded):
+
+>>> cfg = ReviewConfig(policy="uncertain", confidence_below=0.8)
+>>> policy = ReviewPolicy(cfg, pipeline="doc", classifier=True)
+>>> book = ReviewBook.new(cfg, ("Accuracy",))
+>>> policy.wants(book, {"x": 1}, {True: 0.7, False: 0.3}, served_by_model=True)
+True
+>>> policy.wants(book, {"x": 1}, {True: 0.9, False: 0.1}, served_by_model=True)
+False
+>>> policy.wants(book, {"x": 1}, None, served_by_model=False)  # no opinion: ask a person
+True
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from river import active, base
+
+from pipeline.config import ReviewConfig
+from pipeline.evaluation import RoleScore
+from pipeline.schemas import Prediction, ReviewRequest
+from pipeline.telemetry import LatencyQuantiles
+
+# Classes remembered for the request's answer buttons; a regression target is not a class.
+MAX_CLASSES = 100
+
+
+class TokenBucket:
+    """Requests allowed per minute of event time; a full bucket holds one minute's worth."""
+
+    def __init__(self, per_minute: float) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, per_minute)
+        self.tokens = self.capacity
+        self.last_ts: float | None = None
+
+    def _refill(self, ts: float) -> None:
+        if self.last_ts is not None and ts > self.last_ts:
+            self.tokens = min(self.capacity, self.tokens + (ts - self.last_ts) * self.rate)
+        # Event time may step back (out-of-order events): the bucket never refills backwards.
+        self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
+
+    def take(self, ts: float) -> bool:
+        """One token at event time ``ts``, if there is one."""
+        self._refill(ts)
+        # A whole token up to float rounding: refills of 0.1 must add up to 1 after ten steps.
+        if self.tokens >= 1.0 - 1e-9:
+            self.tokens = max(0.0, self.tokens - 1.0)
+            return True
+        return False
+
+
+class GivenProba(base.Classifier):
+    """Hands River's sampler the probabilities the core already has (no second predict).
+
+    ``EntropySampler.predict_proba_one(x, proba=p)`` then returns ``(p, ask)``.
+    """
+
+    def learn_one(self, x: dict[str, Any], y: Any) -> None:  # type: ignore[override]
+        pass
+
+    def predict_proba_one(  # type: ignore[override]
+        self, x: dict[str, Any], proba: dict[Any, float] | None = None
+    ) -> dict[Any, float]:
+        return proba or {}
+
+
+class _NoTruth:
+    """No ground truth yet (the class itself is the sentinel: it unpickles as itself)."""
+
+
+_NO_TRUTH: Any = _NoTruth
+
+
+@dataclass(slots=True)
+class Requested:
+    """A request that awaits its answer; in defer mode it holds the event's prediction."""
+
+    id: str
+    key: str
+    ts: float
+    requested_at: float
+    deadline: float | None
+    held: Prediction | None = None  # defer mode: served once a person answers or at deadline
+    truth: Any = _NO_TRUTH  # a ground-truth label that came before the person's answer
+
+
+@dataclass(slots=True)
+class AwaitingTruth:
+    """A person's answer the model learned from, until ground truth scores it."""
+
+    answer: Any
+    x: dict[str, Any]  # to learn from ground truth that says otherwise
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewOutput:
+    """A record the edge publishes: a request, or a prediction served by the review loop."""
+
+    key: str
+    record: ReviewRequest | Prediction
+
+
+COUNTS = (
+    "sent",
+    "answered",
+    "expired",
+    "skipped_budget",
+    "skipped_pending",
+    "late_answers",
+    "answers_unjoined",
+    "served_human",
+    "served_deadline",
+    "corrections",
+    "human_unscored",
+)
+
+
+@dataclass
+class ReviewBook:
+    """Everything the review loop must remember across a restart (part of ``CoreState``)."""
+
+    requested: OrderedDict[str, Requested] = field(default_factory=OrderedDict)
+    awaiting_truth: OrderedDict[str, AwaitingTruth] = field(default_factory=OrderedDict)
+    counts: Counter[str] = field(default_factory=Counter)
+    learned_by_source: Counter[str] = field(default_factory=Counter)
+    time_to_answer: LatencyQuantiles = field(default_factory=LatencyQuantiles)
+    human: RoleScore = field(default_factory=lambda: RoleScore(("Accuracy",)))
+    classes: list[Any] = field(default_factory=list)
+    bucket: TokenBucket | None = None
+    sampler: active.EntropySampler | None = None
+
+    @classmethod
+    def new(cls, config: ReviewConfig, metric_names: tuple[str, ...]) -> ReviewBook:
+        return cls(
+            human=RoleScore(metric_names),
+            bucket=TokenBucket(config.budget_per_minute) if config.budget_per_minute else None,
+            sampler=active.EntropySampler(
+                GivenProba(), discount_factor=config.discount_factor, seed=config.seed
+            )
+            if config.policy == "entropy"
+            else None,
+        )
+
+    def see_class(self, y: Any) -> None:
+        if y not in self.classes and len(self.classes) < MAX_CLASSES:
+            self.classes.append(y)
+
+    def remember_answer(self, label_id: str, answer: Any, x: dict[str, Any], bound: int) -> None:
+        """Keep a learned human answer until ground truth comes; the oldest go past ``bound``."""
+        self.awaiting_truth[label_id] = AwaitingTruth(answer, x)
+        while len(self.awaiting_truth) > bound:
+            self.awaiting_truth.popitem(last=False)
+            self.counts["human_unscored"] += 1
+
+    def report(self) -> dict[str, Any]:
+        return {
+            **{name: int(self.counts[name]) for name in COUNTS},
+            "pending": len(self.requested),
+            "held": sum(1 for r in self.requested.values() if r.held is not None),
+            "awaiting_truth": len(self.awaiting_truth),
+            "labels_by_source": dict(sorted(self.learned_by_source.items())),
+            "human_scored": self.human.count,
+            "human_metrics": self.human.values(),
+            "time_to_answer_s": self.time_to_answer.summary(),
+        }
+
+
+class ReviewPolicy:
+    """The configured choice of events for people (stateless: the state is the book)."""
+
+    def __init__(
+        self,
+        config: ReviewConfig,
+        pipeline: str,
+        classifier: bool,
+        classes: tuple[Any, ...] | None = None,
+    ) -> None:
+        self.config = config
+        # The allowed classes (validation.labels) if configured; the request adds those seen.
+        self.classes: list[Any] = list(classes or ()) if classifier else []
+        self.pipeline = pipeline
+        self.classifier = classifier
+        if config.policy == "entropy" and not classifier:
+            from pipeline.config import ConfigError
+
+            raise ConfigError(
+                "invalid configuration:\n  review.policy: entropy needs a classifier "
+                "(class probabilities); use uncertain or unserved for a regressor"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.policy != "none"
+
+    def wants(
+        self, book: ReviewBook, x: dict[str, Any], model_pred: Any, served_by_model: bool
+    ) -> bool:
+        """Whether the policy picks this event (before budget and bounds)."""
+        policy = self.config.policy
+        no_opinion = model_pred is None or model_pred == {}
+        if policy == "unserved":
+            return not served_by_model
+        if policy == "uncertain":
+            if no_opinion:
+                return True
+            if not self.classifier:
+                return False  # a regressor states no confidence: only "no opinion" counts
+            return float(max(model_pred.values())) < self.config.confidence_below
+        if policy == "entropy":
+            # River's sampler never asks about an empty distribution (zero entropy), but a
+            # model with no opinion yet needs labels the most: ask a person.
+            if no_opinion or book.sampler is None:
+                return True
+            if sum(1 for p in model_pred.values() if p > 0) < 2:
+                # One class with all the weight: certain. (River's sampler would divide by
+                # log2(1) = 0 when that weight is not exactly 1.)
+                return False
+            _, ask = book.sampler.predict_proba_one(x, proba=model_pred)
+            return bool(ask)
+        return False
+
+    def admit(self, book: ReviewBook, ts: float) -> bool:
+        """Within ``max_pending`` and the budget? An event beyond them is counted, not sent."""
+        if len(book.requested) >= self.config.max_pending:
+            book.counts["skipped_pending"] += 1
+            return False
+        if book.bucket is not None and not book.bucket.take(ts):
+            book.counts["skipped_budget"] += 1
+            return False
+        return True
+
+    def deadline(self, ts: float) -> float | None:
+        seconds = self.config.deadline_seconds
+        return None if seconds is None else ts + seconds
