@@ -77,9 +77,10 @@ def publish(
 ) -> ReplayResult:
     """Send emissions in order; returns the counts once every record is acknowledged.
 
-    Each record goes to an explicit partition, the CRC32 of its key (librdkafka's consistent
-    partitioner), so an event and its label share a partition number and the client skips its
-    own partitioner. A record the broker did not acknowledge stops the replay with an error.
+    Each record goes to an explicit partition, the one the Java client's default partitioner
+    (murmur2) gives its key, so an event and its label share a partition number, keyed sends
+    of the same key elsewhere agree, and the client skips its own partitioner. A record the
+    broker did not acknowledge stops the replay with an error.
     """
     topics = config.kafka.topics
     transport = make_transport(config.kafka, bootstrap)

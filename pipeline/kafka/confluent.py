@@ -285,6 +285,9 @@ class ConfluentProducer:
             "max.in.flight.requests.per.connection": 1,
             "delivery.timeout.ms": DELIVERY_TIMEOUT_MS,
             "queue.buffering.max.messages": 1_000_000,
+            # Keyed sends go where the Java client and kafka-python put them (not librdkafka's
+            # CRC32 default), so every client and the replay agree on a key's partition.
+            "partitioner": "murmur2_random",
             **_common(config, bootstrap),
             **translate(overrides),
         }
