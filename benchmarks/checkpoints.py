@@ -1,19 +1,29 @@
 """Checkpoint costs and recovery time (not a test): medians of repeated runs.
 
-    python benchmarks/checkpoints.py [--repeats 5]
+    python benchmarks/checkpoints.py [--repeats 5] [--stall-only] [--rate 150]
 
 1. write and load time and size of a checkpoint (signed, compressed, in the local Redis) for
    the demo model after River's Phishing, and for a Hoeffding tree after 50,000 Agrawal events;
 2. recovery: a ``riverline run`` process is SIGKILLed mid-stream and started again; the time
    from the kill to the first new prediction on the predictions topic, and its parts (the dead
-   writer's lease must expire, the dead group member's session must time out).
+   writer's lease must expire, the dead group member's session must time out);
+3. the serving stall a checkpoint causes with a big model: ``forest.ARFClassifier(n_models=10)``
+   after 5,000 Agrawal events, then events paced at ``--rate`` per second through the core
+   in-process (labels 50 events late), a checkpoint written to Redis on the event path every
+   ``--every-labels`` labels, as ``riverline run`` does. Latency of an event: from its
+   scheduled arrival to its prediction. p50/p99/max with no checkpoints, with zlib level 1
+   always (the previous behaviour) and with the level chosen by
+   :func:`pipeline.checkpointing.store.compression_level`; each a median of ``--repeats``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import json
 import os
+import pickle
 import signal
 import statistics
 import subprocess
@@ -29,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kafka import KafkaConsumer, TopicPartition
 from river import datasets
 
+from pipeline.checkpointing import store as store_module
 from pipeline.checkpointing.store import CheckpointStore
 from pipeline.config import RiverlineConfig, load_config
 from pipeline.core import LearningCore
@@ -146,11 +157,126 @@ def recovery(bootstrap: str, redis_url: str, lease_ttl_ms: int) -> dict[str, flo
     }
 
 
+def save_parts(core: LearningCore, level: int | None) -> dict[str, float]:
+    """Where a checkpoint's time goes (CPU ms: these are CPU-bound, and CPU time is what a
+    shared machine does not inflate): pickle, compress, sign; and the sizes."""
+    started = time.process_time()
+    payload = pickle.dumps(core.state, protocol=pickle.HIGHEST_PROTOCOL)
+    pickled = time.process_time()
+    chosen = store_module.compression_level(payload) if level is None else level
+    blob = store_module.zlib.compress(payload, chosen)
+    compressed = time.process_time()
+    hmac.new(SECRET, blob, hashlib.sha256).hexdigest()
+    signed = time.process_time()
+    return {
+        "pickle_ms": (pickled - started) * 1000,
+        "compress_ms": (compressed - pickled) * 1000,
+        "sign_ms": (signed - compressed) * 1000,
+        "level": chosen,
+        "raw_mib": len(payload) / 2**20,
+        "mib": len(blob) / 2**20,
+    }
+
+
+def paced_stall(
+    state_bytes: bytes,
+    redis_url: str,
+    rate: float,
+    events: int,
+    every_labels: int | None,
+    level: int | None,
+) -> dict[str, float]:
+    """Events at ``rate``/s through a core restored from ``state_bytes``; checkpoints on the
+    event path every ``every_labels`` labels (None: none). Latency percentiles in ms."""
+    cfg = load_config(
+        None,
+        {
+            "name": "bench",
+            "model": {"spec": "forest.ARFClassifier(seed=1, n_models=10)"},
+            "evaluation": {"metric": "Accuracy"},
+        },
+        environ={},
+    )
+    core = LearningCore.from_config(cfg, pickle.loads(state_bytes))
+    store = CheckpointStore(connect(redis_url), f"bench-{uuid.uuid4().hex[:8]}", SECRET, keep=2)
+    original = store_module.compression_level
+    if level is not None:
+        store_module.compression_level = lambda payload: level
+    data = list(datasets.synth.Agrawal(seed=2).take(events))
+    offset = 1_000_000
+    latencies: list[float] = []
+    saves: list[float] = []
+    labels_at_checkpoint = 0
+    try:
+        started = time.perf_counter()
+        for i, (x, _) in enumerate(data):
+            due = started + i / rate
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            core.on_event(Event(id=str(offset + i), ts=float(offset + i), features=x))
+            latencies.append((time.perf_counter() - due) * 1000)
+            j = i - 50
+            if j >= 0:
+                core.on_label(Label(id=str(offset + j), ts=float(offset + i), label=data[j][1]))
+                if every_labels and core.state.labels - labels_at_checkpoint >= every_labels:
+                    save_started = time.perf_counter()
+                    store.save(core.state, {("events", 0): i + 1, ("labels", 0): j + 1})
+                    saves.append((time.perf_counter() - save_started) * 1000)
+                    labels_at_checkpoint = core.state.labels
+    finally:
+        store_module.compression_level = original
+        store.delete_all()
+    ordered = sorted(latencies)
+    return {
+        "p50_ms": ordered[len(ordered) // 2],
+        "p99_ms": ordered[int(len(ordered) * 0.99)],
+        "max_ms": ordered[-1],
+        "checkpoints": len(saves),
+        "checkpoint_ms": statistics.median(saves) if saves else 0.0,
+    }
+
+
+def stall(redis_url: str, repeats: int, rate: float, events: int, every: int) -> dict[str, Any]:
+    forest = trained_core(
+        "forest.ARFClassifier(seed=1, n_models=10)",
+        datasets.synth.Agrawal(seed=1).take(5000),
+        "Accuracy",
+    )
+    state_bytes = pickle.dumps(forest.state, protocol=pickle.HIGHEST_PROTOCOL)
+    out: dict[str, Any] = {"rate": rate, "events": events, "every_labels": every}
+    for name, level in (("level_1_always", 1), ("level_chosen", None)):
+        out[f"parts_{name}"] = median_dict([save_parts(forest, level) for _ in range(repeats)])
+    variants = (("no_checkpoints", None, None), ("level_1_always", every, 1))
+    variants += (("level_chosen", every, None),)
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in variants}
+    for _ in range(repeats):  # interleaved: a busy neighbour slows each variant alike
+        for name, every_labels, level in variants:
+            run = paced_stall(state_bytes, redis_url, rate, events, every_labels, level)
+            runs[name].append(run)
+    for name, results in runs.items():
+        out[name] = median_dict(results)
+    return out
+
+
+def median_dict(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--stall-only", action="store_true", help="only the serving stall")
+    parser.add_argument("--rate", type=float, default=150.0, help="events/s for the stall run")
+    parser.add_argument("--stall-events", type=int, default=3000)
+    parser.add_argument("--every-labels", type=int, default=1000)
     args = parser.parse_args()
     redis_url = resolve_redis_url("redis://127.0.0.1:6379/0")
+    if args.stall_only:
+        repeats = min(args.repeats, 3)
+        result = stall(redis_url, repeats, args.rate, args.stall_events, args.every_labels)
+        print(json.dumps({"forest_checkpoint_stall": result}, indent=2))
+        return
     demo = trained_core(
         "preprocessing.StandardScaler | linear_model.LogisticRegression",
         datasets.Phishing(),
@@ -163,6 +289,9 @@ def main() -> None:
         "demo_model_after_phishing": checkpoint_costs(demo, redis_url, args.repeats),
         "hoeffding_tree_after_50k_agrawal": checkpoint_costs(tree, redis_url, args.repeats),
     }
+    results["forest_checkpoint_stall"] = stall(
+        redis_url, min(args.repeats, 3), args.rate, args.stall_events, args.every_labels
+    )
     with EmbeddedBroker() as broker:
         results["recovery_lease_ttl_2s"] = recovery(broker.bootstrap, redis_url, 2000)
         results["recovery_lease_ttl_10s"] = recovery(broker.bootstrap, redis_url, 10000)

@@ -1,21 +1,28 @@
 """riverline's speed harness (not a test): medians of repeated runs, ratios to the bare loop.
 
-    python benchmarks/run.py [--repeats 3] [--events 5000] [--json out.json]
+    python benchmarks/run.py [--repeats 3] [--events 20000] [--datasets bananas,shuttle]
+                             [--in-process-only] [--json out.json]
 
-Stages, each on the same data (River's Bananas, 2 features, repeated to --events) and the same
-model spec:
+Per dataset (River's Bananas, 2 features; River's Shuttle, 9 numeric features, ships with
+River, no download), on the same model spec and labels 50 events late:
 
 1. bare: River's own loop, predict_proba_one + learn_one per event, no delay;
-2. core: riverline's learning core in-process (join, fallback, gating, evaluation), labels
-   delayed by 50 events, fed from the replay schedule;
-3. end to end: replay published to the broker first, then ``Consumer`` reads events and labels,
-   merges, learns, publishes every prediction, checkpoints to Redis;
-4. live latency: the producer paced at a fixed rate while the consumer runs, so
-   event-to-prediction latency (record timestamp to prediction published) is a real
-   distribution; reported as p50/p90/p99.
+   (In-process stages are timed in CPU time, see CLOCK.)
+2. core: riverline's learning core in-process (join, fallback, gating, evaluation) over a
+   pre-decoded stream: ``on_event`` + ``on_label`` only;
+3. stages in-process, in microseconds per event, over the replay's own bytes: decode,
+   validation, merge, predict + serve, join + evaluate + learn, prediction encoding, the
+   consumer's per-record telemetry (its ``_process`` minus the core and the encoding) and a
+   checkpoint amortised over ``checkpoint.every_labels`` labels (written to the local Redis);
+4. end to end (unless --in-process-only): replay published to the broker first, then
+   ``Consumer`` reads, merges, learns, publishes every prediction, checkpoints to Redis; its
+   fetch (poll + decode + validation + merge push), produce (send) and checkpoint time are
+   timed from inside the consumer, per event;
+5. live latency (Bananas only): the producer paced at ``--rate`` events/s while the consumer
+   runs; event-to-prediction latency from send time to the prediction handed to the producer.
 
-Throughputs are events per second; the ratio column divides by the bare loop measured in the
-same run, so machines of different speeds give comparable ratios.
+Throughputs are events per second; ratios divide by the bare loop measured in the same run on
+the same dataset, so machines of different speeds (and a busy machine) give comparable ratios.
 """
 
 from __future__ import annotations
@@ -23,14 +30,16 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import pickle
 import statistics
 import sys
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -41,19 +50,39 @@ from pipeline.checkpointing.store import CheckpointStore
 from pipeline.config import RiverlineConfig, load_config
 from pipeline.core import LearningCore
 from pipeline.kafka.embedded import EmbeddedBroker
+from pipeline.kafka.records import KIND_EVENT, KIND_LABEL, SENT_HEADER, SEQ_HEADER, to_item
 from pipeline.models import parse_model_spec
-from pipeline.schemas import Event, Label
+from pipeline.ordering import OrderedMerge
+from pipeline.schemas import Event, Label, encode, parse_event, parse_label
 from pipeline.state.redis_client import connect, resolve_redis_url
-from producers.replay import publish
+from pipeline.validation import Validator, check_event, check_label
+from producers.replay import event_payload, label_payload, publish
 from producers.schedule import Emission, LabelDelay, schedule
 from producers.sources import SourceRecord
 
+# In-process stages are timed in this process's CPU time: on a machine shared with other
+# work, wall time counts the waits for a core too, CPU time does not.
+CLOCK = time.process_time
 SPEC = "preprocessing.StandardScaler | linear_model.LogisticRegression"
 DELAY = 50
+DATASETS: dict[str, Callable[[], Any]] = {
+    "bananas": datasets.Bananas,
+    "shuttle": datasets.Shuttle,
+}
+STAGES = (
+    "decode",
+    "validation",
+    "merge",
+    "predict_serve",
+    "join_evaluate_learn",
+    "encode",
+    "telemetry",
+    "checkpoint_amortised",
+)
 
 
-def records(n: int) -> list[SourceRecord]:
-    base = list(datasets.Bananas())
+def records(dataset: str, n: int) -> list[SourceRecord]:
+    base = list(itertools.islice(DATASETS[dataset](), n))
     return [
         SourceRecord(id=str(i), ts=1_700_000_000.0 + i, features=dict(x), label=y)
         for i, (x, y) in zip(range(n), itertools.cycle(base), strict=False)
@@ -62,30 +91,178 @@ def records(n: int) -> list[SourceRecord]:
 
 def bare_loop(data: list[SourceRecord]) -> float:
     model: Any = parse_model_spec(SPEC)
-    started = time.perf_counter()
+    started = CLOCK()
     for r in data:
         model.predict_proba_one(r.features)
         model.learn_one(r.features, r.label)
-    return len(data) / (time.perf_counter() - started)
+    return len(data) / (CLOCK() - started)
 
 
-def core_loop(data: list[SourceRecord], cfg: RiverlineConfig) -> float:
-    emissions = list(schedule(iter(data), LabelDelay(events=DELAY)))
-    # Parse outside the timed part: the edge's validation is measured end to end.
-    parsed = [
+def emissions_of(data: list[SourceRecord]) -> list[Emission]:
+    return list(schedule(iter(data), LabelDelay(events=DELAY)))
+
+
+def parsed_stream(data: list[SourceRecord]) -> list[Event | Label]:
+    return [
         Event(id=e.record.id, ts=e.ts, features=e.record.features)
         if e.kind == "event"
         else Label(id=e.record.id, ts=e.ts, label=e.record.label)  # type: ignore[arg-type]
-        for e in emissions
+        for e in emissions_of(data)
     ]
+
+
+def core_loop(parsed: list[Event | Label], cfg: RiverlineConfig, events: int) -> float:
     core = LearningCore.from_config(cfg)
-    started = time.perf_counter()
+    on_event, on_label = core.on_event, core.on_label
+    started = CLOCK()
     for item in parsed:
-        if isinstance(item, Event):
-            core.on_event(item)
+        if type(item) is Event:
+            on_event(item)
         else:
-            core.on_label(item)
-    return len(data) / (time.perf_counter() - started)
+            on_label(item)  # type: ignore[arg-type]
+    return events / (CLOCK() - started)
+
+
+class FakeRecord(NamedTuple):
+    """What a kafka-python ConsumerRecord offers to ``to_item``."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+class NullOutputs:
+    """Stands in for DurableOutputs in the in-process consumer pass: sends go nowhere."""
+
+    def send(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> None:
+        pass
+
+
+def wire_records(data: list[SourceRecord], cfg: RiverlineConfig) -> list[FakeRecord]:
+    """The replay's own bytes and headers, as the consumer would fetch them."""
+    topics = cfg.kafka.topics
+    out = []
+    offsets = {topics.events: 0, topics.labels: 0}
+    sent = str(int(time.time() * 1000)).encode()
+    for e in emissions_of(data):
+        if e.kind == "event":
+            topic, payload = topics.events, event_payload(e.record)
+        else:
+            topic, payload = topics.labels, label_payload(e.record, e.ts)
+        out.append(
+            FakeRecord(
+                topic,
+                0,
+                offsets[topic],
+                int(e.ts * 1000),
+                e.record.id.encode(),
+                json.dumps(payload, separators=(",", ":")).encode(),
+                [(SEQ_HEADER, str(e.seq).encode()), (SENT_HEADER, sent)],
+            )
+        )
+        offsets[topic] += 1
+    return out
+
+
+def stages_in_process(
+    data: list[SourceRecord], cfg: RiverlineConfig, redis_url: str
+) -> dict[str, float]:
+    """Microseconds per event of each in-process stage (one run)."""
+    n = len(data)
+    wire = wire_records(data, cfg)
+    kinds = {cfg.kafka.topics.events: KIND_EVENT, cfg.kafka.topics.labels: KIND_LABEL}
+    validator = Validator(cfg.validation, regression=False)
+    us: dict[str, float] = {}
+
+    started = CLOCK()
+    parsed = [
+        parse_event(r.value) if kinds[r.topic] == KIND_EVENT else parse_label(r.value) for r in wire
+    ]
+    us["decode"] = (CLOCK() - started) / n * 1e6
+    # Validation: the limits beyond the schema, plus building the merge item around the record.
+    started = CLOCK()
+    items = [to_item(r, kinds[r.topic], validator) for r in wire]
+    to_item_s = CLOCK() - started
+    now = time.time()
+    started = CLOCK()
+    for p in parsed:
+        if type(p) is Event:
+            check_event(p, cfg.validation, now)
+        else:
+            check_label(p, cfg.validation, now, False)  # type: ignore[arg-type]
+    checks_s = CLOCK() - started
+    us["validation"] = max(checks_s, to_item_s - us["decode"] * n / 1e6) / n * 1e6
+
+    merge = OrderedMerge(0)
+    partitions = [(t, 0) for t in kinds]
+    merge.assign(partitions)
+    started = CLOCK()
+    for partition in partitions:
+        merge.set_lag(partition, 0)
+    for start in range(0, len(items), 500):
+        batch = items[start : start + 500]
+        for partition in partitions:
+            merge.push(partition, [i for i in batch if i.partition == partition])
+        while merge.pop() is not None:
+            pass
+    us["merge"] = (CLOCK() - started) / n * 1e6
+
+    core = LearningCore.from_config(cfg)
+    predict_s = learn_s = encode_s = 0.0
+    clock = CLOCK
+    for p in parsed:
+        if type(p) is Event:
+            t0 = clock()
+            outcome = core.on_event(p)
+            t1 = clock()
+            # What the consumer publishes: the fields encoded directly where the core offers
+            # that (this harness also runs against older cores, which only had the model).
+            to_json = getattr(outcome, "prediction_json", None)
+            to_json() if to_json is not None else encode(outcome.prediction)  # type: ignore[arg-type]
+            t2 = clock()
+            predict_s += t1 - t0
+            encode_s += t2 - t1
+        else:
+            t0 = clock()
+            core.on_label(p)  # type: ignore[arg-type]
+            learn_s += clock() - t0
+    us["predict_serve"] = predict_s / n * 1e6
+    us["join_evaluate_learn"] = learn_s / n * 1e6
+    us["encode"] = encode_s / n * 1e6
+
+    # The consumer's own per-record path (core, encoding, metrics), with sends going nowhere.
+    client = connect(redis_url)
+    consumer = Consumer(cfg, "unused:9092", client)
+    consumer.outputs = NullOutputs()  # type: ignore[assignment]
+    incoming = [i.payload for i in items]
+    process = consumer._process
+    started = CLOCK()
+    for inc in incoming:
+        process(inc)
+    process_s = CLOCK() - started
+    core_s = predict_s + learn_s + encode_s
+    us["telemetry"] = max(0.0, process_s - core_s) / n * 1e6
+
+    store = CheckpointStore(client, cfg.name, b"bench", keep=1)
+    saves = []
+    for _ in range(3):
+        started = time.perf_counter()  # wall time: the Redis write is a wait, not CPU
+        store.save(core.state, {("events", 0): n, ("labels", 0): n})
+        saves.append(time.perf_counter() - started)
+    store.delete_all()
+    # One checkpoint per every_labels labels, one label per event.
+    us["checkpoint_amortised"] = statistics.median(saves) / cfg.checkpoint.every_labels * 1e6
+    us["checkpoint_ms"] = statistics.median(saves) * 1000
+    us["checkpoint_bytes"] = float(
+        len(zlib.compress(pickle.dumps(core.state, protocol=pickle.HIGHEST_PROTOCOL), 1))
+    )
+    return us
 
 
 def config(bootstrap: str, redis_url: str) -> RiverlineConfig:
@@ -114,16 +291,64 @@ def config(bootstrap: str, redis_url: str) -> RiverlineConfig:
     )
 
 
+class TimedConsumer(Consumer):
+    """The real consumer, with its fetch, sends and checkpoints timed from inside."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spent = {"fetch": 0.0, "process": 0.0, "produce": 0.0, "checkpoint": 0.0}
+
+    def _fetch(self) -> int:
+        started = time.perf_counter()
+        try:
+            return super()._fetch()
+        finally:
+            self.spent["fetch"] += time.perf_counter() - started
+
+    def _process(self, incoming: Any) -> None:
+        if not hasattr(self.outputs, "timed"):
+            outputs, spent = self.outputs, self.spent
+            send = outputs.send
+
+            def timed_send(*args: Any, **kwargs: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    return send(*args, **kwargs)
+                finally:
+                    spent["produce"] += time.perf_counter() - started
+
+            outputs.send = timed_send  # type: ignore[method-assign]
+            outputs.timed = True  # type: ignore[attr-defined]
+        started = time.perf_counter()
+        super()._process(incoming)
+        self.spent["process"] += time.perf_counter() - started
+
+    def checkpoint(self, reason: str, commit_group: bool = True) -> int | None:
+        started = time.perf_counter()
+        try:
+            return super().checkpoint(reason, commit_group)
+        finally:
+            self.spent["checkpoint"] += time.perf_counter() - started
+
+
 def end_to_end(data: list[SourceRecord], bootstrap: str, redis_url: str) -> dict[str, Any]:
     cfg = config(bootstrap, redis_url)
     publish(cfg, bootstrap, schedule(iter(data), LabelDelay(events=DELAY)))
     client = connect(redis_url)
-    consumer = Consumer(cfg, bootstrap, client, until_idle=0.5)
+    consumer = TimedConsumer(cfg, bootstrap, client, until_idle=0.5)
     report = consumer.run()
     CheckpointStore(client, cfg.name, None).delete_all()
     assert report["events"] == len(data), report
+    n = len(data)
+    spent = consumer.spent
     # Active time: first record fetched to last processed (the group join is not throughput).
-    return {"events_per_s": len(data) / report["run"]["active_seconds"]}
+    return {
+        "events_per_s": n / report["run"]["active_seconds"],
+        "fetch_us": spent["fetch"] / n * 1e6,
+        "process_us": (spent["process"] - spent["produce"]) / n * 1e6,
+        "produce_us": spent["produce"] / n * 1e6,
+        "checkpoint_us": spent["checkpoint"] / n * 1e6,
+    }
 
 
 def live_latency(
@@ -158,36 +383,80 @@ def median_of(repeats: int, fn: Callable[[], float]) -> float:
     return statistics.median(fn() for _ in range(repeats))
 
 
+def median_dicts(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--datasets", default="bananas,shuttle")
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s for the latency run")
+    parser.add_argument("--in-process-only", action="store_true", help="skip broker stages")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    data = records(args.events)
-    cfg_core = config("unused:9092", "redis://unused")
-    results: dict[str, Any] = {"events": args.events, "repeats": args.repeats, "model": SPEC}
-    results["bare_events_per_s"] = median_of(args.repeats, lambda: bare_loop(data))
-    results["core_events_per_s"] = median_of(args.repeats, lambda: core_loop(data, cfg_core))
     redis_url = resolve_redis_url("redis://127.0.0.1:6379/0")
-    with EmbeddedBroker() as broker:
-        runs = [end_to_end(data, broker.bootstrap, redis_url) for _ in range(args.repeats)]
-        results["end_to_end_events_per_s"] = statistics.median(r["events_per_s"] for r in runs)
-        results["latency_ms_at_rate"] = {
-            "rate": args.rate,
-            **live_latency(data[: int(args.rate * 5)], broker.bootstrap, redis_url, args.rate),
+    cfg_core = config("unused:9092", redis_url)
+    results: dict[str, Any] = {"events": args.events, "repeats": args.repeats, "model": SPEC}
+    names = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    for name in names:
+        data = records(name, args.events)
+        parsed = parsed_stream(data)
+        bare, core, stages = [], [], []
+        # Interleaved, so a busy neighbour slows every measurement of a round alike.
+        for _ in range(args.repeats):
+            bare.append(bare_loop(data))
+            core.append(core_loop(parsed, cfg_core, len(data)))
+            stages.append(stages_in_process(data, cfg_core, redis_url))
+        results[name] = {
+            "bare_events_per_s": statistics.median(bare),
+            "core_events_per_s": statistics.median(core),
+            "core_ratios": [c / b for c, b in zip(core, bare, strict=True)],
+            "stages_us_per_event": median_dicts(stages),
         }
-    bare = results["bare_events_per_s"]
-    print(f"{'stage':<14}{'events/s':>12}{'ratio to bare':>16}")
-    for stage in ("bare", "core", "end_to_end"):
-        value = results[f"{stage}_events_per_s"]
-        print(f"{stage:<14}{value:>12.0f}{value / bare:>16.2f}")
-    lat = results["latency_ms_at_rate"]
-    print(
-        f"event-to-prediction latency at {lat['rate']:.0f} events/s: p50 {lat['p50']:.1f} ms, "
-        f"p90 {lat['p90']:.1f} ms, p99 {lat['p99']:.1f} ms (n={lat['count']})"
-    )
+    if not args.in_process_only:
+        with EmbeddedBroker() as broker:
+            for name in names:
+                data = records(name, args.events)
+                runs = [end_to_end(data, broker.bootstrap, redis_url) for _ in range(args.repeats)]
+                results[name]["end_to_end"] = median_dicts(runs)
+                results[name]["end_to_end_events_per_s"] = results[name]["end_to_end"][
+                    "events_per_s"
+                ]
+            lat_data = records(names[0], int(args.rate * 5))
+            results["latency_ms_at_rate"] = {
+                "rate": args.rate,
+                **live_latency(lat_data, broker.bootstrap, redis_url, args.rate),
+            }
+    for name in names:
+        r = results[name]
+        bare = r["bare_events_per_s"]
+        print(f"\n{name} ({args.events} events, medians of {args.repeats})")
+        print(f"{'stage':<14}{'events/s':>12}{'ratio to bare':>16}")
+        for stage in ("bare", "core", "end_to_end"):
+            if f"{stage}_events_per_s" in r:
+                value = r[f"{stage}_events_per_s"]
+                print(f"{stage:<14}{value:>12.0f}{value / bare:>16.2f}")
+        print(f"{'in-process stage':<26}{'us/event':>10}")
+        print(f"{'(bare predict+learn)':<26}{1e6 / bare:>10.1f}")
+        for stage in STAGES:
+            print(f"{stage:<26}{r['stages_us_per_event'][stage]:>10.1f}")
+        print(
+            f"checkpoint: {r['stages_us_per_event']['checkpoint_ms']:.1f} ms, "
+            f"{r['stages_us_per_event']['checkpoint_bytes'] / 1024:.0f} KiB"
+        )
+        if "end_to_end" in r:
+            e2e = r["end_to_end"]
+            print(f"{'end-to-end stage':<26}{'us/event':>10}")
+            for key in ("fetch_us", "process_us", "produce_us", "checkpoint_us"):
+                print(f"{key.removesuffix('_us'):<26}{e2e[key]:>10.1f}")
+    if "latency_ms_at_rate" in results:
+        lat = results["latency_ms_at_rate"]
+        print(
+            f"\nevent-to-prediction latency at {lat['rate']:.0f} events/s: p50 {lat['p50']:.1f} "
+            f"ms, p90 {lat['p90']:.1f} ms, p99 {lat['p99']:.1f} ms (n={lat['count']})"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

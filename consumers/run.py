@@ -130,6 +130,7 @@ class Consumer:
         self.metrics_port: int | None = None
         self.status_at = 0.0
         self.lags: dict[tuple[str, int], int | None] = {}
+        self.prediction_partitions = 0  # known once the topics exist (run)
         self.validation = Validator(config.validation, regression=not self.core.classifier)
         self.label_type_logged = False
 
@@ -443,6 +444,7 @@ class Consumer:
         while True:
             with self.lock:
                 processed += self._drain_locked()
+            self.metrics.flush()  # per batch, not per record
             if not self.checkpoint_wanted:
                 return processed
             # Outside the lock: the group commit waits for the IO thread.
@@ -480,21 +482,22 @@ class Consumer:
         else:
             learn_started = time.perf_counter()
             outcome = self.core.on_label(parsed, incoming.origin)
-            self.metrics.learn_time.observe(time.perf_counter() - learn_started)
+            self.metrics.learn_batch.observe(time.perf_counter() - learn_started)
             self._after(outcome)
         self.stats.processing_ms.update((time.perf_counter() - started) * 1000.0)
 
     def _on_event(self, incoming: Incoming, event: Event) -> None:
         predict_started = time.perf_counter()
         outcome = self.core.on_event(event, incoming.origin)
-        self.metrics.predict_time.observe(time.perf_counter() - predict_started)
-        if outcome.prediction is not None:
+        self.metrics.predict_batch.observe(time.perf_counter() - predict_started)
+        payload = outcome.prediction_json()
+        if payload is not None:
             # Co-partitioned: the event's own partition number, when the topic has it.
             partition = incoming.partition
             self.outputs.send(
                 self.topics.predictions,
                 event.partition_key.encode(),
-                encode(outcome.prediction),
+                payload,
                 partition if partition < self.prediction_partitions else None,
             )
             self.stats.published += 1
@@ -502,8 +505,8 @@ class Consumer:
             if incoming.sent_ms is not None:
                 wall_ms = max(0.0, now_ms - incoming.sent_ms)
                 self.stats.latency_ms.update(wall_ms)
-                self.metrics.latency.labels(clock="wall").observe(wall_ms / 1000.0)
-            self.metrics.latency.labels(clock="event").observe(max(0.0, now_ms / 1000 - event.ts))
+                self.metrics.latency_wall.observe(wall_ms / 1000.0)
+            self.metrics.latency_event.observe(max(0.0, now_ms / 1000 - event.ts))
         self._after(outcome)
 
     def _after(self, outcome: Outcome) -> None:
@@ -654,6 +657,7 @@ class Consumer:
         """Refresh the gauges and the ``status`` hash that ``riverline status`` reads."""
         self.status_at = time.monotonic() if now is None else now
         state = self.core.state
+        self.metrics.flush()
         self.metrics.sync_counters(
             {
                 "events": state.events,

@@ -34,7 +34,7 @@ from pipeline.join import DUPLICATE, JoinBuffer, Pending
 from pipeline.models import is_classifier, make_drift_detector, parse_model_spec
 from pipeline.review import ReviewBook, ReviewOutput, ReviewPolicy, TokenBucket
 from pipeline.review_hooks import ReviewLoop
-from pipeline.schemas import Event, Label, Prediction, proba_key
+from pipeline.schemas import Event, Label, Prediction, encode, encode_fields, proba_key
 
 
 @dataclass
@@ -73,17 +73,70 @@ class Rejection:
     origin: Any
 
 
-@dataclass
 class Outcome:
-    """What one event or label led to."""
+    """What one event or label led to.
 
-    prediction: Prediction | None = None  # for an event that was served
-    status: Literal["served", "learned", "parked", "duplicate", "rejected"] = "served"
-    decisions: list[Decision] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
-    expired: list[Pending] = field(default_factory=list)  # unlabelled events past their TTL
-    learned: bool = False  # a label was learned from (an event's label may have come first)
-    review: list[ReviewOutput] = field(default_factory=list)  # requests, held/human predictions
+    The served prediction is kept as its wire fields; the pydantic :class:`Prediction` is only
+    built when someone asks for ``prediction`` (the consumer encodes the fields directly).
+    """
+
+    __slots__ = (
+        "_prediction",
+        "decisions",
+        "expired",
+        "learned",
+        "prediction_fields",
+        "rejections",
+        "review",
+        "status",
+    )
+
+    def __init__(
+        self,
+        prediction: Prediction | None = None,
+        status: Literal["served", "learned", "parked", "duplicate", "rejected"] = "served",
+        decisions: list[Decision] | None = None,
+        rejections: list[Rejection] | None = None,
+        expired: list[Pending] | None = None,  # unlabelled events past their TTL
+        learned: bool = False,  # a label was learned from (an event's label may have come first)
+        prediction_fields: dict[str, Any] | None = None,  # for an event that was served
+        review: list[ReviewOutput] | None = None,  # requests, held and human predictions
+    ) -> None:
+        self._prediction = prediction
+        self.prediction_fields = prediction_fields
+        self.status = status
+        self.decisions: list[Decision] = [] if decisions is None else decisions
+        self.rejections: list[Rejection] = [] if rejections is None else rejections
+        self.expired: list[Pending] = [] if expired is None else expired
+        self.learned = learned
+        self.review: list[ReviewOutput] = [] if review is None else review
+
+    @property
+    def prediction(self) -> Prediction | None:
+        """What was served for an event (None for a label or a rejected event)."""
+        if self._prediction is None and self.prediction_fields is not None:
+            self._prediction = Prediction(**self.prediction_fields)
+        return self._prediction
+
+    @prediction.setter
+    def prediction(self, value: Prediction | None) -> None:
+        self._prediction, self.prediction_fields = value, None
+
+    def prediction_json(self) -> bytes | None:
+        """The prediction as published: the same bytes as ``encode(outcome.prediction)``."""
+        if self.prediction_fields is not None and self._prediction is None:
+            return encode_fields(self.prediction_fields)
+        return None if self._prediction is None else encode(self._prediction)
+
+    def __repr__(self) -> str:
+        return (
+            f"Outcome(prediction={self.prediction!r}, status={self.status!r}, "
+            f"decisions={self.decisions!r}, rejections={self.rejections!r}, "
+            f"expired={self.expired!r}, learned={self.learned!r}, review={self.review!r})"
+        )
+
+
+_PLAIN = frozenset({bool, int, float, str, type(None)})
 
 
 class LearningCore(ReviewLoop):
@@ -106,6 +159,7 @@ class LearningCore(ReviewLoop):
         self.explain_top_k = explain_top_k
         self.drift_demotes = drift_demotes
         self.history_max = history_max
+        self._proba_keys: dict[Any, str] = {}  # class -> its JSON key, worked out once
 
     @staticmethod
     def new_state(config: RiverlineConfig) -> CoreState:
@@ -180,11 +234,16 @@ class LearningCore(ReviewLoop):
         x = {k: v for k, v in event.features.items() if v is not None}
         model_pred = self._model_prediction(x, outcome, origin)
         answer = self.fallback.answer(x)
-        outcome.prediction, kept_model = self._serve(event, model_pred, answer)
-        served = (
-            outcome.prediction.prediction if outcome.prediction.source != "model" else kept_model
-        )
-        self._review_event(event, x, model_pred, answer, outcome)
+        fields, kept_model = self._serve(event, model_pred, answer)
+        if isinstance(fields, Prediction):
+            outcome.prediction = fields
+            value, source = fields.prediction, fields.source
+        else:
+            outcome.prediction_fields = fields
+            value, source = fields["prediction"], fields["source"]
+        served = value if source != "model" else kept_model
+        if self.review is not None and self.review.enabled:
+            self._review_event(event, x, model_pred, answer, outcome)
         pending = Pending(
             event.id,
             event.ts,
@@ -211,7 +270,9 @@ class LearningCore(ReviewLoop):
         self._review_tick(outcome)
         return outcome
 
-    def _serve(self, event: Event, model_pred: Any, answer: Answer) -> tuple[Prediction, Any]:
+    def _serve(
+        self, event: Event, model_pred: Any, answer: Answer
+    ) -> tuple[dict[str, Any] | Prediction, Any]:
         state = self.state
         confidence: float | None = None
         proba: dict[str, float] | None = None
@@ -221,7 +282,13 @@ class LearningCore(ReviewLoop):
             if has_opinion:
                 hard = max(model_pred, key=model_pred.get)
                 confidence = float(model_pred[hard])
-                proba = {proba_key(k): float(v) for k, v in model_pred.items()}
+                keys = self._proba_keys
+                proba = {}
+                for k, v in model_pred.items():
+                    key = keys.get(k)
+                    if key is None:
+                        key = keys[k] = proba_key(k)
+                    proba[key] = float(v)
             else:
                 hard = None
         explanation = None
@@ -237,20 +304,29 @@ class LearningCore(ReviewLoop):
                 None,
             )
         state.served_by[source] += 1
-        prediction = Prediction(
-            id=event.id,
-            ts=event.ts,
-            prediction=value,
-            proba=proba,
-            source=source,  # type: ignore[arg-type]
-            model_version=self.model_version,
-            confidence=confidence,
-            mode=state.gating.mode,
-            explanation=explanation,
-            pipeline=self.pipeline,
-        )
+        # In Prediction's field order: encode_fields gives the same bytes as encode(Prediction).
+        fields = {
+            "id": event.id,
+            "ts": event.ts,
+            "prediction": value,
+            "proba": proba,
+            "source": source,
+            "model_version": self.model_version,
+            "confidence": confidence,
+            "mode": state.gating.mode,
+            "explanation": explanation,
+            "pipeline": self.pipeline,
+            "deadline_passed": None,
+            "reviewer": None,
+        }
         # The raw answer is kept for scoring: evaluation.adapt derives what each metric takes.
-        return prediction, model_pred
+        # Every field is already of its declared type (the event was validated, probabilities
+        # and confidence are floats, labels come from validated labels or the config), so no
+        # pydantic model is built per prediction; anything unusual is validated as before.
+        plain_confidence = confidence is None or type(confidence) is float
+        if type(value) in _PLAIN and plain_confidence and explanation is None:
+            return fields, model_pred
+        return Prediction(**fields), model_pred
 
     def on_label(self, label: Label, origin: Any = None) -> Outcome:
         state = self.state
@@ -300,10 +376,8 @@ class LearningCore(ReviewLoop):
         outcome.learned = True
         self._review_learned(pending, label)
         self._watch_drift(pending.model, y, outcome)
-        window = state.evaluator.windowed()
-        decision = state.gating.observe(
-            state.labels, float(window["model"]), float(window["fallback"]), int(window["size"])
-        )
+        model_metric, fallback_metric, size = state.evaluator.windowed_values()
+        decision = state.gating.observe(state.labels, model_metric, fallback_metric, size)
         if decision is not None:
             outcome.decisions.append(decision)
         if state.labels % state.history_every == 0:

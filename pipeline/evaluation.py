@@ -48,6 +48,44 @@ def adapt(metric: river_metrics.base.Metric, y_pred: Any) -> Any:
     return y_pred
 
 
+Plan = list[tuple[int, list[tuple[int, Any]]]]
+
+
+def _updater(metric: river_metrics.base.Metric) -> Any:
+    """``metric.update``, or straight its confusion matrix's update where that is all the
+    metric's update does (Accuracy, F1, ...): the same counts, one call fewer."""
+    if type(metric).update is river_metrics.base.ClassificationMetric.update:
+        return metric.cm.update  # type: ignore[attr-defined]
+    return metric.update
+
+
+def _reverter(metric: river_metrics.base.Metric) -> Any:
+    if type(metric).revert is river_metrics.base.ClassificationMetric.revert:
+        return metric.cm.revert  # type: ignore[attr-defined]
+    return metric.revert
+
+
+def _kind(metric: river_metrics.base.Metric) -> int:
+    """0: the metric takes a label; 1: a probability dict; 2: the prediction as it is."""
+    if takes_labels(metric):
+        return 0
+    return 1 if takes_proba(metric) else 2
+
+
+def _adapted(y_pred: Any) -> tuple[Any, Any, Any] | None:
+    """``adapt`` for the three kinds of metric at once; None means 'no opinion'.
+
+    >>> _adapted({"a": 0.3, "b": 0.7})[0], _adapted(True)
+    ('b', (True, {True: 1.0}, True))
+    """
+    if y_pred is None or y_pred == {}:
+        return None
+    if isinstance(y_pred, dict):
+        # Same tie-break as river.base.Classifier.predict_one: the first key of the max.
+        return (max(y_pred, key=y_pred.__getitem__), y_pred, y_pred)
+    return (y_pred, {y_pred: 1.0}, y_pred)
+
+
 class Windowed:
     """A metric over the last ``size`` updates, kept exact with ``revert``."""
 
@@ -56,12 +94,24 @@ class Windowed:
         self.size = size
         self.pairs: deque[tuple[Any, Any]] = deque()
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_calls", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     def update(self, y_true: Any, y_pred: Any) -> None:
-        self.metric.update(y_true, y_pred)
-        self.pairs.append((y_true, y_pred))
-        if len(self.pairs) > self.size:
-            old_true, old_pred = self.pairs.popleft()
-            self.metric.revert(old_true, old_pred)
+        calls = self.__dict__.get("_calls")
+        if calls is None:
+            calls = self.__dict__["_calls"] = (_updater(self.metric), _reverter(self.metric))
+        calls[0](y_true, y_pred)
+        pairs = self.pairs
+        pairs.append((y_true, y_pred))
+        if len(pairs) > self.size:
+            old_true, old_pred = pairs.popleft()
+            calls[1](old_true, old_pred)
 
     def get(self) -> float:
         return float(self.metric.get())
@@ -108,6 +158,32 @@ class Evaluator:
     def _fresh(self) -> dict[str, dict[str, river_metrics.base.Metric]]:
         return {role: {name: make_metric(name) for name in self.names} for role in self.ROLES}
 
+    # What each metric takes and its update function, worked out once per group of metrics.
+    # Not pickled (derived from the metrics), so old checkpoints load and resume the same.
+    def _kinds(self, group: dict[str, dict[str, river_metrics.base.Metric]]) -> Plan:
+        return [
+            (index, [(_kind(m), _updater(m)) for m in group[role].values()])
+            for index, role in enumerate(self.ROLES)
+        ]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_plans", None)
+        state.pop("_window_kind", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def _plan(self, key: str | None) -> Plan:
+        plans: dict[str | None, Plan] | None = self.__dict__.get("_plans")
+        if plans is None:
+            plans = self.__dict__["_plans"] = {}
+        plan = plans.get(key)
+        if plan is None:
+            plan = plans[key] = self._kinds(self.cumulative if key is None else self.slices[key])
+        return plan
+
     def update(
         self,
         y_true: Any,
@@ -116,7 +192,18 @@ class Evaluator:
         served: Any,
         attributes: dict[str, Any] | None = None,
     ) -> None:
-        groups = [self.cumulative]
+        # The same as ``adapt`` for every metric, with each prediction adapted once per kind
+        # (and once only when the served prediction is the model's or the fallback's).
+        by_model = _adapted(model)
+        by_fallback = _adapted(fallback)
+        if served is fallback:
+            by_served = by_fallback
+        elif served is model:
+            by_served = by_model
+        else:
+            by_served = _adapted(served)
+        adapted = (by_model, by_fallback, by_served)
+        plans = [self._plan(None)]
         if self.slice_by is not None and attributes and self.slice_by in attributes:
             key = str(attributes[self.slice_by])
             if key not in self.slices and len(self.slices) >= self.max_slices:
@@ -125,22 +212,24 @@ class Evaluator:
             if key not in self.slices:
                 self.slices[key] = self._fresh()
                 self.slice_counts[key] = Counter()
-            groups.append(self.slices[key])
-            for role, y_pred in (("model", model), ("fallback", fallback), ("served", served)):
-                if y_pred is not None and y_pred != {}:
+            plans.append(self._plan(key))
+            for role, by_kind in zip(self.ROLES, adapted, strict=True):
+                if by_kind is not None:
                     self.slice_counts[key][role] += 1
-        for group in groups:
-            for role, y_pred in (("model", model), ("fallback", fallback), ("served", served)):
-                for metric in group[role].values():
-                    pred = adapt(metric, y_pred)
-                    if pred is not None:
-                        metric.update(y_true, pred)
+        for plan in plans:
+            for index, metrics in plan:
+                by_kind = adapted[index]
+                if by_kind is None:
+                    continue
+                for metric_kind, update in metrics:
+                    update(y_true, by_kind[metric_kind])
         # The windows compare model and fallback on the same labels, so only where both spoke.
-        model_pred = adapt(self.window_model.metric, model)
-        fallback_pred = adapt(self.window_fallback.metric, fallback)
-        if model_pred is not None and fallback_pred is not None:
-            self.window_model.update(y_true, model_pred)
-            self.window_fallback.update(y_true, fallback_pred)
+        if by_model is not None and by_fallback is not None:
+            kind: int | None = self.__dict__.get("_window_kind")
+            if kind is None:
+                kind = self.__dict__["_window_kind"] = _kind(self.window_model.metric)
+            self.window_model.update(y_true, by_model[kind])
+            self.window_fallback.update(y_true, by_fallback[kind])
 
     def values(self) -> dict[str, dict[str, float]]:
         return {
@@ -151,6 +240,7 @@ class Evaluator:
     def reset_windows(self) -> None:
         self.window_model = Windowed(make_metric(self.names[0]), self.window)
         self.window_fallback = Windowed(make_metric(self.names[0]), self.window)
+        self.__dict__.pop("_window_kind", None)
 
     def slice_values(self) -> dict[str, Any]:
         """Metrics per slice, and per role the gap between the best and worst slice.
@@ -183,6 +273,14 @@ class Evaluator:
             "fallback": self.window_fallback.get(),
             "size": len(self.window_model),
         }
+
+    def windowed_values(self) -> tuple[float, float, int]:
+        """``windowed()`` as a tuple, for the label path (no dict per label)."""
+        return (
+            float(self.window_model.metric.get()),
+            float(self.window_fallback.metric.get()),
+            len(self.window_model.pairs),
+        )
 
 
 class RoleScore:

@@ -95,6 +95,10 @@ class Fallback:
         self.rules = rules
         self.function = function
         self.default = default
+        # Answers are immutable: the last link of the chain is built once, not per event.
+        self._last = (
+            Answer(default, "default", None) if default is not None else Answer(None, "none", None)
+        )
 
     @classmethod
     def from_config(cls, config: FallbackConfig) -> Fallback:
@@ -113,6 +117,4 @@ class Fallback:
                 prediction = None
             if prediction is not None:
                 return Answer(prediction, "callable", None)
-        if self.default is not None:
-            return Answer(self.default, "default", None)
-        return Answer(None, "none", None)
+        return self._last

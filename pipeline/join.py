@@ -3,7 +3,8 @@
 Bounded by time-to-live: an event expires when more than ``ttl_events`` events came after it,
 or when the watermark (latest event time seen) passed its time by ``ttl_seconds``. Labels that
 came first wait under the same rule. Recently joined ids are remembered as long, so a duplicate
-label counts once.
+label counts once; with ``max_pending`` set, at most that many of them (the oldest are
+forgotten first), so memory stays bounded even with no TTL.
 
 >>> buf = JoinBuffer(ttl_events=2)
 >>> buf.add_event(Pending("a", ts=0.0, x={}, model=None, fallback=None, served=None), 1)
@@ -91,7 +92,10 @@ class JoinBuffer:
         """Take the event a label belongs to, or say it is a duplicate or unknown."""
         pending = self.pending.pop(event_id, None)
         if pending is not None:
-            self.joined[event_id] = (pending.ts, pending.number)
+            joined = self.joined
+            joined[event_id] = (pending.ts, pending.number)
+            if self.max_pending is not None and len(joined) > self.max_pending:
+                joined.popitem(last=False)
             return pending
         if event_id in self.joined or event_id in self.parked:
             return DUPLICATE
@@ -111,22 +115,32 @@ class JoinBuffer:
         return self.ttl_seconds is not None and now_ts - ts > self.ttl_seconds
 
     def expire(self, now_ts: float, now_number: int) -> tuple[list[Pending], list[ParkedLabel]]:
-        """Drop what outlived the TTL; returns the unlabelled events and orphan labels."""
+        """Drop what outlived the TTL; returns the unlabelled events and orphan labels.
+
+        Each queue is in arrival order, so only its front is looked at: O(1) per call when
+        nothing expires, which is nearly every call. The rule is ``_expired``'s, inlined.
+        """
+        # now_number - number > ttl_events, for ints, is number < min_number.
+        min_number = now_number - self.ttl_events if self.ttl_events is not None else -1
+        ttl_s = self.ttl_seconds if self.ttl_seconds is not None else float("inf")
         events: list[Pending] = []
-        while self.pending:
-            pending = next(iter(self.pending.values()))
-            if not self._expired(pending.ts, pending.number, now_ts, now_number):
+        pending = self.pending
+        while pending:
+            front = pending[next(iter(pending))]
+            if front.number >= min_number and not now_ts - front.ts > ttl_s:
                 break
-            events.append(self.pending.popitem(last=False)[1])
+            events.append(pending.popitem(last=False)[1])
         labels: list[ParkedLabel] = []
-        while self.parked:
-            parked = next(iter(self.parked.values()))
-            if not self._expired(parked.label.ts, parked.number, now_ts, now_number):
+        parked_labels = self.parked
+        while parked_labels:
+            parked = parked_labels[next(iter(parked_labels))]
+            if parked.number >= min_number and not now_ts - parked.label.ts > ttl_s:
                 break
-            labels.append(self.parked.popitem(last=False)[1])
-        while self.joined:
-            ts, number = next(iter(self.joined.values()))
-            if not self._expired(ts, number, now_ts, now_number):
+            labels.append(parked_labels.popitem(last=False)[1])
+        joined = self.joined
+        while joined:
+            ts, number = joined[next(iter(joined))]
+            if number >= min_number and not now_ts - ts > ttl_s:
                 break
-            self.joined.popitem(last=False)
+            joined.popitem(last=False)
         return events, labels

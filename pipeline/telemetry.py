@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any
 
 from river import stats
@@ -36,6 +37,61 @@ class LatencyQuantiles:
             out[f"p{round(q * 100)}"] = float(value) if value is not None and self.count else 0.0
         out["max"] = self.maximum
         return out
+
+
+class HistogramBatch:
+    """Observations for one Prometheus histogram (or labelled child), added up per batch.
+
+    ``observe`` is a bisect and two additions, no lock; ``flush`` adds the batch's bucket
+    counts and sum to the histogram, so a scrape sees whole batches. (It uses the client's
+    bucket and sum values; without them it falls back to observing value by value.)
+
+    >>> from prometheus_client import CollectorRegistry, Histogram
+    >>> registry = CollectorRegistry()
+    >>> hist = Histogram("t_seconds", "test", buckets=(0.1, 1.0), registry=registry)
+    >>> batch = HistogramBatch(hist)
+    >>> for value in (0.05, 0.1, 0.5, 3.0):
+    ...     batch.observe(value)
+    >>> registry.get_sample_value("t_seconds_count")
+    0.0
+    >>> batch.flush()
+    >>> [registry.get_sample_value("t_seconds_bucket", {"le": le}) for le in ("0.1", "1.0", "+Inf")]
+    [2.0, 3.0, 4.0]
+    >>> registry.get_sample_value("t_seconds_sum")
+    3.65
+    """
+
+    def __init__(self, histogram: Any) -> None:
+        self.histogram = histogram
+        bounds: Any = getattr(histogram, "_upper_bounds", None)
+        self.bulk = bool(bounds) and hasattr(histogram, "_buckets") and hasattr(histogram, "_sum")
+        self.bounds: list[float] = list(bounds) if self.bulk else []
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+        self.values: list[float] = []
+
+    def observe(self, value: float) -> None:
+        if self.bulk:
+            # Prometheus' own rule: the first bucket whose upper bound is >= the value.
+            self.counts[bisect_left(self.bounds, value)] += 1
+            self.total += value
+        else:
+            self.values.append(value)
+
+    def flush(self) -> None:
+        if self.bulk:
+            buckets = self.histogram._buckets
+            for index, count in enumerate(self.counts):
+                if count:
+                    buckets[index].inc(count)
+                    self.counts[index] = 0
+            if self.total:
+                self.histogram._sum.inc(self.total)
+                self.total = 0.0
+        else:
+            values, self.values = self.values, []
+            for value in values:
+                self.histogram.observe(value)
 
 
 class PipelineMetrics:
@@ -112,6 +168,16 @@ class PipelineMetrics:
         )
         self._seen: dict[str, float] = {}
         self._init_review(r)
+        # The per-record observations, children looked up once and flushed per batch.
+        self.latency_wall = HistogramBatch(self.latency.labels(clock="wall"))
+        self.latency_event = HistogramBatch(self.latency.labels(clock="event"))
+        self.predict_batch = HistogramBatch(self.predict_time)
+        self.learn_batch = HistogramBatch(self.learn_time)
+
+    def flush(self) -> None:
+        """Hand the batched per-record observations to Prometheus."""
+        for batch in (self.latency_wall, self.latency_event, self.predict_batch, self.learn_batch):
+            batch.flush()
 
     def _advance(self, key: str, total: float, counter: Any) -> None:
         delta = total - self._seen.get(key, 0.0)

@@ -261,11 +261,12 @@ def review_page(
     meta = [
         f'<span>request <code id="request-id">{esc(request.id)}</code></span>',
         f"<span>event time {esc(when(request.ts))}</span>",
-        f"<span>requested {esc(ago(now - request.requested_at))}</span>",
+        f"<span>requested {esc(ago(now - delivered.requested_at))}</span>",
         f"<span>mode {esc(request.mode)}</span>",
     ]
-    if request.deadline is not None:
-        left = max(0, int(request.deadline - now))
+    expires_at = delivered.expires_at
+    if expires_at is not None:
+        left = max(0, int(expires_at - now))
         meta.append(f'<span class="deadline">deadline in {left // 60}m {left % 60:02d}s</span>')
     attributes = ""
     if request.attributes:

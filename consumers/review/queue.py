@@ -157,7 +157,7 @@ class ReviewQueue:
             ids = list(self._held)
             answered = self.client.mget([self.key(f"answered:{i}") for i in ids])
             for request_id, who in zip(ids, answered, strict=True):
-                deadline = self._held[request_id].request.deadline
+                deadline = self._held[request_id].expires_at
                 if who is not None:
                     del self._held[request_id]
                 elif deadline is not None and deadline <= now:
@@ -191,7 +191,7 @@ class ReviewQueue:
             # The nearest deadline first (a deferred prediction waits on it), then topic order.
             ranked = sorted(
                 self._held.items(),
-                key=lambda item: (item[1].request.deadline is None, item[1].request.deadline or 0),
+                key=lambda item: (item[1].expires_at is None, item[1].expires_at or 0),
             )
             for request_id, delivered in ranked:
                 if request_id.encode() in skipped:
@@ -249,7 +249,7 @@ class ReviewQueue:
             raise ReviewError(422, str(e)) from None
         self._take_claim(request_id, reviewer)
         now = self.clock()
-        keep_until = max(request.deadline or now, now) + ANSWERED_RETENTION_S
+        keep_until = max(delivered.expires_at or now, now) + ANSWERED_RETENTION_S
         answered_key = self.key(f"answered:{request_id}")
         if not self.client.set(answered_key, reviewer, nx=True, px=int((keep_until - now) * 1000)):
             raise ReviewError(409, f"request {request_id} was already answered")
@@ -280,8 +280,7 @@ class ReviewQueue:
         self._take_claim(request_id, reviewer)
         skipped = self.key(f"skipped:{reviewer}")
         self.client.sadd(skipped, request_id)
-        deadline = delivered.request.deadline
-        keep_until = max(deadline or 0.0, self.clock()) + ANSWERED_RETENTION_S
+        keep_until = max(delivered.expires_at or 0.0, self.clock()) + ANSWERED_RETENTION_S
         self.client.expireat(skipped, int(keep_until))
         self.client.hincrby(self.key("skips"), reviewer, 1)
         self._release(request_id, reviewer)

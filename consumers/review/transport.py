@@ -34,6 +34,30 @@ class Delivered:
     request: ReviewRequest
     partition: int
     offset: int
+    # The record's broker timestamp (wall clock). The request's own times are event time,
+    # which in a replay of old data lies far in the past: the time left to answer is measured
+    # from when the request was published.
+    published_at: float | None = None
+
+    @property
+    def requested_at(self) -> float:
+        """Wall-clock time of the request (its event time when the broker gave none)."""
+        return self.published_at if self.published_at is not None else self.request.requested_at
+
+    @property
+    def expires_at(self) -> float | None:
+        """Wall-clock deadline: as long after publication as the request allows after its event.
+
+        >>> from pipeline.schemas import ReviewRequest
+        >>> request = ReviewRequest(id="e1", pipeline="p", ts=100.0, features={}, task="regression",
+        ...     mode="defer", requested_at=100.0, deadline=160.0)
+        >>> Delivered(request, 0, 0, published_at=1_700_000_000.0).expires_at
+        1700000060.0
+        """
+        request = self.request
+        if request.deadline is None:
+            return None
+        return self.requested_at + (request.deadline - request.requested_at)
 
 
 class RequestReader:
@@ -120,7 +144,9 @@ class RequestReader:
                     self.invalid += 1
                     log.warning("review request at %s:%d unreadable: %s", tp, record.offset, e)
                     continue
-                yield Delivered(request, tp.partition, record.offset)
+                stamp = record.timestamp if record.timestamp and record.timestamp > 0 else None
+                published = stamp / 1000.0 if stamp is not None else None
+                yield Delivered(request, tp.partition, record.offset, published)
 
     def close(self) -> None:
         self._stop.set()

@@ -36,6 +36,7 @@ def make_request(
     deadline: float | None = None,
     task: str = "classification",
     key: str | None = None,
+    requested_at: float | None = None,
 ) -> ReviewRequest:
     classes = [False, True] if classes is None and task == "classification" else classes or []
     now = time.time()
@@ -58,7 +59,7 @@ def make_request(
             prediction=classes[-1] if classes else 2.5, source="heuristic", confidence=0.7
         ),
         mode="label",
-        requested_at=now,
+        requested_at=now if requested_at is None else requested_at,
         deadline=deadline,
     )
 

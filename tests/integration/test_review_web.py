@@ -161,6 +161,24 @@ def test_a_request_past_its_deadline_leaves_the_queue(make_config: Any) -> None:
     assert [label["id"] for label in labels] == ["open"]
 
 
+def test_a_replayed_request_gets_its_whole_deadline_from_publication(make_config: Any) -> None:
+    # The pipeline's times are event time: replaying last year's data, a request made (in event
+    # time) a year ago with 60 s to answer is still 60 s away from its deadline when published.
+    cfg = make_config()
+    year_ago = time.time() - 365 * 86_400
+    publish_requests(
+        cfg,
+        [make_request(cfg, "old", deadline=year_ago + 60.0, requested_at=year_ago)],
+    )
+    with served_app(cfg) as served:
+        served_request = next_request(served, "ana")
+        assert served_request is not None and served_request["id"] == "old"
+        answered = api(served, "POST", "/api/answer", {"id": "old", "label": True}, "ana")
+        assert answered.status == 200, answered.body
+        assert api(served, "GET", "/api/stats").json()["expired_seen"] == 0
+    assert [label["id"] for label in json_values(human_labels(cfg, 1))] == ["old"]
+
+
 def _login(served: Any, reviewer: str, token: str) -> tuple[int, str | None]:
     reply = call(
         "POST",

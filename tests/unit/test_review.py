@@ -115,7 +115,11 @@ def test_entropy_follows_rivers_sampler_with_the_seed() -> None:
 
 def test_entropy_needs_a_classifier() -> None:
     with pytest.raises(ConfigError, match=r"review\.policy"):
-        core_for({"policy": "entropy"}, model={"spec": "linear_model.LinearRegression"})
+        core_for(
+            {"policy": "entropy"},
+            model={"spec": "linear_model.LinearRegression"},
+            evaluation={"metric": "MAE"},
+        )
 
 
 def test_budget_bucket_refills_over_event_time() -> None:

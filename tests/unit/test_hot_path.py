@@ -1,0 +1,205 @@
+"""The lean hot path gives exactly what the straightforward code gave."""
+
+import os
+import pickle
+import random
+import zlib
+from collections import OrderedDict
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, Histogram
+
+from pipeline.checkpointing.store import compression_level
+from pipeline.config import load_config
+from pipeline.core import LearningCore
+from pipeline.evaluation import Evaluator, adapt
+from pipeline.join import DUPLICATE, JoinBuffer, Pending
+from pipeline.models import make_metric
+from pipeline.schemas import Event, Label, Prediction, encode
+from pipeline.telemetry import HistogramBatch
+
+
+def core_for(**overrides: Any) -> LearningCore:
+    return LearningCore.from_config(load_config(None, {"name": "unit", **overrides}, environ={}))
+
+
+@pytest.mark.parametrize(
+    ("spec", "metric", "fallback", "truth"),
+    [
+        ("linear_model.LogisticRegression", "Accuracy", {"default": False}, lambda a: a > 0.5),
+        ("tree.HoeffdingTreeClassifier", "Accuracy", {"default": "no"}, lambda a: "yes"),
+        (
+            "preprocessing.StandardScaler | linear_model.LinearRegression",
+            "MAE",
+            {"default": 100.0},
+            lambda a: 3.0 * a,
+        ),
+        ("tree.HoeffdingTreeClassifier", "Accuracy", {"default": 0}, lambda a: int(a * 3)),
+    ],
+)
+def test_published_prediction_bytes_equal_the_validated_model(
+    spec: str, metric: str, fallback: dict[str, Any], truth: Any
+) -> None:
+    core = core_for(
+        model={"spec": spec},
+        evaluation={"metric": metric},
+        fallback=fallback,
+        gating={"min_labels": 5, "window": 20},
+    )
+    rng = random.Random(1)
+    served_by_model = 0
+    for i in range(300):
+        x: dict[str, Any] = {"a": rng.random(), "b": rng.choice([1, 2, None]), "c": rng.random()}
+        outcome = core.on_event(Event(id=str(i), ts=float(i), features=x))
+        payload = outcome.prediction_json()
+        assert outcome.prediction_fields is not None
+        reference = Prediction(**outcome.prediction_fields)  # validated, as before
+        assert payload == encode(reference)
+        assert outcome.prediction == reference
+        served_by_model += reference.source == "model"
+        core.on_label(Label(id=str(i), ts=float(i), label=truth(x["a"])))
+    assert served_by_model > 0  # both the model's and the fallback's answers were encoded
+
+
+def reference_update(ev: Evaluator, y: Any, model: Any, fallback: Any, served: Any) -> None:
+    """The evaluation as it was: adapt per metric, update through the metric."""
+    for role, y_pred in (("model", model), ("fallback", fallback), ("served", served)):
+        for metric in ev.cumulative[role].values():
+            pred = adapt(metric, y_pred)
+            if pred is not None:
+                metric.update(y, pred)
+    model_pred = adapt(ev.window_model.metric, model)
+    fallback_pred = adapt(ev.window_fallback.metric, fallback)
+    if model_pred is not None and fallback_pred is not None:
+        for window, pred in ((ev.window_model, model_pred), (ev.window_fallback, fallback_pred)):
+            window.metric.update(y, pred)
+            window.pairs.append((y, pred))
+            if len(window.pairs) > window.size:
+                window.metric.revert(*window.pairs.popleft())
+
+
+@pytest.mark.parametrize("metric", ["Accuracy", "ROCAUC", "LogLoss", "F1", "MacroF1"])
+def test_evaluator_equals_adapting_per_metric(metric: str) -> None:
+    extras = ("Accuracy", "LogLoss", "F1")
+    fast = Evaluator(metric, extras, window=20)
+    slow = Evaluator(metric, extras, window=20)
+    rng = random.Random(7)
+    for i in range(500):
+        y = rng.random() < 0.4
+        p = rng.random()
+        model = None if i % 17 == 0 else ({} if i % 23 == 0 else {True: p, False: 1 - p})
+        fallback = None if i % 13 == 0 else rng.random() < 0.5
+        served = rng.choice([model, fallback])
+        fast.update(y, model, fallback, served)
+        reference_update(slow, y, model, fallback, served)
+        if i == 250:  # a checkpoint in the middle: the derived plans are rebuilt after it
+            fast = pickle.loads(pickle.dumps(fast))
+    assert fast.values() == slow.values()
+    assert fast.windowed() == slow.windowed()
+    assert fast.windowed_values() == (
+        slow.windowed()["model"],
+        slow.windowed()["fallback"],
+        slow.windowed()["size"],
+    )
+    assert "_plans" not in pickle.loads(pickle.dumps(fast)).__dict__
+
+
+def reference_expire(
+    buf: JoinBuffer, now_ts: float, now_number: int
+) -> tuple[list[str], list[str], list[str]]:
+    def expired(ts: float, number: int) -> bool:
+        if buf.ttl_events is not None and now_number - number > buf.ttl_events:
+            return True
+        return buf.ttl_seconds is not None and now_ts - ts > buf.ttl_seconds
+
+    queues: list[OrderedDict[str, Any]] = [buf.pending, buf.parked, buf.joined]
+    out: list[list[str]] = [[], [], []]
+    for queue, gone in zip(queues, out, strict=True):
+        for key, value in list(queue.items()):
+            if isinstance(value, Pending):
+                ts, number = value.ts, value.number
+            elif isinstance(value, tuple):
+                ts, number = value
+            else:
+                ts, number = value.label.ts, value.number
+            if not expired(ts, number):
+                break
+            gone.append(key)
+    return out[0], out[1], out[2]
+
+
+@pytest.mark.parametrize(("ttl_events", "ttl_seconds"), [(30, None), (None, 0.3), (25, 0.7)])
+def test_join_expiry_equals_the_rule(ttl_events: int | None, ttl_seconds: float | None) -> None:
+    buf = JoinBuffer(ttl_events, ttl_seconds, max_pending=1000)
+    rng = random.Random(3)
+    watermark = float("-inf")
+    for n in range(1, 2000):
+        ts = n * 0.1 + rng.uniform(-0.5, 0.5)  # out of order, and not exact in binary
+        watermark = max(watermark, ts)
+        buf.add_event(Pending(f"e{n}", ts, {}, None, None, None), n)
+        if rng.random() < 0.5:
+            buf.match(f"e{n - rng.randint(0, 40)}")
+        if rng.random() < 0.2:
+            buf.park_label(Label(id=f"l{n}", ts=ts, label=True), n)
+        expected = reference_expire(buf, watermark, n)
+        joined_before = list(buf.joined)
+        events, labels = buf.expire(watermark, n)
+        assert [p.id for p in events] == expected[0]
+        assert [p.label.id for p in labels] == expected[1]
+        assert joined_before[: len(expected[2])] == expected[2]
+        assert list(buf.joined) == joined_before[len(expected[2]) :]
+
+
+def test_histogram_batch_equals_observing_each_value() -> None:
+    registry = CollectorRegistry()
+    buckets = (0.001, 0.01, 0.1, 1.0)
+    one = Histogram("one_seconds", "", ["clock"], buckets=buckets, registry=registry)
+    batched = Histogram("batched_seconds", "", ["clock"], buckets=buckets, registry=registry)
+    batch = HistogramBatch(batched.labels(clock="wall"))
+    rng = random.Random(5)
+    for i in range(1000):
+        value = rng.choice([0.001, 0.01, 1.0, 5.0, rng.random() / 10])
+        one.labels(clock="wall").observe(value)
+        batch.observe(value)
+        if i % 97 == 0:
+            batch.flush()
+    batch.flush()
+    for le in ("0.001", "0.01", "0.1", "1.0", "+Inf"):
+        labels = {"clock": "wall", "le": le}
+        assert registry.get_sample_value("batched_seconds_bucket", labels) == (
+            registry.get_sample_value("one_seconds_bucket", labels)
+        )
+    assert registry.get_sample_value("batched_seconds_count", {"clock": "wall"}) == 1000
+    assert registry.get_sample_value("batched_seconds_sum", {"clock": "wall"}) == pytest.approx(
+        registry.get_sample_value("one_seconds_sum", {"clock": "wall"})
+    )
+
+
+def test_checkpoint_compression_level_follows_the_data() -> None:
+    compressible = pickle.dumps([{"id": str(i), "x": i % 7} for i in range(200_000)])
+    incompressible = pickle.dumps([os.urandom(64) for _ in range(40_000)])
+    assert compression_level(compressible) == 1
+    assert compression_level(incompressible) == 0
+    assert compression_level(b"tiny") == 1  # small states: always compressed
+    for payload in (compressible, incompressible):
+        blob = zlib.compress(payload, compression_level(payload))
+        assert zlib.decompress(blob) == payload  # the unchanged load path reads both
+
+
+def test_metric_made_fresh_is_what_the_plan_updates() -> None:
+    ev = Evaluator("Accuracy", (), window=3)
+    ev.update(True, {True: 0.9, False: 0.1}, False, False)
+    ev.reset_windows()  # a drift: fresh windows, the plan for them is worked out again
+    ev.update(True, {True: 0.9, False: 0.1}, False, False)
+    assert ev.windowed() == {"model": 1.0, "fallback": 0.0, "size": 1}
+    assert isinstance(ev.window_model.metric, type(make_metric("Accuracy")))
+
+
+def test_joined_ids_stay_bounded_without_a_ttl() -> None:
+    buf = JoinBuffer(ttl_events=None, max_pending=3)
+    for n in range(1, 11):
+        buf.add_event(Pending(str(n), float(n), {}, None, None, None), n)
+        buf.match(str(n))
+    assert list(buf.joined) == ["8", "9", "10"]
+    assert buf.match("10") is DUPLICATE
