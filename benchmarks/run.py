@@ -138,7 +138,9 @@ class FakeRecord(NamedTuple):
 class NullOutputs:
     """Stands in for DurableOutputs in the in-process consumer pass: sends go nowhere."""
 
-    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def send(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> None:
         pass
 
 

@@ -20,23 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from kafka import ConsumerRebalanceListener, TopicPartition
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 
 from consumers.signals import StopFlag
 from pipeline.checkpointing.store import CheckpointStore, Fenced, Offsets
 from pipeline.config import ConfigError, RiverlineConfig
 from pipeline.core import LearningCore, Outcome
 from pipeline.gating import Decision
-from pipeline.kafka.clients import (
-    DELIVERY_TIMEOUT_MS,
-    ensure_topics,
-    make_consumer,
-    make_producer,
-)
 from pipeline.kafka.outputs import DurableOutputs
 from pipeline.kafka.records import KIND_EVENT, KIND_LABEL, Incoming, Origin, to_item
+from pipeline.kafka.transport import DELIVERY_TIMEOUT_MS, Partition, make_transport
 from pipeline.ordering import OrderedMerge
 from pipeline.schemas import DeadLetter, Event, InvalidRecord, ReviewRequest, encode
 from pipeline.state.lease import Lease, LeaseLost
@@ -72,17 +64,6 @@ class RunStats:
     last_record_at: float | None = None
     latency_ms: LatencyQuantiles = field(default_factory=LatencyQuantiles)
     processing_ms: LatencyQuantiles = field(default_factory=LatencyQuantiles)
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, runner: Consumer) -> None:
-        self.runner = runner
-
-    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        self.runner.on_revoked(revoked)
-
-    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self.runner.on_assigned(assigned)
 
 
 class Consumer:
@@ -149,6 +130,7 @@ class Consumer:
         self.metrics_port: int | None = None
         self.status_at = 0.0
         self.lags: dict[tuple[str, int], int | None] = {}
+        self.prediction_partitions = 0  # known once the topics exist (run)
         self.validation = Validator(config.validation, regression=not self.core.classifier)
         self.label_type_logged = False
 
@@ -279,35 +261,36 @@ class Consumer:
 
     # -- partition assignment -------------------------------------------------------------
 
-    # kafka-python 3 calls these on its IO thread, possibly while the main thread drains: they
-    # take the state lock, make no blocking consumer call, and never write a checkpoint (with
-    # one writer per pipeline there is nobody to hand state to; the next one is taken as usual).
+    # kafka-python 3 calls these on its IO thread, possibly while the main thread drains
+    # (confluent-kafka inside poll, on the main thread): they take the state lock, make no
+    # blocking consumer call, and never write a checkpoint (with one writer per pipeline there
+    # is nobody to hand state to; the next one is taken as usual).
 
-    def on_assigned(self, assigned: list[TopicPartition]) -> None:
+    def on_assigned(self, assigned: list[Partition]) -> None:
         with self.lock:
             self._assign(assigned)
 
-    def _assign(self, assigned: list[TopicPartition]) -> None:
-        self.merge.assign((tp.topic, tp.partition) for tp in assigned)
-        for tp in assigned:
-            offset = self.offsets.get((tp.topic, tp.partition))
-            self.expected[(tp.topic, tp.partition)] = offset
+    def _assign(self, assigned: list[Partition]) -> None:
+        self.merge.assign(assigned)
+        for partition in assigned:
+            offset = self.offsets.get(partition)
+            self.expected[partition] = offset
             if offset is not None:
-                self.kafka.seek(tp, offset)
+                self.kafka.seek(partition, offset)
             elif self.config.kafka.reset_policy == "earliest" or self.checkpoint_version is None:
                 # Not the group's committed offset: Redis is the source of truth. A pipeline
                 # with no checkpoint yet reads everything; the policy is for partitions that
                 # appear once it has one (a topic that grew).
-                self.kafka.seek_to_beginning(tp)
+                self.kafka.seek_to_beginning(partition)
             else:
-                self.kafka.seek_to_end(tp)
+                self.kafka.seek_to_end(partition)
         if self.paused:
-            self.kafka.pause(*assigned)
-        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+            self.kafka.pause(assigned)
+        log.info("assigned %s", sorted(assigned))
 
-    def on_revoked(self, revoked: list[TopicPartition]) -> None:
+    def on_revoked(self, revoked: list[Partition]) -> None:
         with self.lock:
-            gone = [(tp.topic, tp.partition) for tp in revoked]
+            gone = list(revoked)
             self.merge.revoke(gone)
             for partition in gone:
                 self.expected.pop(partition, None)
@@ -320,9 +303,8 @@ class Consumer:
         Raises :class:`LeaseLost` (or :class:`Fenced`) if another writer took the pipeline.
         """
         topics = self.topics
-        ensure_topics(
-            self.config.kafka,
-            self.bootstrap,
+        self.transport = make_transport(self.config.kafka, self.bootstrap)
+        self.transport.ensure_topics(
             [
                 topics.events,
                 topics.labels,
@@ -331,6 +313,7 @@ class Consumer:
                 topics.review_requests,
             ],
         )
+        self.prediction_partitions = self.transport.partition_count(topics.predictions) or 0
         if self.config.telemetry.prometheus_port is not None:
             self.metrics_port = self.metrics.serve(self.config.telemetry.prometheus_port)
             log.info("metrics on http://0.0.0.0:%d/metrics", self.metrics_port)
@@ -342,20 +325,14 @@ class Consumer:
             self._restore()
             delivery_ms = self.producer_options.get("delivery_timeout_ms", DELIVERY_TIMEOUT_MS)
             self.outputs = DurableOutputs(
-                lambda: make_producer(self.config.kafka, self.bootstrap, **self.producer_options),
+                lambda: self.transport.producer(**self.producer_options),
                 flush_timeout_s=delivery_ms / 1000 + 5,
             )
-            self.kafka = make_consumer(
-                self.config.kafka,
-                self.bootstrap,
-                self.config.name,
-                auto_offset_reset=self.config.kafka.reset_policy,
-                **self.consumer_options,
-            )
+            self.kafka = self.transport.consumer(self.config.name, **self.consumer_options)
         except BaseException:
             self._release_after_failed_start()
             raise
-        self.kafka.subscribe([topics.events, topics.labels], listener=_Rebalance(self))
+        self.kafka.subscribe([topics.events, topics.labels], self.on_assigned, self.on_revoked)
         self.kinds = {topics.events: KIND_EVENT, topics.labels: KIND_LABEL}
         fenced = False
         try:
@@ -406,15 +383,11 @@ class Consumer:
                 last_activity = time.monotonic()
 
     def _broker_answers(self) -> bool:
-        assignment = list(self.kafka.assignment())
-        if not assignment:
+        """Idle means caught up: a partition known to hold more is not the end of the stream
+        (after an outage, fetching resumes only once the client rejoined the group)."""
+        if any(self.lags.values()):
             return False
-        try:
-            self.kafka.end_offsets(assignment, timeout_ms=2000)
-        except KafkaError as e:
-            log.warning("the broker does not answer (%s): waiting for it", e)
-            return False
-        return True
+        return self.kafka.broker_answers(timeout_s=2.0)
 
     def _final_checkpoint(self, attempts: int = 30) -> None:
         for _ in range(attempts):
@@ -432,21 +405,18 @@ class Consumer:
     def _fetch(self) -> int:
         batches = self.kafka.poll(timeout_ms=100)
         parsed = [
-            (
-                (tp.topic, tp.partition),
-                [to_item(r, self.kinds[tp.topic], self.validation) for r in records],
-            )
-            for tp, records in batches.items()
+            (partition, [to_item(r, self.kinds[partition[0]], self.validation) for r in records])
+            for partition, records in batches.items()
         ]
         # Outside the lock: position() may wait for the IO thread, which may wait for the lock.
         lags = {}
-        for tp in self.kafka.assignment():
+        for partition in self.kafka.assignment():
             # Fetch responses carry the high watermark; Tansu answers ListOffsets wrongly.
-            highwater = self.kafka.highwater(tp)
-            lag = None if highwater is None else max(0, highwater - self.kafka.position(tp))
-            lags[(tp.topic, tp.partition)] = lag
+            lag = self.kafka.lag(partition)
+            lags[partition] = lag
             if lag is not None:
-                self.metrics.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+                topic, number = partition
+                self.metrics.lag.labels(topic=topic, partition=str(number)).set(lag)
         self.lags = lags
         count = 0
         with self.lock:
@@ -522,7 +492,14 @@ class Consumer:
         self.metrics.predict_batch.observe(time.perf_counter() - predict_started)
         payload = outcome.prediction_json()
         if payload is not None:
-            self.outputs.send(self.topics.predictions, event.partition_key.encode(), payload)
+            # Co-partitioned: the event's own partition number, when the topic has it.
+            partition = incoming.partition
+            self.outputs.send(
+                self.topics.predictions,
+                event.partition_key.encode(),
+                payload,
+                partition if partition < self.prediction_partitions else None,
+            )
             self.stats.published += 1
             now_ms = time.time() * 1000.0
             if incoming.sent_ms is not None:
@@ -625,7 +602,7 @@ class Consumer:
         self.checkpoint_time = time.monotonic()
         self.stats.checkpoints += 1
         if self.paused:
-            self.kafka.resume(*self.kafka.assignment())
+            self.kafka.resume(self.kafka.assignment())
             self.paused = False
         if commit_group:
             self._commit_group_offsets()
@@ -658,17 +635,13 @@ class Consumer:
         limit = self.config.checkpoint.max_unflushed_labels
         if not self.redis_healthy and not self.paused and unflushed >= limit:
             log.warning("%d labels wait for a checkpoint: pausing consumption", unflushed)
-            self.kafka.pause(*self.kafka.assignment())
+            self.kafka.pause(self.kafka.assignment())
             self.paused = True
 
     def _commit_group_offsets(self) -> None:
         """For lag monitoring only: Redis stays the source of truth."""
-        assigned = {(tp.topic, tp.partition) for tp in self.kafka.assignment()}
-        offsets = {
-            TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-            for (t, p), o in self.offsets.items()
-            if (t, p) in assigned
-        }
+        assigned = self.kafka.assignment()
+        offsets = {p: o for p, o in self.offsets.items() if p in assigned}
         if offsets:
             try:
                 self.kafka.commit(offsets)

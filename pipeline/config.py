@@ -114,9 +114,24 @@ class KafkaConfig(_Section):
     reset_policy: Literal["earliest", "latest"] = Field(
         default="earliest", description="Where a partition with no checkpointed offset starts."
     )
+    client: Literal["auto", "kafka-python", "confluent"] = Field(
+        default="auto",
+        description="Kafka client library: confluent (librdkafka, riverline[fast]), "
+        "kafka-python, or auto (confluent-kafka when installed).",
+    )
+    fetch_max_wait_ms: int = Field(
+        default=10,
+        ge=0,
+        description="Longest a fetch waits at the broker for data: bounds serving latency on an "
+        "idle stream (some brokers, Tansu among them, hold every fetch this long).",
+    )
+    linger_ms: int = Field(
+        default=1, ge=0, description="How long a producer waits to batch outputs before sending."
+    )
     client_options: dict[str, Any] = Field(
         default_factory=dict,
-        description="Passed as-is to every kafka-python client: security_protocol, sasl_*, ssl_*.",
+        description="Passed to every client: security_protocol, sasl_*, ssl_* (kafka-python "
+        "names, translated for confluent-kafka; dotted librdkafka names go to it as they are).",
     )
 
 
@@ -304,7 +319,10 @@ class CheckpointConfig(_Section):
 
 class OrderingConfig(_Section):
     max_idle_ms: int = Field(
-        default=200, ge=0, description="How long a caught-up, empty partition is waited for."
+        default=0,
+        ge=0,
+        description="How long a caught-up, empty partition is waited for (Kafka Streams' "
+        "max.task.idle.ms); a partition known to hold records is always waited for.",
     )
 
 

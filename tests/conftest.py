@@ -106,15 +106,53 @@ def delete_pipelines(backends: Backends, names: set[str]) -> None:
     client.close()
 
 
+def _confluent_installed() -> bool:
+    from pipeline.kafka.transport import confluent_installed
+
+    return confluent_installed()
+
+
+# The core cases run on both Kafka clients; the others on RIVERLINE_TEST_KAFKA_CLIENT
+# (kafka-python, the default dependency, unless told otherwise).
+TRANSPORTS = [
+    "kafka-python",
+    pytest.param(
+        "confluent",
+        marks=pytest.mark.skipif(
+            not _confluent_installed(), reason="confluent-kafka not installed (riverline[fast])"
+        ),
+    ),
+]
+
+
+@pytest.fixture(scope="module", params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """The Kafka client a core test runs on: requesting it runs the test once per client.
+
+    Module-scoped, so a module's expensive shared fixtures (a reference run) are built once per
+    client, and the tests are grouped by client.
+    """
+    return str(request.param)
+
+
 @pytest.fixture
-def make_config(backends: Backends, pipeline_name: str) -> Iterator[Any]:
+def make_config(
+    backends: Backends, pipeline_name: str, request: pytest.FixtureRequest
+) -> Iterator[Any]:
     """Build a config for this test's pipeline: unique name, topics and Redis prefix."""
     names: list[str] = []
+    if "transport" in request.fixturenames:
+        client = str(request.getfixturevalue("transport"))
+    else:
+        client = os.environ.get("RIVERLINE_TEST_KAFKA_CLIENT", "kafka-python")
 
     def build(overrides: dict[str, Any] | None = None, name: str | None = None) -> RiverlineConfig:
         run_name = name or pipeline_name
         names.append(run_name)
-        return build_test_config(backends, run_name, overrides)
+        from pipeline.config import _deep_merge
+
+        chosen = _deep_merge({"kafka": {"client": client}}, overrides or {})
+        return build_test_config(backends, run_name, chosen)
 
     yield build
     delete_pipelines(backends, set(names))

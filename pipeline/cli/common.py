@@ -15,6 +15,7 @@ from rich.console import Console
 from pipeline.checkpointing.store import CheckpointError, CheckpointStore, Fenced
 from pipeline.config import ConfigError, RiverlineConfig, load_config
 from pipeline.kafka.embedded import BrokerUnavailable, EmbeddedBroker
+from pipeline.kafka.transport import TransportError
 from pipeline.models import SpecError
 from pipeline.state.lease import LeaseLost
 from pipeline.state.redis_client import RedisUnavailable, connect, ping, unreachable
@@ -98,7 +99,7 @@ def friendly_errors() -> Iterator[None]:
     except (LeaseLost, Fenced) as e:
         console.print(f"[red]fenced:[/red] {escape(str(e))}", markup=True, highlight=False)
         raise typer.Exit(3) from None
-    except (BrokerUnavailable, RedisUnavailable, CheckpointError) as e:
+    except (BrokerUnavailable, TransportError, RedisUnavailable, CheckpointError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}", markup=True, highlight=False)
         raise typer.Exit(1) from None
     except redis.RedisError as e:
@@ -117,6 +118,7 @@ def setup_logging(level: str) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("librdkafka").setLevel(logging.WARNING)
 
 
 def parse_speed(text: str) -> float | None:

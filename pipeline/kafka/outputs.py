@@ -10,53 +10,40 @@ replaces a producer that stopped answering, and tells the caller when it could n
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
 
-from kafka.errors import KafkaTimeoutError
+from pipeline.kafka.transport import FlushTimeout, Producer
 
 log = logging.getLogger(__name__)
 
-Output = tuple[str, bytes | None, bytes]
-
-
-class Producer(Protocol):
-    def send(self, topic: str, key: bytes | None = ..., value: bytes | None = ...) -> Any: ...
-
-    def flush(self, timeout: float | None = ...) -> None: ...
-
-    def close(self, timeout: float | None = ...) -> None: ...
+# topic, key, value, partition (None: the client's partitioner)
+Output = tuple[str, bytes | None, bytes, int | None]
 
 
 class DurableOutputs:
     """Send records; :meth:`flush` returns once every one of them was acknowledged.
 
-    >>> class Future:
-    ...     def __init__(self, ok):
-    ...         self.ok = ok
-    ...     def add_callback(self, f, *args):
-    ...         if self.ok:
-    ...             f(*args, "metadata")
     >>> class FlakyProducer:  # the first send of each record fails, as in a broker outage
     ...     def __init__(self):
     ...         self.delivered, self.seen = [], set()
-    ...     def send(self, topic, key=None, value=None):
+    ...     def send(self, topic, key, value, *, partition=None, on_delivery=None, **_):
     ...         ok = value in self.seen
     ...         self.seen.add(value)
     ...         if ok:
     ...             self.delivered.append(value)
-    ...         return Future(ok)
-    ...     def flush(self, timeout=None):
+    ...         on_delivery(None if ok else RuntimeError("broker down"))
+    ...     def flush(self, timeout_s):
     ...         pass
-    ...     def close(self, timeout=None):
+    ...     def abort(self):
+    ...         pass
+    ...     def close(self):
     ...         pass
     >>> producer = FlakyProducer()
     >>> outputs = DurableOutputs(lambda: producer, backoff_s=0.0)
-    >>> outputs.send("predictions", b"k", b"v1")
+    >>> outputs.send("predictions", b"k", b"v1", partition=0)
     >>> outputs.flush()
     True
     >>> producer.delivered, outputs.resent
@@ -76,17 +63,21 @@ class DurableOutputs:
         self.resent = 0
         self._pending: dict[int, Output] = {}
         self._next = 0
-        self._lock = threading.Lock()  # callbacks run on the producer's IO thread
+        # kafka-python acknowledges on its IO thread; confluent-kafka inside send/flush.
+        self._lock = threading.Lock()
 
-    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def send(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> None:
         with self._lock:
             number = self._next
             self._next += 1
-            self._pending[number] = (topic, key, value)
-        # A failure needs no callback: what is not acknowledged at flush is sent again.
-        self.producer.send(topic, key=key, value=value).add_callback(self._acknowledged, number)
+            self._pending[number] = (topic, key, value, partition)
+        self.producer.send(
+            topic, key, value, partition=partition, on_delivery=_Acknowledge(self, number)
+        )
 
-    def _acknowledged(self, number: int, _metadata: Any) -> None:
+    def _acknowledged(self, number: int) -> None:
         with self._lock:
             self._pending.pop(number, None)
 
@@ -100,8 +91,8 @@ class DurableOutputs:
         while True:
             stuck = False
             try:
-                self.producer.flush(timeout=self.flush_timeout_s)
-            except KafkaTimeoutError:
+                self.producer.flush(self.flush_timeout_s)
+            except FlushTimeout:
                 stuck = True
             with self._lock:
                 unacknowledged, self._pending = self._pending, {}
@@ -121,21 +112,32 @@ class DurableOutputs:
                 self._replace_producer()
             time.sleep(self.backoff_s)
             self.resent += len(unacknowledged)
-            for topic, key, value in unacknowledged.values():
-                self.send(topic, key, value)
+            for topic, key, value, partition in unacknowledged.values():
+                self.send(topic, key, value, partition)
 
     def _replace_producer(self) -> None:
+        # The stuck batches are dropped: their records were sent again here; one that did reach
+        # the broker is at worst a duplicate, never a loss.
         old, self.producer = self.producer, self.make_producer()
-        # kafka-python's close() flushes first, so it never returns for a stuck producer; its
-        # sender's force_close() aborts the stuck batches (their records were sent again here;
-        # one that did reach the broker is at worst a duplicate, never a loss).
-        sender = getattr(old, "_sender", None)
-        with contextlib.suppress(Exception):
-            if sender is not None:
-                sender.force_close()
-            old.close(timeout=1)
+        old.abort()
 
     def close(self) -> None:
-        with contextlib.suppress(KafkaTimeoutError):
-            self.producer.flush(timeout=self.flush_timeout_s)
+        try:
+            self.producer.flush(self.flush_timeout_s)
+        except FlushTimeout:
+            self.producer.abort()
+            return
         self.producer.close()
+
+
+class _Acknowledge:
+    """A send's delivery report: only an acknowledgement counts (a failure is resent at flush)."""
+
+    __slots__ = ("number", "outputs")
+
+    def __init__(self, outputs: DurableOutputs, number: int) -> None:
+        self.outputs, self.number = outputs, number
+
+    def __call__(self, error: Exception | None) -> None:
+        if error is None:
+            self.outputs._acknowledged(self.number)

@@ -78,14 +78,17 @@ class Reference:
 
 
 @pytest.fixture(scope="module")
-def reference(backends: Backends) -> Iterator[Reference]:
+def reference(backends: Backends, transport: str) -> Iterator[Reference]:
     """One uninterrupted run of SLOW_MODEL over Bananas (delay 30), shared by this module.
 
     The replay is deterministic (ids, keys, partitions, times and seq headers), so a run over
-    this pipeline's own topics equals one over any test's copy of the same replay.
+    this pipeline's own topics equals one over any test's copy of the same replay. One per
+    Kafka client: the tests that use it run on both.
     """
     name = f"test-ref-{uuid.uuid4().hex[:10]}"
-    cfg = build_test_config(backends, name, SLOW_MODEL)
+    cfg = build_test_config(
+        backends, name, {**SLOW_MODEL, "kafka": {**SLOW_MODEL["kafka"], "client": transport}}
+    )
     try:
         publish(cfg, "river:Bananas", "30")
         report = consume(cfg)
@@ -141,6 +144,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_learns_nothing_twice(
     assert probe_predictions(cfg, store) == reference.probe
 
 
+@pytest.mark.parametrize("transport", ["kafka-python"], scope="module")
 def test_single_writer_standby_takes_over(
     make_config: Any, reference: Reference, tmp_path: Path
 ) -> None:

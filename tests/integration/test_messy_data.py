@@ -104,7 +104,7 @@ BAD = st.one_of(BAD_EVENTS, BAD_LABELS)
 
 
 def test_ten_thousand_malformed_records_are_dead_lettered_and_change_nothing(
-    make_config: Any, pipeline_name: str
+    make_config: Any, pipeline_name: str, transport: str
 ) -> None:
     overrides = {
         "evaluation": {"metric": "Accuracy"},

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 LOGREG = "preprocessing.StandardScaler | linear_model.LogisticRegression"
 
 
-def test_phishing_logreg_rocauc_equals_river(make_config: Any) -> None:
+def test_phishing_logreg_rocauc_equals_river(make_config: Any, transport: str) -> None:
     cfg = make_config(
         {
             "model": {"spec": LOGREG},
@@ -46,7 +46,9 @@ def test_phishing_logreg_rocauc_equals_river(make_config: Any) -> None:
     assert report["metrics"]["model"]["ROCAUC"] == expected.get()  # the same float
 
 
-def test_trump_approval_regression_across_partitions_equals_river(make_config: Any) -> None:
+def test_trump_approval_regression_across_partitions_equals_river(
+    make_config: Any, transport: str
+) -> None:
     """Second case: a regressor, MAE, and three partitions merged back into River's order."""
     spec = "preprocessing.StandardScaler | linear_model.LinearRegression(intercept_lr=0.05)"
     cfg = make_config(
@@ -235,3 +237,28 @@ def test_demo_command_end_to_end(tmp_path: Path, backends: Any) -> None:
             env=env,
             capture_output=True,
         )
+
+
+def test_replay_and_predictions_are_co_partitioned(make_config: Any, transport: str) -> None:
+    """An event, its label and its prediction share a partition number (explicit on produce)."""
+    cfg = make_config(
+        {
+            "kafka": {"partitions": 3},
+            "evaluation": {"metric": "Accuracy"},
+            "fallback": {"default": False},
+        }
+    )
+    publish(cfg, "river:Phishing", "10", limit=300)
+    assert consume(cfg)["events"] == 300
+    bootstrap, topics = cfg.kafka.bootstrap, cfg.kafka.topics
+    event_partition = {
+        json.loads(r.value)["id"]: r.partition for r in read_topic(bootstrap, topics.events)
+    }
+    assert len(event_partition) == 300
+    assert set(event_partition.values()) == {0, 1, 2}  # spread by key over every partition
+    labels = read_topic(bootstrap, topics.labels)
+    assert len(labels) == 300
+    assert all(event_partition[json.loads(r.value)["id"]] == r.partition for r in labels)
+    predictions = read_topic(bootstrap, topics.predictions)
+    assert len(predictions) == 300
+    assert all(event_partition[json.loads(r.value)["id"]] == r.partition for r in predictions)

@@ -1,0 +1,418 @@
+"""The confluent-kafka transport: librdkafka, ``pip install 'riverline[fast]'``.
+
+Differences from kafka-python that this module hides:
+
+- Rebalance callbacks run inside :meth:`poll`, on the caller's thread. The start offsets are
+  given in the callback with ``assign()``: a seek before the assignment exists is refused.
+- librdkafka's ``position()`` is unknown until a record was returned, so the position used for
+  the lag is kept here: the start offset, then one past the last record returned.
+- Delivery reports are served by ``poll()``/``flush()`` on the caller's thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from pipeline.config import KafkaConfig
+from pipeline.kafka.transport import (
+    DELIVERY_TIMEOUT_MS,
+    FlushTimeout,
+    Headers,
+    OnDelivery,
+    OnPartitions,
+    Partition,
+    Record,
+    TransportError,
+)
+
+log = logging.getLogger(__name__)
+
+# kafka-python option names (as tests, benchmarks and client_options use them) -> librdkafka.
+_NAMES = {
+    "security_protocol": "security.protocol",
+    "sasl_mechanism": "sasl.mechanism",
+    "sasl_plain_username": "sasl.username",
+    "sasl_plain_password": "sasl.password",
+    "ssl_cafile": "ssl.ca.location",
+    "ssl_certfile": "ssl.certificate.location",
+    "ssl_keyfile": "ssl.key.location",
+    "ssl_password": "ssl.key.password",
+    "client_id": "client.id",
+    "request_timeout_ms": "request.timeout.ms",
+    "delivery_timeout_ms": "delivery.timeout.ms",
+    "linger_ms": "linger.ms",
+    "batch_size": "batch.size",
+    "fetch_max_wait_ms": "fetch.wait.max.ms",
+    "fetch_max_bytes": "fetch.max.bytes",
+    "fetch_min_bytes": "fetch.min.bytes",
+    "max_partition_fetch_bytes": "max.partition.fetch.bytes",
+    "session_timeout_ms": "session.timeout.ms",
+    "heartbeat_interval_ms": "heartbeat.interval.ms",
+    "max_poll_interval_ms": "max.poll.interval.ms",
+    "reconnect_backoff_ms": "reconnect.backoff.ms",
+    "reconnect_backoff_max_ms": "reconnect.backoff.max.ms",
+    "retry_backoff_ms": "retry.backoff.ms",
+    "acks": "acks",
+    "auto_offset_reset": "auto.offset.reset",
+    "check_crcs": "check.crcs",
+}
+# kafka-python settings with no librdkafka meaning here (max_poll_records is a batch size).
+_IGNORED = {"max_poll_records", "api_version", "retries"}
+
+
+def translate(options: dict[str, Any]) -> dict[str, Any]:
+    """kafka-python option names to librdkafka ones; dotted names pass unchanged.
+
+    >>> translate({"security_protocol": "SSL", "linger.ms": 2, "max_poll_records": 10})
+    {'security.protocol': 'SSL', 'linger.ms': 2}
+    """
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        if name in _IGNORED:
+            continue
+        if "." in name:
+            out[name] = value
+        elif name in _NAMES:
+            out[_NAMES[name]] = value
+        else:
+            raise TransportError(f"kafka option {name!r} has no confluent-kafka equivalent")
+    return out
+
+
+def _common(config: KafkaConfig, bootstrap: str) -> dict[str, Any]:
+    # librdkafka's own log lines go through Python logging rather than straight to stderr.
+    return {
+        "bootstrap.servers": bootstrap,
+        "logger": _librdkafka_log,
+        **translate(config.client_options),
+    }
+
+
+_librdkafka_log = logging.getLogger("librdkafka")
+
+
+def _record(m: Message) -> Record:
+    kind, ts = m.timestamp()
+    # A consumed message always has its topic, partition and offset; headers come as a list.
+    return Record(
+        m.topic(),  # type: ignore[arg-type]
+        m.partition(),  # type: ignore[arg-type]
+        m.offset(),  # type: ignore[arg-type]
+        m.key(),
+        m.value(),
+        ts if kind else None,
+        m.headers(),  # type: ignore[arg-type]
+    )
+
+
+class ConfluentConsumer:
+    """:class:`pipeline.kafka.transport.Consumer` on librdkafka's consumer."""
+
+    def __init__(self, config: KafkaConfig, bootstrap: str, group_id: str | None, **overrides: Any):
+        self.batch = int(overrides.get("max_poll_records", config.max_poll_records))
+        options: dict[str, Any] = {
+            "group.id": group_id or "riverline-unused",
+            "enable.auto.commit": False,  # Redis checkpoints are the source of truth
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": config.reset_policy,
+            "session.timeout.ms": config.session_timeout_ms,
+            "heartbeat.interval.ms": config.heartbeat_interval_ms,
+            "max.poll.interval.ms": config.max_poll_interval_ms,
+            "max.partition.fetch.bytes": config.max_partition_fetch_bytes,
+            "fetch.wait.max.ms": config.fetch_max_wait_ms,
+            # Eager rebalancing, as kafka-python: every assignment is given whole, then seeked.
+            "partition.assignment.strategy": "range",
+            **_common(config, bootstrap),
+            **translate(overrides),
+        }
+        self.client = Consumer(options)
+        self._assigned: set[Partition] = set()
+        # Next offset to be returned, kept here: librdkafka's is unknown until a record came.
+        self._position: dict[Partition, int | None] = {}
+        self._starts: dict[Partition, int] | None = None  # collected inside on_assigned
+        self._paused_in_assign: list[Partition] = []
+        self._on_assigned: OnPartitions | None = None
+        self._on_revoked: OnPartitions | None = None
+
+    def subscribe(
+        self, topics: list[str], on_assigned: OnPartitions, on_revoked: OnPartitions
+    ) -> None:
+        self._on_assigned, self._on_revoked = on_assigned, on_revoked
+        self.client.subscribe(topics, on_assign=self._assign, on_revoke=self._revoke)
+
+    def _assign(self, client: Consumer, partitions: list[TopicPartition]) -> None:
+        given = [(tp.topic, tp.partition) for tp in partitions]
+        self._starts, self._paused_in_assign = {}, []
+        try:
+            assert self._on_assigned is not None
+            self._on_assigned(given)
+            starts = self._starts
+        finally:
+            self._starts = None
+        self._assigned = set(given)
+        self._position = {p: (o if o >= 0 else None) for p, o in starts.items()}
+        for p in given:
+            self._position.setdefault(p, None)
+        # An offset left unset falls back to the group's committed one, then auto.offset.reset.
+        client.assign([TopicPartition(t, n, starts.get((t, n), -1001)) for t, n in given])
+        if self._paused_in_assign:
+            client.pause([TopicPartition(*p) for p in self._paused_in_assign])
+
+    def _revoke(self, client: Consumer, partitions: list[TopicPartition]) -> None:
+        gone = [(tp.topic, tp.partition) for tp in partitions]
+        assert self._on_revoked is not None
+        self._on_revoked(gone)
+        client.unassign()
+        self._assigned.clear()
+        self._position.clear()
+
+    def poll(self, timeout_ms: int) -> dict[Partition, list[Record]]:
+        # consume() with a timeout waits for a full batch: take what is there, else wait for one.
+        messages = self.client.consume(self.batch, 0)
+        if not messages:
+            first = self.client.poll(timeout_ms / 1000)
+            if first is None:
+                return {}
+            messages = [first]
+            if self.batch > 1:
+                messages.extend(self.client.consume(self.batch - 1, 0))
+        batches: dict[Partition, list[Record]] = {}
+        for m in messages:
+            error = m.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("fetch error: %s", error)
+                continue
+            record = _record(m)
+            partition = (record.topic, record.partition)
+            records = batches.get(partition)
+            if records is None:
+                records = batches[partition] = []
+            records.append(record)
+        for partition, records in batches.items():
+            self._position[partition] = records[-1].offset + 1
+        return batches
+
+    def _seek(self, partition: Partition, offset: int) -> None:
+        if self._starts is not None:
+            self._starts[partition] = offset
+            return
+        self.client.seek(TopicPartition(partition[0], partition[1], offset))
+        self._position[partition] = offset if offset >= 0 else None
+
+    def seek(self, partition: Partition, offset: int) -> None:
+        self._seek(partition, offset)
+
+    def seek_to_beginning(self, partition: Partition) -> None:
+        self._seek(partition, OFFSET_BEGINNING)
+
+    def seek_to_end(self, partition: Partition) -> None:
+        self._seek(partition, OFFSET_END)
+
+    def pause(self, partitions: Iterable[Partition]) -> None:
+        wanted = list(partitions)
+        if self._starts is not None:
+            self._paused_in_assign.extend(wanted)
+        elif wanted:
+            self.client.pause([TopicPartition(*p) for p in wanted])
+
+    def resume(self, partitions: Iterable[Partition]) -> None:
+        wanted = [TopicPartition(*p) for p in partitions]
+        if wanted:
+            self.client.resume(wanted)
+
+    def assignment(self) -> set[Partition]:
+        return set(self._assigned)
+
+    def lag(self, partition: Partition) -> int | None:
+        # Cached: the high watermark of the last fetch response (no ListOffsets request).
+        low, high = self.client.get_watermark_offsets(TopicPartition(*partition), cached=True)
+        if high < 0:
+            return None
+        position = self._position.get(partition)
+        if position is None:
+            # Nothing returned yet from a logical start (beginning or end): the log start is
+            # where beginning reads from; 0 when librdkafka has not learnt it.
+            return max(0, high - max(low, 0))
+        return max(0, high - position)
+
+    def commit(self, offsets: dict[Partition, int]) -> None:
+        # Asynchronous: a synchronous commit waits through a rebalance or a coordinator change,
+        # and these offsets only feed lag monitoring (Redis holds the real ones).
+        self.client.commit(
+            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=True
+        )
+
+    def broker_answers(self, timeout_s: float) -> bool:
+        topics = {t for t, _ in self._assigned}
+        if not topics:
+            return False
+        try:
+            for topic in topics:
+                self.client.list_topics(topic, timeout=timeout_s)
+        except KafkaException as e:
+            log.warning("the broker does not answer (%s): waiting for it", e)
+            return False
+        return True
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class ConfluentProducer:
+    """:class:`pipeline.kafka.transport.Producer` on librdkafka's producer."""
+
+    def __init__(self, config: KafkaConfig, bootstrap: str, **overrides: Any) -> None:
+        options: dict[str, Any] = {
+            "acks": "all",
+            "linger.ms": config.linger_ms,
+            # Order kept across retries without idempotence (not every broker supports it).
+            "max.in.flight.requests.per.connection": 1,
+            "delivery.timeout.ms": DELIVERY_TIMEOUT_MS,
+            "queue.buffering.max.messages": 1_000_000,
+            # Keyed sends go where the Java client and kafka-python put them (not librdkafka's
+            # CRC32 default), so every client and the replay agree on a key's partition.
+            "partitioner": "murmur2_random",
+            **_common(config, bootstrap),
+            **translate(overrides),
+        }
+        self.client = Producer(options)
+        self._unserved = 0
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: Headers | None = None,
+        timestamp_ms: int | None = None,
+        on_delivery: OnDelivery | None = None,
+    ) -> None:
+        callback = None if on_delivery is None else _Report(on_delivery)
+        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": callback}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if headers:
+            kwargs["headers"] = headers
+        if timestamp_ms is not None:
+            kwargs["timestamp"] = timestamp_ms
+        while True:
+            try:
+                self.client.produce(topic, **kwargs)
+                break
+            except BufferError:
+                self.client.poll(0.05)  # the local queue is full: let deliveries drain it
+        self._unserved += 1
+        if self._unserved >= 1000:
+            self._unserved = 0
+            self.client.poll(0)  # serve delivery reports as we go
+
+    def flush(self, timeout_s: float) -> None:
+        left = self.client.flush(timeout_s)
+        if left:
+            raise FlushTimeout(f"{left} records still in flight after {timeout_s:.0f}s")
+
+    def abort(self) -> None:
+        self.client.purge(in_queue=True, in_flight=True, blocking=False)
+        self.client.flush(0)
+
+    def close(self) -> None:
+        self.client.flush(30)
+
+
+class _Report:
+    """librdkafka's delivery callback -> :data:`OnDelivery` (None when acknowledged)."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: OnDelivery) -> None:
+        self.callback = callback
+
+    def __call__(self, error: KafkaError | None, _message: Message) -> None:
+        self.callback(None if error is None else KafkaException(error))
+
+
+class ConfluentTransport:
+    """Builds confluent-kafka clients for one cluster."""
+
+    name = "confluent"
+
+    def __init__(self, config: KafkaConfig, bootstrap: str) -> None:
+        self.config = config
+        self.bootstrap = bootstrap
+
+    def consumer(self, group_id: str | None, **overrides: Any) -> ConfluentConsumer:
+        return ConfluentConsumer(self.config, self.bootstrap, group_id, **overrides)
+
+    def producer(self, **overrides: Any) -> ConfluentProducer:
+        return ConfluentProducer(self.config, self.bootstrap, **overrides)
+
+    def _admin(self) -> AdminClient:
+        return AdminClient(_common(self.config, self.bootstrap))
+
+    def _metadata(self, admin: AdminClient, deadline: float) -> Any:
+        while True:
+            try:
+                return admin.list_topics(timeout=max(0.5, min(5.0, deadline - time.monotonic())))
+            except KafkaException as e:
+                if time.monotonic() > deadline:
+                    raise TransportError(f"cannot reach Kafka at {self.bootstrap}: {e}") from None
+                time.sleep(0.2)
+
+    def ensure_topics(self, names: list[str], timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        admin = self._admin()
+        existing = self._metadata(admin, deadline).topics
+        missing = [n for n in names if n not in existing]
+        if missing:
+            config = self.config
+            futures = admin.create_topics(
+                [NewTopic(n, config.partitions, config.replication_factor) for n in missing]
+            )
+            for name, future in futures.items():
+                try:
+                    future.result(timeout=max(1.0, deadline - time.monotonic()))
+                except KafkaException as e:
+                    # Another process may create it in between: that is fine.
+                    if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                        raise TransportError(f"cannot create topic {name}: {e}") from None
+            log.info("created topics %s with %d partitions", missing, config.partitions)
+        while True:
+            topics = self._metadata(admin, deadline).topics
+            if all(n in topics and topics[n].error is None and topics[n].partitions for n in names):
+                return
+            if time.monotonic() > deadline:
+                raise TransportError(f"topics {names} did not appear in the broker's metadata")
+            time.sleep(0.1)
+
+    def delete_topics(self, names: list[str]) -> None:
+        admin = self._admin()
+        existing = self._metadata(admin, time.monotonic() + 30.0).topics
+        gone = [n for n in names if n in existing]
+        if gone:
+            for future in admin.delete_topics(gone).values():
+                future.result(timeout=30)
+
+    def partition_count(self, topic: str) -> int | None:
+        topics = self._metadata(self._admin(), time.monotonic() + 30.0).topics
+        found = topics.get(topic)
+        if found is None or found.error is not None:
+            return None
+        return len(found.partitions) or None

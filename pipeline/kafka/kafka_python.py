@@ -1,0 +1,267 @@
+"""The kafka-python transport: pure Python, the default dependency."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import TopicPartition as TP
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from pipeline.config import KafkaConfig
+from pipeline.kafka.transport import (
+    DELIVERY_TIMEOUT_MS,
+    FlushTimeout,
+    Headers,
+    OnDelivery,
+    OnPartitions,
+    Partition,
+    Record,
+    TransportError,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _common(config: KafkaConfig, bootstrap: str) -> dict[str, Any]:
+    return {"bootstrap_servers": bootstrap.split(","), **config.client_options}
+
+
+def make_producer(config: KafkaConfig, bootstrap: str, **overrides: Any) -> KafkaProducer:
+    options: dict[str, Any] = {
+        "acks": "all",
+        "linger_ms": config.linger_ms,
+        "retries": 10,
+        "max_in_flight_requests_per_connection": 1,  # keeps per-partition order across retries
+        "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
+        **_common(config, bootstrap),
+        **overrides,
+    }
+    return KafkaProducer(**options)
+
+
+def make_consumer(
+    config: KafkaConfig, bootstrap: str, group_id: str | None, **overrides: Any
+) -> KafkaConsumer:
+    options: dict[str, Any] = {
+        "group_id": group_id,
+        "enable_auto_commit": False,  # Redis checkpoints are the source of truth, not the group
+        "auto_offset_reset": config.reset_policy,
+        "session_timeout_ms": config.session_timeout_ms,
+        "heartbeat_interval_ms": config.heartbeat_interval_ms,
+        "max_poll_interval_ms": config.max_poll_interval_ms,
+        "max_poll_records": config.max_poll_records,
+        "max_partition_fetch_bytes": config.max_partition_fetch_bytes,
+        "fetch_max_wait_ms": config.fetch_max_wait_ms,
+        **_common(config, bootstrap),
+        **overrides,
+    }
+    return KafkaConsumer(**options)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, on_assigned: OnPartitions, on_revoked: OnPartitions) -> None:
+        self.on_assigned = on_assigned
+        self.on_revoked = on_revoked
+
+    def on_partitions_revoked(self, revoked: list[TP]) -> None:
+        self.on_revoked([(tp.topic, tp.partition) for tp in revoked])
+
+    def on_partitions_assigned(self, assigned: list[TP]) -> None:
+        self.on_assigned([(tp.topic, tp.partition) for tp in assigned])
+
+
+def _record(r: Any) -> Record:
+    return Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp, r.headers)
+
+
+class KafkaPythonConsumer:
+    """:class:`pipeline.kafka.transport.Consumer` on kafka-python's ``KafkaConsumer``.
+
+    kafka-python 3 runs the rebalance callbacks on its IO thread, possibly while the caller is
+    between two polls: the callbacks must not make blocking consumer calls.
+    """
+
+    def __init__(self, consumer: KafkaConsumer) -> None:
+        self.client = consumer
+
+    def subscribe(
+        self, topics: list[str], on_assigned: OnPartitions, on_revoked: OnPartitions
+    ) -> None:
+        self.client.subscribe(topics, listener=_Listener(on_assigned, on_revoked))
+
+    def poll(self, timeout_ms: int) -> dict[Partition, list[Record]]:
+        batches = self.client.poll(timeout_ms=timeout_ms)
+        return {
+            (tp.topic, tp.partition): [_record(r) for r in records]
+            for tp, records in batches.items()
+        }
+
+    def seek(self, partition: Partition, offset: int) -> None:
+        self.client.seek(TP(*partition), offset)
+
+    def seek_to_beginning(self, partition: Partition) -> None:
+        self.client.seek_to_beginning(TP(*partition))
+
+    def seek_to_end(self, partition: Partition) -> None:
+        self.client.seek_to_end(TP(*partition))
+
+    def pause(self, partitions: Iterable[Partition]) -> None:
+        self.client.pause(*(TP(*p) for p in partitions))
+
+    def resume(self, partitions: Iterable[Partition]) -> None:
+        self.client.resume(*(TP(*p) for p in partitions))
+
+    def assignment(self) -> set[Partition]:
+        return {(tp.topic, tp.partition) for tp in self.client.assignment()}
+
+    def lag(self, partition: Partition) -> int | None:
+        tp = TP(*partition)
+        highwater = self.client.highwater(tp)
+        if highwater is None:
+            return None
+        return max(0, highwater - self.client.position(tp))
+
+    def commit(self, offsets: dict[Partition, int]) -> None:
+        self.client.commit({TP(*p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()})
+
+    def broker_answers(self, timeout_s: float) -> bool:
+        assignment = list(self.client.assignment())
+        if not assignment:
+            return False
+        try:
+            # Only whether it answers: Tansu's ListOffsets answer itself is wrong.
+            self.client.end_offsets(assignment, timeout_ms=int(timeout_s * 1000))
+        except KafkaError as e:
+            log.warning("the broker does not answer (%s): waiting for it", e)
+            return False
+        return True
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class KafkaPythonProducer:
+    """:class:`pipeline.kafka.transport.Producer` on kafka-python's ``KafkaProducer``."""
+
+    def __init__(self, producer: KafkaProducer) -> None:
+        self.client = producer
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: Headers | None = None,
+        timestamp_ms: int | None = None,
+        on_delivery: OnDelivery | None = None,
+    ) -> None:
+        future = self.client.send(
+            topic,
+            key=key,
+            value=value,
+            partition=partition,
+            headers=headers,
+            timestamp_ms=timestamp_ms,
+        )
+        if on_delivery is not None:
+            future.add_callback(lambda _metadata: on_delivery(None))
+            future.add_errback(on_delivery)
+
+    def flush(self, timeout_s: float) -> None:
+        try:
+            self.client.flush(timeout=timeout_s)
+        except KafkaTimeoutError as e:
+            raise FlushTimeout(str(e)) from None
+
+    def abort(self) -> None:
+        # close() flushes first, so it never returns for a stuck producer; the sender's
+        # force_close() aborts the stuck batches.
+        sender = getattr(self.client, "_sender", None)
+        with contextlib.suppress(Exception):
+            if sender is not None:
+                sender.force_close()
+            self.client.close(timeout=1)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class KafkaPythonTransport:
+    """Builds kafka-python clients for one cluster."""
+
+    name = "kafka-python"
+
+    def __init__(self, config: KafkaConfig, bootstrap: str) -> None:
+        self.config = config
+        self.bootstrap = bootstrap
+
+    def consumer(self, group_id: str | None, **overrides: Any) -> KafkaPythonConsumer:
+        return KafkaPythonConsumer(
+            make_consumer(self.config, self.bootstrap, group_id, **overrides)
+        )
+
+    def producer(self, **overrides: Any) -> KafkaPythonProducer:
+        return KafkaPythonProducer(make_producer(self.config, self.bootstrap, **overrides))
+
+    def _admin(self, deadline: float) -> KafkaAdminClient:
+        while True:
+            try:
+                return KafkaAdminClient(**_common(self.config, self.bootstrap))
+            except KafkaError as e:
+                if time.monotonic() > deadline:
+                    raise TransportError(f"cannot reach Kafka at {self.bootstrap}: {e}") from None
+                time.sleep(0.2)
+
+    def ensure_topics(self, names: list[str], timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        admin = self._admin(deadline)
+        try:
+            existing = set(admin.list_topics())
+            missing = [n for n in names if n not in existing]
+            if missing:
+                config = self.config
+                topics = [
+                    NewTopic(n, config.partitions, config.replication_factor) for n in missing
+                ]
+                # Another process may create them in between: that is fine.
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    admin.create_topics(topics)
+                log.info("created topics %s with %d partitions", missing, config.partitions)
+            while True:
+                described = admin.describe_topics(names)
+                if all(t.get("error_code", 0) == 0 and t.get("partitions") for t in described):
+                    return
+                if time.monotonic() > deadline:
+                    raise TransportError(f"topics {names} did not appear in the broker's metadata")
+                time.sleep(0.1)
+        finally:
+            admin.close()
+
+    def delete_topics(self, names: list[str]) -> None:
+        admin = self._admin(time.monotonic() + 30.0)
+        try:
+            existing = set(admin.list_topics())
+            gone = [n for n in names if n in existing]
+            if gone:
+                admin.delete_topics(gone)
+        finally:
+            admin.close()
+
+    def partition_count(self, topic: str) -> int | None:
+        admin = self._admin(time.monotonic() + 30.0)
+        try:
+            described = admin.describe_topics([topic])
+        finally:
+            admin.close()
+        if not described or described[0].get("error_code", 0) != 0:
+            return None
+        return len(described[0].get("partitions") or ()) or None

@@ -1,0 +1,182 @@
+"""The small Kafka interface the pipeline talks to, and the choice of client behind it.
+
+Two clients implement it: kafka-python (pure Python, the default dependency,
+:mod:`pipeline.kafka.kafka_python`) and confluent-kafka (librdkafka, ``riverline[fast]``,
+:mod:`pipeline.kafka.confluent`). The consumer, the durable outputs, the replay producer and
+topic administration only use what is here, so both give the same semantics: the caller seeks
+every assigned partition to its Redis offset, pauses and resumes, reads the lag from fetch high
+watermarks, and counts an output as written only once the broker acknowledged it.
+
+``kafka.client: auto`` picks confluent-kafka when it is installed:
+
+>>> resolve_client("kafka-python")
+'kafka-python'
+>>> resolve_client("auto") in ("confluent", "kafka-python")
+True
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple, Protocol
+
+from pipeline.config import KafkaConfig
+
+Partition = tuple[str, int]  # (topic, partition number)
+Headers = list[tuple[str, bytes]]
+OnPartitions = Callable[[list[Partition]], None]
+# Called once per send: None when the broker acknowledged the record, else the error.
+OnDelivery = Callable[[Exception | None], None]
+
+# After this long a send has succeeded or failed; a flush that takes much longer is stuck.
+# kafka-python requires it above linger_ms + request_timeout_ms (30 s by default).
+DELIVERY_TIMEOUT_MS = 60_000
+
+
+class Record(NamedTuple):
+    """A consumed record, the same whichever client fetched it.
+
+    >>> r = Record("events", 0, 7, b"k", b"{}", 1_700_000_000_000, [("seq", b"3")])
+    >>> r.partition, r.offset, r.headers[0]
+    (0, 7, ('seq', b'3'))
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int | None  # ms
+    headers: Headers | None
+
+
+class TransportError(RuntimeError):
+    """The broker did not answer, or refused, a request."""
+
+
+class FlushTimeout(TransportError):
+    """A flush did not complete in time: the producer may be stuck."""
+
+
+class Consumer(Protocol):
+    """A group member that reads batches; Redis, not the group, decides where it reads.
+
+    ``on_assigned`` may call :meth:`seek`, :meth:`seek_to_beginning`, :meth:`seek_to_end` and
+    :meth:`pause` for the partitions it is given; the read starts there.
+    """
+
+    def subscribe(
+        self, topics: list[str], on_assigned: OnPartitions, on_revoked: OnPartitions
+    ) -> None: ...
+
+    def poll(self, timeout_ms: int) -> dict[Partition, list[Record]]: ...
+
+    def seek(self, partition: Partition, offset: int) -> None: ...
+
+    def seek_to_beginning(self, partition: Partition) -> None: ...
+
+    def seek_to_end(self, partition: Partition) -> None: ...
+
+    def pause(self, partitions: Iterable[Partition]) -> None: ...
+
+    def resume(self, partitions: Iterable[Partition]) -> None: ...
+
+    def assignment(self) -> set[Partition]: ...
+
+    def lag(self, partition: Partition) -> int | None:
+        """Records the broker holds past the next one to be returned (high watermark from the
+        fetch responses: Tansu answers ListOffsets wrongly); None while unknown."""
+        ...
+
+    def commit(self, offsets: dict[Partition, int]) -> None: ...
+
+    def broker_answers(self, timeout_s: float) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class Producer(Protocol):
+    """Sends records; ``on_delivery`` reports each one's acknowledgement or failure."""
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: Headers | None = None,
+        timestamp_ms: int | None = None,
+        on_delivery: OnDelivery | None = None,
+    ) -> None: ...
+
+    def flush(self, timeout_s: float) -> None:
+        """Wait for every send so far to complete (either way); FlushTimeout if stuck."""
+        ...
+
+    def abort(self) -> None:
+        """Close without waiting: what is in flight is dropped (a stuck producer)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Transport(Protocol):
+    """Builds the clients of one Kafka client library for one cluster."""
+
+    name: str
+
+    def consumer(self, group_id: str | None, **overrides: Any) -> Consumer: ...
+
+    def producer(self, **overrides: Any) -> Producer: ...
+
+    def ensure_topics(self, names: list[str], timeout_s: float = 30.0) -> None:
+        """Create the topics that do not exist yet, with the configured partitions."""
+        ...
+
+    def delete_topics(self, names: list[str]) -> None: ...
+
+    def partition_count(self, topic: str) -> int | None: ...
+
+
+def confluent_installed() -> bool:
+    return importlib.util.find_spec("confluent_kafka") is not None
+
+
+def resolve_client(client: str) -> str:
+    """``auto`` becomes ``confluent`` when confluent-kafka is importable, else ``kafka-python``."""
+    if client == "auto":
+        return "confluent" if confluent_installed() else "kafka-python"
+    return client
+
+
+def make_transport(config: KafkaConfig, bootstrap: str) -> Transport:
+    """The transport ``kafka.client`` asks for."""
+    client = resolve_client(config.client)
+    if client == "confluent":
+        if not confluent_installed():
+            from pipeline.config import ConfigError
+
+            raise ConfigError(
+                "invalid configuration:\n  kafka.client: 'confluent' needs confluent-kafka: "
+                "pip install 'riverline[fast]'"
+            )
+        from pipeline.kafka.confluent import ConfluentTransport
+
+        return ConfluentTransport(config, bootstrap)
+    from pipeline.kafka.kafka_python import KafkaPythonTransport
+
+    return KafkaPythonTransport(config, bootstrap)
+
+
+def stable_partition(key: bytes, partitions: int) -> int:
+    """The Java client's default partition for a key (murmur2), as kafka-python's and, with
+    ``partitioner: murmur2_random``, librdkafka's: a keyed send lands where an explicit one did.
+
+    >>> stable_partition(b"user-1", 3)
+    2
+    """
+    from kafka.partitioner.default import murmur2
+
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
