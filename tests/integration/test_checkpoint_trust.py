@@ -23,7 +23,6 @@ from tests.integration.helpers import write_config
 pytestmark = pytest.mark.integration
 
 
-
 class CreatesFile:
     """Unpickling this opens (so creates) a file: the stand-in for an attacker's payload."""
 
