@@ -351,17 +351,10 @@ def end_to_end(data: list[SourceRecord], bootstrap: str, redis_url: str) -> dict
     }
 
 
-def live_latency(
-    data: list[SourceRecord], bootstrap: str, redis_url: str, rate: float
-) -> dict[str, Any]:
-    """Producer paced at ``rate`` events/s while the consumer runs."""
-    cfg = config(bootstrap, redis_url)
-    client = connect(redis_url)
-    consumer = Consumer(cfg, bootstrap, client, until_idle=1.5)
-    result: dict[str, Any] = {}
-    thread = threading.Thread(target=lambda: result.update(report=consumer.run()))
-    thread.start()
-    time.sleep(4.0)  # let the consumer join its group first
+def paced_publish(
+    cfg: RiverlineConfig, bootstrap: str, data: list[SourceRecord], rate: float
+) -> None:
+    """Publish ``data`` with its labels ``DELAY`` events late, events at ``rate`` per second."""
 
     def paced() -> Iterator[Emission]:
         started = time.monotonic()
@@ -374,6 +367,21 @@ def live_latency(
             yield emission
 
     publish(cfg, bootstrap, paced())
+
+
+def live_latency(
+    data: list[SourceRecord], bootstrap: str, redis_url: str, rate: float
+) -> dict[str, Any]:
+    """Producer paced at ``rate`` events/s while the consumer runs."""
+    cfg = config(bootstrap, redis_url)
+    client = connect(redis_url)
+    consumer = Consumer(cfg, bootstrap, client, until_idle=1.5)
+    result: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: result.update(report=consumer.run()))
+    thread.start()
+    time.sleep(4.0)  # let the consumer join its group first
+
+    paced_publish(cfg, bootstrap, data, rate)
     thread.join()
     CheckpointStore(client, cfg.name, None).delete_all()
     return dict(result["report"]["run"]["latency_ms"]["event_to_prediction"])

@@ -29,13 +29,14 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from river import datasets
+from run import paced_publish
 
 from consumers.run import Consumer
 from pipeline.checkpointing.store import CheckpointStore
@@ -45,7 +46,7 @@ from pipeline.kafka.transport import confluent_installed, make_transport
 from pipeline.models import parse_model_spec
 from pipeline.state.redis_client import connect, resolve_redis_url
 from producers.replay import publish
-from producers.schedule import Emission, LabelDelay, schedule
+from producers.schedule import LabelDelay, schedule
 from producers.sources import SourceRecord
 
 SPEC = "preprocessing.StandardScaler | linear_model.LogisticRegression"
@@ -114,22 +115,6 @@ def end_to_end(
     }
 
 
-def _paced_publish(
-    cfg: RiverlineConfig, bootstrap: str, data: list[SourceRecord], rate: float
-) -> None:
-    def paced() -> Iterator[Emission]:
-        started = time.monotonic()
-        for emission in schedule(iter(data), LabelDelay(events=DELAY)):
-            if emission.kind == "event":
-                due = started + int(emission.record.id) / rate
-                pause = due - time.monotonic()
-                if pause > 0:
-                    time.sleep(pause)
-            yield emission
-
-    publish(cfg, bootstrap, paced())
-
-
 def live_latency(
     data: list[SourceRecord], bootstrap: str, redis_url: str, client: str, rate: float
 ) -> dict[str, Any]:
@@ -147,7 +132,7 @@ def live_latency(
         time.sleep(0.1)
     time.sleep(1.0)
     producer = multiprocessing.get_context("fork").Process(
-        target=_paced_publish, args=(cfg, bootstrap, data, rate)
+        target=paced_publish, args=(cfg, bootstrap, data, rate)
     )
     producer.start()
     producer.join()
