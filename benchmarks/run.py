@@ -45,6 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from river import datasets
 
+from consumers.outputs import Outputs
+from consumers.processing import RecordProcessor
 from consumers.run import Consumer
 from pipeline.checkpointing.store import CheckpointStore
 from pipeline.config import RiverlineConfig, load_config
@@ -55,6 +57,7 @@ from pipeline.models import parse_model_spec
 from pipeline.ordering import OrderedMerge
 from pipeline.schemas import Event, Label, encode, parse_event, parse_label
 from pipeline.state.redis_client import connect, resolve_redis_url
+from pipeline.telemetry import PipelineMetrics
 from pipeline.validation import Validator, check_event, check_label
 from producers.replay import event_payload, label_payload, publish
 from producers.schedule import Emission, LabelDelay, schedule
@@ -135,12 +138,22 @@ class FakeRecord(NamedTuple):
     headers: list[tuple[str, bytes]]
 
 
-class NullOutputs:
-    """Stands in for DurableOutputs in the in-process consumer pass: sends go nowhere."""
+class NullProducer:
+    """Stands in for the Kafka producer in the in-process consumer pass: sends go nowhere,
+    acknowledged at once."""
 
-    def send(
-        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
-    ) -> None:
+    def send(self, topic: str, key: bytes | None, value: bytes | None, **kw: Any) -> None:
+        on_delivery = kw.get("on_delivery")
+        if on_delivery is not None:
+            on_delivery(None)
+
+    def flush(self, timeout_s: float) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 
@@ -238,10 +251,12 @@ def stages_in_process(
 
     # The consumer's own per-record path (core, encoding, metrics), with sends going nowhere.
     client = connect(redis_url)
-    consumer = Consumer(cfg, "unused:9092", client)
-    consumer.outputs = NullOutputs()  # type: ignore[assignment]
+    outputs = Outputs(NullProducer, cfg.kafka.topics, cfg.name, 1, flush_timeout_s=5.0)
+    processor = RecordProcessor(
+        LearningCore.from_config(cfg), outputs, PipelineMetrics(), cfg, lambda _labels: None
+    )
     incoming = [i.payload for i in items]
-    process = consumer._process
+    process = processor.process
     started = CLOCK()
     for inc in incoming:
         process(inc)
@@ -298,30 +313,26 @@ class TimedConsumer(Consumer):
         super().__init__(*args, **kwargs)
         self.spent = {"fetch": 0.0, "process": 0.0, "produce": 0.0, "checkpoint": 0.0}
 
-    def _fetch(self) -> int:
-        started = time.perf_counter()
-        try:
-            return super()._fetch()
-        finally:
-            self.spent["fetch"] += time.perf_counter() - started
+    def on_started(self) -> None:
+        """Wrap the fetch, the per-record processing and the sends with timers."""
+        assert self.inputs is not None and self.processor is not None
+        assert self.outputs is not None
+        self.inputs.fetch = self._timed(self.inputs.fetch, "fetch")  # type: ignore[method-assign]
+        self.processor.process = self._timed(self.processor.process, "process")  # type: ignore[method-assign]
+        durable = self.outputs.durable
+        durable.send = self._timed(durable.send, "produce")  # type: ignore[method-assign]
 
-    def _process(self, incoming: Any) -> None:
-        if not hasattr(self.outputs, "timed"):
-            outputs, spent = self.outputs, self.spent
-            send = outputs.send
+    def _timed(self, call: Callable[..., Any], stage: str) -> Callable[..., Any]:
+        spent = self.spent
 
-            def timed_send(*args: Any, **kwargs: Any) -> Any:
-                started = time.perf_counter()
-                try:
-                    return send(*args, **kwargs)
-                finally:
-                    spent["produce"] += time.perf_counter() - started
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                spent[stage] += time.perf_counter() - started
 
-            outputs.send = timed_send  # type: ignore[method-assign]
-            outputs.timed = True  # type: ignore[attr-defined]
-        started = time.perf_counter()
-        super()._process(incoming)
-        self.spent["process"] += time.perf_counter() - started
+        return timed
 
     def checkpoint(self, reason: str, commit_group: bool = True) -> int | None:
         started = time.perf_counter()

@@ -4,7 +4,8 @@ The rule is River's prequential one (``evaluate.progressive_val_score``): on an 
 model and keep its answer; on the event's label, score that kept answer, then learn.
 
 >>> from pipeline.config import load_config
->>> from pipeline.schemas import Event, Label
+>>> from pipeline.served import UNPUBLISHED, Published, ServedJoin
+from pipeline.schemas import Event, Label
 >>> core = LearningCore.from_config(load_config(None, {
 ...     "name": "doctest", "model": {"spec": "linear_model.LogisticRegression"},
 ...     "fallback": {"default": False}, "gating": {"min_labels": 1},
@@ -35,6 +36,7 @@ from pipeline.models import is_classifier, make_drift_detector, parse_model_spec
 from pipeline.review import ReviewBook, ReviewOutput, ReviewPolicy, TokenBucket
 from pipeline.review_hooks import ReviewLoop
 from pipeline.schemas import Event, Label, Prediction, encode, encode_fields, proba_key
+from pipeline.served import UNPUBLISHED, Published, ServedJoin
 
 
 @dataclass
@@ -62,6 +64,8 @@ class CoreState:
     history_every: int = 10
     # Humans in the loop (pipeline/review.py); None in checkpoints from before it existed.
     review: ReviewBook | None = None
+    # Split mode (learner): served answers come from the published predictions; None in run.
+    served_join: ServedJoin | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,9 @@ class Rejection:
     reason: str
     message: str
     origin: Any
+
+
+OutcomeStatus = Literal["served", "learned", "parked", "duplicate", "rejected", "scored"]
 
 
 class Outcome:
@@ -94,7 +101,9 @@ class Outcome:
     def __init__(
         self,
         prediction: Prediction | None = None,
-        status: Literal["served", "learned", "parked", "duplicate", "rejected"] = "served",
+        status: Literal[
+            "served", "learned", "parked", "duplicate", "rejected", "scored"
+        ] = "served",
         decisions: list[Decision] | None = None,
         rejections: list[Rejection] | None = None,
         expired: list[Pending] | None = None,  # unlabelled events past their TTL
@@ -242,6 +251,8 @@ class LearningCore(ReviewLoop):
             outcome.prediction_fields = fields
             value, source = fields["prediction"], fields["source"]
         served = value if source != "model" else kept_model
+        if state.served_join is not None:
+            served = UNPUBLISHED  # scored once the predictors' answer is read
         if self.review is not None and self.review.enabled:
             self._review_event(event, x, model_pred, answer, outcome)
         pending = Pending(
@@ -357,12 +368,46 @@ class LearningCore(ReviewLoop):
         self._review_tick(outcome)
         return outcome
 
+    def on_prediction(self, published: Published) -> Outcome:
+        """Split mode: what a predictor served for an event, scored once its label is known."""
+        state = self.state
+        outcome = Outcome(status="scored")
+        served_join = state.served_join
+        if served_join is None:
+            return outcome
+        pending = state.join.pending.get(published.id)
+        if pending is not None:
+            if pending.served is UNPUBLISHED:
+                pending.served = served_join.answer(published, pending.model)
+            else:
+                served_join.ignored += 1  # published again (at-least-once)
+            return outcome
+        waiting = served_join.take_waiting(published.id)
+        if waiting is None:
+            served_join.ignored += 1
+            return outcome
+        y, classes, attributes = waiting
+        answer = served_join.answer(published, classes)
+        state.evaluator.update(y, None, None, answer, attributes)
+        served_join.scored += 1
+        return outcome
+
+    def enable_published_scoring(self, max_waiting: int) -> None:
+        """Split mode: score served answers from the predictions topic (see pipeline.served)."""
+        if self.state.served_join is None:
+            self.state.served_join = ServedJoin(max_waiting)
+
     def _learn(self, pending: Pending, label: Label, outcome: Outcome, origin: Any) -> None:
         state = self.state
         y = label.label
-        state.evaluator.update(
-            y, pending.model, pending.fallback, pending.served, pending.attributes
-        )
+        served = pending.served
+        if state.served_join is not None:
+            if served is UNPUBLISHED:
+                served = None  # not yet: scored when the prediction is read
+                state.served_join.wait(pending.id, y, pending.model, pending.attributes)
+            else:
+                state.served_join.scored += 1
+        state.evaluator.update(y, pending.model, pending.fallback, served, pending.attributes)
         model: Any = state.model
         try:
             model.learn_one(pending.x, y)
@@ -472,6 +517,9 @@ class LearningCore(ReviewLoop):
             "slices": state.evaluator.slice_values(),
             "history": list(state.history),
             "review": state.review.report() if state.review is not None else {},
+            "served_from_predictions": (
+                state.served_join.report() if state.served_join is not None else None
+            ),
         }
 
 

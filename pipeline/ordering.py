@@ -41,6 +41,7 @@ from typing import Any
 SortKey = tuple[float, int, int]
 LABEL_RANK = 0
 EVENT_RANK = 1
+PREDICTION_RANK = 2  # a published prediction carries its event's time: right after it
 
 
 @dataclass(frozen=True, slots=True)

@@ -251,11 +251,13 @@ class ConfluentConsumer:
             return max(0, high - max(low, 0))
         return max(0, high - position)
 
-    def commit(self, offsets: dict[Partition, int]) -> None:
-        # Asynchronous: a synchronous commit waits through a rebalance or a coordinator change,
-        # and these offsets only feed lag monitoring (Redis holds the real ones).
+    def commit(self, offsets: dict[Partition, int], wait: bool = False) -> None:
+        # Asynchronous unless asked: a synchronous commit waits through a rebalance or a
+        # coordinator change, and a writer's offsets only feed lag monitoring (Redis holds
+        # the real ones); a predictor waits for its last one before closing.
         self.client.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=True
+            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+            asynchronous=not wait,
         )
 
     def broker_answers(self, timeout_s: float) -> bool:

@@ -128,7 +128,7 @@ class KafkaPythonConsumer:
             return None
         return max(0, highwater - self.client.position(tp))
 
-    def commit(self, offsets: dict[Partition, int]) -> None:
+    def commit(self, offsets: dict[Partition, int], wait: bool = False) -> None:  # always waits
         self.client.commit({TP(*p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()})
 
     def broker_answers(self, timeout_s: float) -> bool:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from pipeline.ordering import EVENT_RANK, LABEL_RANK, Item
+from pipeline.ordering import EVENT_RANK, LABEL_RANK, PREDICTION_RANK, Item
 from pipeline.schemas import InvalidRecord
+from pipeline.served import parse_published
 from pipeline.validation import Validator
 
 SEQ_HEADER = "seq"
@@ -15,6 +16,8 @@ SEQ_HEADER = "seq"
 SENT_HEADER = "sent_ms"
 KIND_EVENT = "event"
 KIND_LABEL = "label"
+KIND_PREDICTION = "prediction"  # a learner reads what the predictors published
+RANKS = {KIND_LABEL: LABEL_RANK, KIND_EVENT: EVENT_RANK, KIND_PREDICTION: PREDICTION_RANK}
 
 
 class Origin(NamedTuple):
@@ -68,8 +71,10 @@ def to_item(record: Any, kind: str, validator: Validator) -> Item:
     try:
         if kind == KIND_EVENT:
             parsed = validator.event(record.value)
-        else:
+        elif kind == KIND_LABEL:
             parsed = validator.label(record.value)
+        else:
+            parsed = parse_published(record.value)
         ts = parsed.ts
     except InvalidRecord as e:
         parsed = e
@@ -87,7 +92,7 @@ def to_item(record: Any, kind: str, validator: Validator) -> Item:
         parsed,
         int_header(record, SENT_HEADER) or record.timestamp,
     )
-    rank = EVENT_RANK if kind == KIND_EVENT else LABEL_RANK
+    rank = RANKS[kind]
     seq = int_header(record, SEQ_HEADER)
     key = (ts, rank, seq if seq is not None else -1)
     return Item(key, (record.topic, record.partition), record.offset, incoming)

@@ -1,0 +1,194 @@
+"""The writer's learning state in Redis: restored at start, written on a cadence, retried
+through outages.
+
+A checkpoint is the core state and the next offset of every partition it covers, written as one
+signed version (:class:`~pipeline.checkpointing.store.CheckpointStore`), so a restarted writer
+seeks to those offsets and reaches the state of a run that never stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from consumers.inputs import Start
+from pipeline.checkpointing.store import Checkpoint, CheckpointStore, Offsets
+from pipeline.config import ConfigError, RiverlineConfig
+from pipeline.telemetry import LatencyQuantiles
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Restored:
+    """What a writer starts from: a checkpoint's state and offsets, or nothing (untrained)."""
+
+    checkpoint: Checkpoint | None
+    reset_from: int | None = None  # ``--reset``: the version set aside
+
+
+class Checkpointer:
+    """When and what to checkpoint, and whether Redis answers.
+
+    A Redis outage does not stop serving: writes are retried with backoff, and the role pauses
+    consumption once ``max_unflushed_labels`` labels wait for a checkpoint (:meth:`too_far`).
+    """
+
+    def __init__(self, store: CheckpointStore, config: RiverlineConfig) -> None:
+        self.store = store
+        self.config = config
+        self.version: int | None = None
+        self.offsets: Offsets = {}  # the offsets of the last version written
+        self.labels_at_checkpoint = 0
+        self.written_at = time.monotonic()
+        self.healthy = True
+        self.retry_at = 0.0
+        self.backoff = 0.1
+        self.wanted = False  # a label count asked for one as soon as the batch ends
+        self.count = 0
+        self.milliseconds = LatencyQuantiles()
+
+    # -- restore ----------------------------------------------------------------------------
+
+    def restore(self, stop_is_set: Any, reset: bool) -> Restored:
+        """The latest checkpoint, verified; retried while Redis is down (unless stopping)."""
+        while True:
+            try:
+                latest = self.store.latest_version()
+                meta = self.store.meta(latest) if latest is not None else None
+                if latest is not None and meta is not None and not reset:
+                    self._refuse_other_model(latest, meta)  # before anything is unpickled
+                checkpoint = None
+                if latest is not None and not reset:
+                    checkpoint = self.store.load(latest)
+                break
+            except redis.RedisError as e:
+                log.warning("Redis unavailable while loading the checkpoint: %s; retrying", e)
+                if stop_is_set():
+                    raise
+                time.sleep(1.0)
+        if latest is not None and reset:
+            return Restored(None, reset_from=latest)
+        if checkpoint is not None:
+            self.offsets = dict(checkpoint.offsets)
+            self.version = checkpoint.version
+        return Restored(checkpoint)
+
+    def _refuse_other_model(self, version: int, meta: dict[str, Any]) -> None:
+        """A checkpoint holds one model and metric's state: another spec cannot resume it."""
+
+        def same(a: str, b: str) -> bool:
+            return "".join(a.split()) == "".join(b.split())
+
+        asked = {
+            "model.spec": self.config.model.spec,
+            "evaluation.metric": self.config.evaluation.metric,
+        }
+        stored = {"model.spec": meta.get("model"), "evaluation.metric": meta.get("metric")}
+        differ = [
+            field
+            for field in asked
+            if stored[field] is not None and not same(str(stored[field]), str(asked[field]))
+        ]
+        if differ:
+            asks = " and ".join(f"{field} {asked[field]!r}" for field in differ)
+            has = " and ".join(f"{field} {stored[field]!r}" for field in differ)
+            raise ConfigError(
+                f"pipeline {self.config.name}: this run asks for {asks}, but its latest "
+                f"checkpoint, version {version}, holds the state of {has}; start a new pipeline "
+                "with --name NAME, or pass --reset to start this one untrained (its checkpoint "
+                "versions stay for `riverline checkpoint rollback`)"
+            )
+
+    def reset(self, previous: int, state: Any, meta: dict[str, Any], token: int | None) -> None:
+        """``--reset``: an untrained state becomes the latest; the previous one is pinned."""
+        self.store.pin(previous)
+        self.version = self.store.save(state, {}, meta, token=token)
+        log.warning(
+            "pipeline %s: --reset: starting untrained at checkpoint %d; the previous state is "
+            "kept as version %d (`riverline checkpoint rollback %d` to go back)",
+            self.config.name,
+            self.version,
+            previous,
+            previous,
+        )
+
+    def start_of(self, partition: tuple[str, int], offsets: Offsets) -> Start:
+        """Where a writer reads an assigned partition from: Redis, not the group, decides."""
+        offset = offsets.get(partition)
+        if offset is not None:
+            return offset
+        # A pipeline with no checkpoint yet reads everything; the reset policy is for
+        # partitions that appear once it has one (a topic that grew).
+        if self.config.kafka.reset_policy == "earliest" or self.version is None:
+            return "beginning"
+        return "end"
+
+    # -- cadence ----------------------------------------------------------------------------
+
+    def note_learned(self, labels: int) -> None:
+        """After a label: ask for a checkpoint once ``every_labels`` wait for one."""
+        every = self.config.checkpoint.every_labels
+        if self.healthy and labels - self.labels_at_checkpoint >= every:
+            self.wanted = True
+
+    def due(self, now: float, offsets: Offsets) -> bool:
+        if offsets == self.offsets:
+            return False
+        if not self.healthy:
+            return now >= self.retry_at
+        return now - self.written_at >= self.config.checkpoint.every_seconds
+
+    def too_far(self, labels: int) -> bool:
+        """Redis is down and too many labels wait: stop taking records (a bounded replay)."""
+        unflushed = labels - self.labels_at_checkpoint
+        return not self.healthy and unflushed >= self.config.checkpoint.max_unflushed_labels
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def write(
+        self,
+        state: Any,
+        offsets: Offsets,
+        meta: dict[str, Any],
+        token: int | None,
+        lock: threading.RLock,
+    ) -> int | None:
+        """Write the state and a copy of the offsets as one version; None if Redis is down.
+
+        The copy and the pickle happen under ``lock``: no record moves the state or the offsets
+        in between.
+        """
+        started = time.perf_counter()
+        try:
+            with lock:
+                written = dict(offsets)
+                labels = state.labels
+                version = self.store.save(state, written, meta, token=token)
+        except redis.RedisError as e:
+            self.wanted = False  # retried on the backoff schedule instead
+            self._down(e)
+            return None
+        self.milliseconds.update((time.perf_counter() - started) * 1000.0)
+        if not self.healthy:
+            log.info("Redis is back: checkpoint %d written", version)
+        self.healthy, self.backoff = True, 0.1
+        self.wanted = False
+        self.version = version
+        self.offsets = written
+        self.labels_at_checkpoint = labels
+        self.written_at = time.monotonic()
+        self.count += 1
+        return version
+
+    def _down(self, error: Exception) -> None:
+        if self.healthy:
+            log.warning("Redis unreachable (%s): serving on, checkpoints retried", error)
+        self.healthy = False
+        self.retry_at = time.monotonic() + self.backoff
+        self.backoff = min(self.backoff * 2, 5.0)

@@ -1,0 +1,168 @@
+"""What a role reads: its consumer-group membership, where each partition starts, the fetch,
+and the ordered merge the records leave in.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Literal
+
+from pipeline.kafka.records import to_item
+from pipeline.kafka.transport import Consumer as KafkaConsumer
+from pipeline.kafka.transport import Partition
+from pipeline.ordering import Item, OrderedMerge
+from pipeline.telemetry import PipelineMetrics
+from pipeline.validation import Validator
+
+log = logging.getLogger(__name__)
+
+# Where an assigned partition starts: an offset, its beginning or end, or None to leave it to
+# the consumer group (the committed offset, else the reset policy).
+Start = int | Literal["beginning", "end"] | None
+StartOf = Callable[[Partition], Start]
+
+
+class Inputs:
+    """The consumer side of a role: assignment, seeking, fetching and ordering.
+
+    ``start_of`` decides where each assigned partition is read from: a writer (``run``,
+    ``learner``) seeks to its Redis offsets; a predictor leaves it to the group's committed
+    offsets. Records are parsed and validated on fetch, then released by the merge in the
+    order the learning core needs; ``lock`` is the role's state lock, which the rebalance
+    callbacks take too.
+    """
+
+    def __init__(
+        self,
+        consumer: KafkaConsumer,
+        kinds: dict[str, str],
+        validator: Validator,
+        merge: OrderedMerge,
+        lock: threading.RLock,
+        metrics: PipelineMetrics,
+        start_of: StartOf,
+    ) -> None:
+        self.kafka = consumer
+        self.kinds = kinds  # topic -> record kind (KIND_EVENT, ...)
+        self.validator = validator
+        self.merge = merge
+        self.lock = lock
+        self.metrics = metrics
+        self.start_of = start_of
+        self.paused = False
+        self.lags: dict[Partition, int | None] = {}
+        self.records = 0
+        self.first_record_at: float | None = None  # monotonic; joining the group is not work
+        # Next offset to buffer per partition: a fetch that went stale across a rebalance
+        # (revoked, re-assigned, seeked) must not buffer a record twice.
+        self.expected: dict[Partition, int | None] = {}
+        self.on_assigned_hooks: list[Callable[[list[Partition]], None]] = []
+        self.on_revoked_hooks: list[Callable[[list[Partition]], None]] = []
+
+    def subscribe(self) -> None:
+        self.kafka.subscribe(list(self.kinds), self._on_assigned, self._on_revoked)
+
+    # kafka-python 3 calls these on its IO thread, possibly while the main thread drains
+    # (confluent-kafka inside poll, on the main thread): they take the state lock, make no
+    # blocking consumer call, and never write a checkpoint (with one writer per pipeline there
+    # is nobody to hand state to; the next one is taken as usual).
+
+    def _on_assigned(self, assigned: list[Partition]) -> None:
+        with self.lock:
+            self.merge.assign(assigned)
+            for partition in assigned:
+                start = self.start_of(partition)
+                self.expected[partition] = start if isinstance(start, int) else None
+                if isinstance(start, int):
+                    self.kafka.seek(partition, start)
+                elif start == "beginning":
+                    self.kafka.seek_to_beginning(partition)
+                elif start == "end":
+                    self.kafka.seek_to_end(partition)
+            if self.paused:
+                self.kafka.pause(assigned)
+            for hook in self.on_assigned_hooks:
+                hook(assigned)
+        log.info("assigned %s", sorted(assigned))
+
+    def _on_revoked(self, revoked: list[Partition]) -> None:
+        with self.lock:
+            gone = list(revoked)
+            self.merge.revoke(gone)
+            for partition in gone:
+                self.expected.pop(partition, None)
+            for hook in self.on_revoked_hooks:
+                hook(gone)
+
+    def fetch(self, timeout_ms: int = 100) -> int:
+        """Poll once, parse what came, and buffer it in the merge; the number buffered."""
+        batches = self.kafka.poll(timeout_ms=timeout_ms)
+        kinds, validator = self.kinds, self.validator
+        parsed = [
+            (partition, [to_item(r, kinds[partition[0]], validator) for r in records])
+            for partition, records in batches.items()
+        ]
+        # Outside the lock: position() may wait for the IO thread, which may wait for the lock.
+        lags = {}
+        for partition in self.kafka.assignment():
+            # Fetch responses carry the high watermark; Tansu answers ListOffsets wrongly.
+            lag = self.kafka.lag(partition)
+            lags[partition] = lag
+            if lag is not None:
+                topic, number = partition
+                self.metrics.lag.labels(topic=topic, partition=str(number)).set(lag)
+        self.lags = lags
+        count = 0
+        with self.lock:
+            for partition, items in parsed:
+                if partition not in self.expected:
+                    continue  # revoked since this fetch
+                expected = self.expected[partition]
+                fresh = [i for i in items if expected is None or i.offset >= expected]
+                if fresh:
+                    self.expected[partition] = fresh[-1].offset + 1
+                    self.merge.push(partition, fresh)
+                    count += len(fresh)
+            for partition, lag in lags.items():
+                if partition in self.expected:
+                    self.merge.set_lag(partition, lag)
+        if count and self.first_record_at is None:
+            self.first_record_at = time.monotonic()
+        self.records += count
+        return count
+
+    def pop(self) -> Item | None:
+        """The next record in order, if the merge may release one (call under the lock)."""
+        return self.merge.pop()
+
+    def assignment(self) -> set[Partition]:
+        return self.kafka.assignment()
+
+    def pause(self) -> None:
+        self.kafka.pause(self.kafka.assignment())
+        self.paused = True
+
+    def resume(self) -> None:
+        if self.paused:
+            self.kafka.resume(self.kafka.assignment())
+            self.paused = False
+
+    def commit(self, offsets: dict[Partition, int], wait: bool = False) -> None:
+        """Commit the group offsets of the partitions still assigned."""
+        assigned = self.kafka.assignment()
+        mine = {p: o for p, o in offsets.items() if p in assigned}
+        if mine:
+            self.kafka.commit(mine, wait=wait)
+
+    def caught_up(self) -> bool:
+        """Idle means caught up: a partition known to hold more is not the end of the stream
+        (after an outage, fetching resumes only once the client rejoined the group)."""
+        if any(self.lags.values()):
+            return False
+        return self.kafka.broker_answers(timeout_s=2.0)
+
+    def close(self) -> None:
+        self.kafka.close()

@@ -1,0 +1,195 @@
+"""One record through the learning core, and what it leads to on the outputs.
+
+This is the per-record hot path of ``run`` and ``learner``: keep it free of lookups and objects
+that could be made once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from consumers.outputs import Outputs
+from pipeline.config import RiverlineConfig
+from pipeline.core import LearningCore, Outcome
+from pipeline.gating import Decision
+from pipeline.kafka.records import KIND_EVENT, KIND_PREDICTION, Incoming
+from pipeline.schemas import Event, InvalidRecord
+from pipeline.served import Published
+from pipeline.telemetry import LatencyQuantiles, PipelineMetrics
+
+if TYPE_CHECKING:
+    from pipeline.serving.predictor_core import ServingCore
+
+log = logging.getLogger(__name__)
+
+
+class RecordProcessor:
+    """Feeds the core events and labels, and sends what it serves and rejects.
+
+    ``serve`` is False for a learner: it predicts every event (the model is scored
+    prequentially) but publishes no prediction, and leaves dead-lettering invalid events to the
+    predictors, which read the same events.
+    """
+
+    def __init__(
+        self,
+        core: LearningCore,
+        outputs: Outputs,
+        metrics: PipelineMetrics,
+        config: RiverlineConfig,
+        on_learned: Callable[[int], None],
+        *,
+        serve: bool = True,
+    ) -> None:
+        self.core = core
+        self.outputs = outputs
+        self.metrics = metrics
+        self.config = config
+        self.on_learned = on_learned
+        self.serve = serve
+        self.latency_ms = LatencyQuantiles()  # record sent -> prediction produced
+        self.processing_ms = LatencyQuantiles()
+        self.last_record_at: float | None = None
+        self._label_type_logged = False
+        self.unreadable_predictions = 0
+        self.on_decision: Callable[[Decision], None] | None = None  # a learner republishes
+
+    def process(self, incoming: Incoming) -> None:
+        started = time.perf_counter()
+        parsed = incoming.parsed
+        if isinstance(parsed, InvalidRecord):
+            self._invalid(incoming, parsed)
+        elif isinstance(parsed, Event):
+            self._on_event(incoming, parsed)
+        elif isinstance(parsed, Published):
+            self.core.on_prediction(parsed)
+        else:
+            learn_started = time.perf_counter()
+            outcome = self.core.on_label(parsed, incoming.origin)
+            self.metrics.learn_batch.observe(time.perf_counter() - learn_started)
+            self._after(outcome)
+        self.processing_ms.update((time.perf_counter() - started) * 1000.0)
+
+    def _invalid(self, incoming: Incoming, parsed: InvalidRecord) -> None:
+        if incoming.kind == KIND_PREDICTION:
+            # riverline's own output, still in its topic: counted, not dead-lettered.
+            self.unreadable_predictions += 1
+            if self.unreadable_predictions == 1:
+                log.error("pipeline %s: %s (at %s)", self.config.name, parsed, incoming.origin[:3])
+            return
+        self.core.state.dead_letters[parsed.reason] += 1
+        if parsed.reason == "label_wrong_type" and not self._label_type_logged:
+            self._label_type_logged = True
+            log.error(
+                "pipeline %s: %s; every such label is dead-lettered (label_wrong_type). "
+                "model.spec %r does not fit these labels",
+                self.config.name,
+                parsed,
+                self.config.model.spec,
+            )
+        if self.serve or incoming.kind != KIND_EVENT:
+            self.outputs.dead_letter(incoming.origin, parsed.reason, str(parsed))
+
+    def _on_event(self, incoming: Incoming, event: Event) -> None:
+        predict_started = time.perf_counter()
+        outcome = self.core.on_event(event, incoming.origin)
+        self.metrics.predict_batch.observe(time.perf_counter() - predict_started)
+        if self.serve:
+            payload = outcome.prediction_json()
+            if payload is not None:
+                # Co-partitioned: the event's own partition number, when the topic has it.
+                self.outputs.prediction(event.partition_key.encode(), payload, incoming.partition)
+                now_ms = time.time() * 1000.0
+                if incoming.sent_ms is not None:
+                    wall_ms = max(0.0, now_ms - incoming.sent_ms)
+                    self.latency_ms.update(wall_ms)
+                    self.metrics.latency_wall.observe(wall_ms / 1000.0)
+                self.metrics.latency_event.observe(max(0.0, now_ms / 1000 - event.ts))
+        self._after(outcome)
+
+    def _after(self, outcome: Outcome) -> None:
+        if outcome.review:
+            self.outputs.review(outcome.review)
+        for rejection in outcome.rejections:
+            self.outputs.dead_letter(rejection.origin, rejection.reason, rejection.message)
+        for decision in outcome.decisions:
+            log_decision(decision)
+            if self.on_decision is not None:
+                self.on_decision(decision)
+        if outcome.learned:
+            self.on_learned(self.core.state.labels)
+
+
+def log_decision(decision: Decision) -> None:
+    log.info(
+        "%s at label %d: model %.4f vs fallback %.4f (%s)",
+        decision.kind,
+        decision.label_index,
+        decision.model_metric,
+        decision.fallback_metric,
+        decision.reason,
+    )
+
+
+class PredictionProcessor:
+    """A predictor's record path: validate, serve with the current model version, publish.
+
+    No label is read and nothing is learned; every event gets a prediction (or a dead letter).
+    """
+
+    def __init__(self, serving: ServingCore, outputs: Outputs, metrics: PipelineMetrics) -> None:
+        self.serving = serving
+        self.outputs = outputs
+        self.metrics = metrics
+        self.events = 0
+        self.served_by: Counter[str] = Counter()
+        self.dead_letters: Counter[str] = Counter()
+        self.latency_ms = LatencyQuantiles()  # record sent -> prediction produced
+        self.processing_ms = LatencyQuantiles()
+        self.last_record_at: float | None = None
+        # model version -> wall time it was published; observed at its first prediction
+        self.awaiting_first_use: dict[int, float] = {}
+        self.version_to_first_use_ms = LatencyQuantiles()
+
+    def process(self, incoming: Incoming) -> None:
+        started = time.perf_counter()
+        parsed = incoming.parsed
+        if isinstance(parsed, InvalidRecord):
+            self.dead_letters[parsed.reason] += 1
+            self.outputs.dead_letter(incoming.origin, parsed.reason, str(parsed))
+        elif isinstance(parsed, Event):
+            self._on_event(incoming, parsed)
+        self.processing_ms.update((time.perf_counter() - started) * 1000.0)
+
+    def _on_event(self, incoming: Incoming, event: Event) -> None:
+        predict_started = time.perf_counter()
+        outcome = self.serving.on_event(event, incoming.origin)
+        self.metrics.predict_batch.observe(time.perf_counter() - predict_started)
+        self.events += 1
+        fields = outcome.prediction_fields
+        payload = outcome.prediction_json()
+        if payload is not None:
+            self.outputs.prediction(event.partition_key.encode(), payload, incoming.partition)
+            source = fields["source"] if fields is not None else outcome.prediction.source  # type: ignore[union-attr]
+            self.served_by[source] += 1
+            now = time.time()
+            if self.awaiting_first_use:
+                self._first_use(now)
+            if incoming.sent_ms is not None:
+                wall_ms = max(0.0, now * 1000.0 - incoming.sent_ms)
+                self.latency_ms.update(wall_ms)
+                self.metrics.latency_wall.observe(wall_ms / 1000.0)
+            self.metrics.latency_event.observe(max(0.0, now - event.ts))
+        for rejection in outcome.rejections:
+            self.dead_letters[rejection.reason] += 1
+            self.outputs.dead_letter(rejection.origin, rejection.reason, rejection.message)
+
+    def _first_use(self, now: float) -> None:
+        version = self.serving.version
+        published_at = self.awaiting_first_use.pop(version, None)
+        if published_at is not None:
+            self.version_to_first_use_ms.update(max(0.0, now - published_at) * 1000.0)

@@ -1,0 +1,405 @@
+"""The loop of a process that owns a pipeline's learning state (``run`` and ``learner``).
+
+Lifecycle: wait as a standby until this process holds the pipeline's lease; restore the latest
+checkpoint; join the consumer group and seek every assigned partition to its checkpointed
+offset; then fetch, process in order, and checkpoint. Redis, not the consumer group, decides
+where reading resumes, so everything after the last checkpoint is read again in the same order
+and the state after recovery equals that of a run that never stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from consumers.checkpointer import Checkpointer
+from consumers.inputs import Inputs
+from consumers.outputs import Outputs
+from consumers.ownership import Ownership
+from consumers.processing import RecordProcessor
+from consumers.signals import StopFlag
+from consumers.status import StatusBoard, active_seconds, lag_view
+from pipeline.checkpointing.store import CheckpointStore, Fenced, Offsets
+from pipeline.config import ConfigError, RiverlineConfig
+from pipeline.core import LearningCore
+from pipeline.kafka.records import KIND_EVENT, KIND_LABEL
+from pipeline.kafka.transport import DELIVERY_TIMEOUT_MS, Partition, Transport, make_transport
+from pipeline.ordering import OrderedMerge
+from pipeline.state.lease import Lease, LeaseLost
+from pipeline.telemetry import LatencyQuantiles, PipelineMetrics
+from pipeline.validation import Validator
+
+log = logging.getLogger(__name__)
+
+
+def require_secret(config: RiverlineConfig) -> bytes | None:
+    """Checkpoints are pickles: without a signing secret, refuse unless told it is fine."""
+    secret = config.checkpoint.secret_bytes()
+    if secret is None and not config.checkpoint.insecure:
+        raise ConfigError(
+            "invalid configuration:\n  checkpoint.secret: not set. Checkpoints are pickles and "
+            "loading one from a writable Redis runs code, so they are signed. Set "
+            "RIVERLINE_CHECKPOINT_SECRET (or checkpoint.secret), or set checkpoint.insecure: true "
+            "where Redis is trusted."
+        )
+    return secret
+
+
+class Writer:
+    """Lease, restore, inputs, processing, outputs, checkpoints and status, in one loop.
+
+    Subclasses say what is read (:meth:`input_kinds`), whether predictions are published
+    (``serves``), and what happens after each checkpoint (:meth:`after_checkpoint`).
+    A Redis outage does not stop serving; losing the lease to another writer stops the loop at
+    once, without writing.
+    """
+
+    serves = True
+    role = "run"
+
+    def __init__(
+        self,
+        config: RiverlineConfig,
+        bootstrap: str,
+        redis_client: redis.Redis,
+        *,
+        until_idle: float | None = None,
+        stop: StopFlag | None = None,
+        consumer_options: dict[str, Any] | None = None,
+        producer_options: dict[str, Any] | None = None,
+        on_checkpoint: Callable[[int, LearningCore], None] | None = None,
+        owner: str | None = None,
+        reset: bool = False,
+    ) -> None:
+        self.config = config
+        self.bootstrap = bootstrap
+        self.topics = config.kafka.topics
+        self.until_idle = until_idle
+        self.stop = stop or StopFlag()
+        self.consumer_options = consumer_options or {}
+        self.producer_options = producer_options or {}
+        self.on_checkpoint = on_checkpoint
+        self.reset = reset
+        self.store = CheckpointStore(
+            redis_client,
+            config.name,
+            require_secret(config),
+            config.checkpoint.keep,
+            config.checkpoint.insecure,
+        )
+        self.lease = Lease(redis_client, config.name, config.checkpoint.lease_ttl_ms, owner)
+        self.ownership = Ownership(self.lease, config.name, self.stop)
+        self.checkpointer = Checkpointer(self.store, config)
+        self.metrics = PipelineMetrics()
+        self.status = StatusBoard(
+            self.metrics,
+            redis_client,
+            self.store.key("status"),
+            config.telemetry.status_every_seconds,
+        )
+        self.lock = threading.RLock()  # the state, the merge and the offsets
+        self.offsets: Offsets = {}  # next offset per partition, of the records processed
+        self.core: LearningCore = LearningCore.from_config(config)
+        self.validation = Validator(config.validation, regression=not self.core.classifier)
+        self.inputs: Inputs | None = None
+        self.outputs: Outputs | None = None
+        self.processor: RecordProcessor | None = None
+        self.started = time.monotonic()
+
+    # -- what subclasses choose -------------------------------------------------------------
+
+    def input_kinds(self) -> dict[str, str]:
+        return {self.topics.events: KIND_EVENT, self.topics.labels: KIND_LABEL}
+
+    def output_topics(self) -> list[str]:
+        t = self.topics
+        return [t.predictions, t.dead_letters, t.review_requests]
+
+    def after_checkpoint(self, version: int) -> None:
+        """Called with each version written (the learner publishes a model version here)."""
+
+    def on_started(self) -> None:
+        """Called once the state is restored, before the first fetch."""
+
+    def loop_tick(self, now: float) -> None:
+        """Called once per loop turn, outside the lock."""
+
+    # -- compatibility views ----------------------------------------------------------------
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.status.port
+
+    @property
+    def redis_healthy(self) -> bool:
+        return self.checkpointer.healthy
+
+    @property
+    def checkpoint_version(self) -> int | None:
+        return self.checkpointer.version
+
+    @property
+    def lags(self) -> dict[Partition, int | None]:
+        return self.inputs.lags if self.inputs is not None else {}
+
+    # -- start --------------------------------------------------------------------------------
+
+    def _start(self, transport: Transport) -> None:
+        """Restore the state and open the clients (the lease is held)."""
+        restored = self.checkpointer.restore(self.stop.is_set, self.reset)
+        if restored.reset_from is not None:
+            self.checkpointer.reset(
+                restored.reset_from,
+                self.core.state,
+                self.checkpoint_meta("reset"),
+                self.ownership.token,
+            )
+        elif restored.checkpoint is None:
+            log.info("pipeline %s: no checkpoint, starting untrained", self.config.name)
+        else:
+            checkpoint = restored.checkpoint
+            self.offsets = dict(checkpoint.offsets)
+            self.core = LearningCore.from_config(self.config, checkpoint.state)
+            self.checkpointer.labels_at_checkpoint = self.core.state.labels
+            log.info(
+                "pipeline %s: resuming from checkpoint %d (%d labels learned)",
+                self.config.name,
+                checkpoint.version,
+                self.core.state.labels,
+            )
+        delivery_ms = self.producer_options.get("delivery_timeout_ms", DELIVERY_TIMEOUT_MS)
+        self.outputs = Outputs(
+            lambda: transport.producer(**self.producer_options),
+            self.topics,
+            self.config.name,
+            transport.partition_count(self.topics.predictions) or 0,
+            flush_timeout_s=delivery_ms / 1000 + 5,
+        )
+        self.processor = RecordProcessor(
+            self.core,
+            self.outputs,
+            self.metrics,
+            self.config,
+            self.checkpointer.note_learned,
+            serve=self.serves,
+        )
+        consumer = transport.consumer(self.config.name, **self.consumer_options)
+        self.inputs = Inputs(
+            consumer,
+            self.input_kinds(),
+            self.validation,
+            OrderedMerge(self.config.ordering.max_idle_ms),
+            self.lock,
+            self.metrics,
+            lambda partition: self.checkpointer.start_of(partition, self.offsets),
+        )
+
+    def run(self) -> dict[str, Any]:
+        """Consume until stopped (signal, ``until_idle``); returns the report.
+
+        Raises :class:`LeaseLost` (or :class:`Fenced`) if another writer took the pipeline.
+        """
+        transport = make_transport(self.config.kafka, self.bootstrap)
+        transport.ensure_topics(list(self.input_kinds()) + self.output_topics())
+        self.status.serve(self.config.telemetry.prometheus_port)
+        if not self.ownership.wait():
+            return self.report()
+        self.ownership.keep()
+        try:
+            self._start(transport)
+            self.on_started()
+        except BaseException:
+            self.ownership.release()  # a refused start gives the lease back at once
+            raise
+        assert self.inputs is not None and self.outputs is not None
+        self.inputs.subscribe()
+        fenced = False
+        try:
+            self._loop()
+            self._final_checkpoint()
+            self.publish_status()
+        except (LeaseLost, Fenced) as e:
+            fenced = True
+            log.error("pipeline %s: stopping without writing: %s", self.config.name, e)
+            raise
+        finally:
+            self.inputs.close()
+            self.outputs.close()
+            if fenced:
+                self.ownership.abandon()
+            else:
+                self.ownership.release()
+        return self.report()
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        inputs = self.inputs
+        assert inputs is not None
+        last_activity: float | None = None
+        while not self.stop.is_set():
+            fetched = inputs.fetch()
+            processed = 0 if inputs.paused else self._drain()
+            now = time.monotonic()
+            self.ownership.check()
+            # Idle time counts from the first assignment: joining the group is not idleness.
+            if (fetched or processed or last_activity is None) and inputs.assignment():
+                last_activity = now
+            if self.status.due(now):
+                self.publish_status(now)
+            if self.checkpointer.due(now, self.offsets):
+                self.checkpoint("cadence")
+            self.loop_tick(now)
+            if self.checkpointer.too_far(self.core.state.labels) and not inputs.paused:
+                unflushed = self.core.state.labels - self.checkpointer.labels_at_checkpoint
+                log.warning("%d labels wait for a checkpoint: pausing consumption", unflushed)
+                inputs.pause()
+            if (
+                self.until_idle is not None
+                and last_activity is not None
+                and not fetched
+                and not processed
+                and self.checkpointer.healthy
+                and now - last_activity >= self.until_idle
+            ):
+                if inputs.caught_up():
+                    log.info("nothing new for %.1fs: stopping", self.until_idle)
+                    return
+                # Silence from an unreachable broker is not the end of the stream.
+                last_activity = time.monotonic()
+
+    def _drain(self) -> int:
+        processed = 0
+        while True:
+            with self.lock:
+                processed += self._drain_locked()
+            self.metrics.flush()  # per batch, not per record
+            if not self.checkpointer.wanted:
+                return processed
+            # Outside the lock: the group commit waits for the IO thread.
+            self.checkpoint("labels")
+
+    def _drain_locked(self) -> int:
+        inputs, processor, offsets = self.inputs, self.processor, self.offsets
+        assert inputs is not None and processor is not None
+        process, pop, stop, checkpointer = (
+            processor.process,
+            inputs.pop,
+            self.stop,
+            self.checkpointer,
+        )
+        processed = 0
+        while (item := pop()) is not None:
+            process(item.payload)
+            # The offset moves before any checkpoint can see the record's effect on the state.
+            offsets[item.partition] = item.offset + 1  # type: ignore[index]
+            processed += 1
+            if stop.is_set() or checkpointer.wanted:
+                break
+        if processed:
+            processor.last_record_at = time.monotonic()
+        return processed
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def checkpoint(self, reason: str, commit_group: bool = True) -> int | None:
+        """Write the state and offsets as one version; None if not written."""
+        assert self.outputs is not None and self.inputs is not None
+        # Outputs first: once the offsets move past a record, its outputs must be durable.
+        # A stopping writer with an unreachable broker gives up instead: without this
+        # checkpoint its records are read again on the next start, and their outputs re-sent.
+        if not self.outputs.flush(attempts=3 if self.stop.is_set() else None):
+            log.error("outputs not acknowledged by the broker: checkpoint skipped")
+            return None
+        version = self.checkpointer.write(
+            self.core.state,
+            self.offsets,
+            self.checkpoint_meta(reason),
+            self.ownership.token,
+            self.lock,
+        )
+        if version is None:
+            return None
+        self.inputs.resume()
+        if commit_group:
+            # For lag monitoring only: Redis stays the source of truth.
+            try:
+                self.inputs.commit(self.checkpointer.offsets)
+            except Exception as e:  # a failed lag commit must not stop learning
+                log.warning("could not commit group offsets: %s", e)
+        self.after_checkpoint(version)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(version, self.core)
+        return version
+
+    def checkpoint_meta(self, reason: str) -> dict[str, Any]:
+        state = self.core.state
+        return {
+            "reason": reason,
+            "role": self.role,
+            "events": state.events,
+            "labels": state.labels,
+            "mode": state.gating.mode,
+            "model": self.config.model.spec,
+            "metric": self.config.evaluation.metric,
+            "owner": self.lease.owner,
+        }
+
+    def _final_checkpoint(self, attempts: int = 30) -> None:
+        for _ in range(attempts):
+            if self.offsets == self.checkpointer.offsets:
+                return
+            if self.checkpoint(self.stop.reason or "idle"):
+                return
+            time.sleep(min(self.checkpointer.backoff, 1.0))
+        log.error(
+            "could not write the final checkpoint (Redis unreachable): the records after "
+            "checkpoint %s will be processed again on the next start; nothing is lost",
+            self.checkpointer.version,
+        )
+
+    # -- status and report ------------------------------------------------------------------
+
+    def publish_status(self, now: float | None = None) -> None:
+        """Refresh the gauges and the ``status`` hash that ``riverline status`` reads."""
+        status: dict[str, Any] = {"pipeline": self.config.name, "role": self.role}
+        status["owner"] = self.lease.owner
+        status["model"] = self.config.model.spec
+        status.update(self.status.learning_gauges(self.core, self.checkpointer.healthy))
+        status["lag"] = lag_view(self.lags)
+        latency = self.processor.latency_ms if self.processor else LatencyQuantiles()
+        status["latency_ms"] = latency.summary()
+        status["checkpoint_version"] = self.checkpointer.version
+        self.status.publish(status, now)
+
+    def report(self) -> dict[str, Any]:
+        report = self.core.report()
+        report["checkpoint_version"] = self.checkpointer.version
+        processor, inputs = self.processor, self.inputs
+        empty = LatencyQuantiles()
+        report["run"] = {
+            "role": self.role,
+            "records": inputs.records if inputs else 0,
+            "published_predictions": self.outputs.published if self.outputs else 0,
+            "checkpoints": self.checkpointer.count,
+            "redis_healthy": self.checkpointer.healthy,
+            "seconds": round(time.monotonic() - self.started, 3),
+            "active_seconds": round(
+                active_seconds(
+                    inputs.first_record_at if inputs else None,
+                    processor.last_record_at if processor else None,
+                ),
+                3,
+            ),
+            "latency_ms": {
+                "event_to_prediction": (processor.latency_ms if processor else empty).summary(),
+                "processing": (processor.processing_ms if processor else empty).summary(),
+                "checkpoint": self.checkpointer.milliseconds.summary(),
+            },
+        }
+        return report

@@ -1,0 +1,130 @@
+"""Split mode: score what the predictors actually published, not what the learner would serve.
+
+A learner does not serve. It predicts every event itself (the model and the fallback stay
+prequential, exactly as in ``run``), and reads the predictions topic to learn what was served:
+each published prediction is joined by event id with the event awaiting its label, or with a
+label that came before the prediction. Whatever the order, each labelled event's served answer
+is scored once; a label whose prediction never comes within the bound is counted as unscored.
+
+>>> join = ServedJoin(max_waiting=2)
+>>> p = Published("e1", ts=0.0, prediction=True, proba=None, source="rules", model_version=0)
+>>> join.answer(p, classes=None)
+True
+>>> join.wait("e2", y=False, classes=None, attributes={})  # its label came first
+[]
+>>> join.take_waiting("e2")
+(False, None, {})
+>>> [join.wait(i, y=True, classes=None, attributes={}) for i in ("a", "b", "c")][-1]
+['a']
+>>> join.unscored
+1
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from typing import Any, Final, NamedTuple
+
+import orjson
+
+from pipeline.schemas import InvalidRecord, proba_key
+
+
+class _Unpublished:
+    def __repr__(self) -> str:
+        return "UNPUBLISHED"
+
+    def __reduce__(self) -> str:
+        return "UNPUBLISHED"  # one sentinel, also after a checkpoint round trip
+
+
+UNPUBLISHED: Final = _Unpublished()
+
+
+class Published(NamedTuple):
+    """The parts of a published prediction the learner scores."""
+
+    id: str
+    ts: float
+    prediction: Any
+    proba: dict[str, float] | None
+    source: str
+    model_version: int | None
+
+
+def parse_published(raw: bytes | None) -> Published:
+    """A prediction record as the predictors wrote it (riverline's own output, so lenient).
+
+    >>> parse_published(b'{"id": "7", "ts": 1.5, "prediction": true, "source": "model"}').source
+    'model'
+    >>> try:
+    ...     parse_published(b'not json')
+    ... except InvalidRecord as e:
+    ...     print(e.reason)
+    prediction_unreadable
+    """
+    try:
+        data = orjson.loads(raw or b"")
+        return Published(
+            str(data["id"]),
+            float(data["ts"]),
+            data.get("prediction"),
+            data.get("proba"),
+            str(data.get("source", "")),
+            data.get("model_version"),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise InvalidRecord("prediction_unreadable", f"not a riverline prediction: {e}") from e
+
+
+class ServedJoin:
+    """Published predictions and labels, joined by id, for the ``served`` role's metrics.
+
+    Labels that came before their prediction wait, at most ``max_waiting`` of them (oldest
+    out first, counted in ``unscored``).
+    """
+
+    def __init__(self, max_waiting: int = 100_000) -> None:
+        self.max_waiting = max_waiting
+        # id -> (label value, the model's classes for reading probabilities, attributes)
+        self.waiting: OrderedDict[str, tuple[Any, Any, dict[str, Any]]] = OrderedDict()
+        self.unscored = 0  # labelled events whose prediction never came
+        self.scored = 0
+        self.ignored = 0  # duplicates (at-least-once) and predictions of unknown events
+        self.by_source: Counter[str] = Counter()
+        self.last_version: int | None = None
+
+    def answer(self, published: Published, classes: Any) -> Any:
+        """The served answer in the form the evaluator scores: the probabilities when the
+        model served them (keys back to the model's classes), else the hard prediction."""
+        self.by_source[published.source] += 1
+        if published.model_version is not None:
+            self.last_version = published.model_version
+        proba = published.proba
+        if published.source == "model" and proba and isinstance(classes, dict):
+            served = {c: float(proba[k]) for c in classes if (k := proba_key(c)) in proba}
+            if served:
+                return served
+        return published.prediction
+
+    def wait(self, event_id: str, y: Any, classes: Any, attributes: dict[str, Any]) -> list[str]:
+        """Keep a scored label until its event's prediction comes; returns ids given up."""
+        self.waiting[event_id] = (y, classes, attributes)
+        dropped = []
+        while len(self.waiting) > self.max_waiting:
+            dropped.append(self.waiting.popitem(last=False)[0])
+            self.unscored += 1
+        return dropped
+
+    def take_waiting(self, event_id: str) -> tuple[Any, Any, dict[str, Any]] | None:
+        return self.waiting.pop(event_id, None)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "scored": self.scored,
+            "waiting_for_prediction": len(self.waiting),
+            "unscored_no_prediction": self.unscored + len(self.waiting),
+            "ignored": self.ignored,
+            "published_by_source": dict(sorted(self.by_source.items())),
+            "last_model_version": self.last_version,
+        }
