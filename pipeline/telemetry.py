@@ -15,6 +15,8 @@ from typing import Any
 
 from river import stats
 
+from pipeline.health import HealthServer, Readiness
+
 QUANTILES = (0.5, 0.9, 0.99)
 
 
@@ -168,6 +170,9 @@ class PipelineMetrics:
         )
         self._seen: dict[str, float] = {}
         self._init_review(r)
+        # The role (run, learner, predictor) replaces this with its own check.
+        self.readiness: Readiness = not_reported
+        self.server: HealthServer | None = None
         # The per-record observations, children looked up once and flushed per batch.
         self.latency_wall = HistogramBatch(self.latency.labels(clock="wall"))
         self.latency_event = HistogramBatch(self.latency.labels(clock="event"))
@@ -268,16 +273,30 @@ class PipelineMetrics:
                 self.time_to_answer.labels(quantile=q).set(answer[q])
 
     def serve(self, port: int) -> int:
-        """Expose /metrics on ``port`` (0: a free one); returns the port."""
-        return serve_registry(self.registry, port)
+        """Expose /metrics, /healthz and /readyz on ``port`` (0: a free one); returns the port.
+
+        /readyz asks :attr:`readiness` at each request, so a role may set it at any time.
+        """
+        self.server = HealthServer(self.registry, port, lambda: self.readiness())
+        return self.server.port
 
 
-def serve_registry(registry: Any, port: int) -> int:
-    """Serve a registry's /metrics on ``port`` (0: a free one); returns the port."""
-    from prometheus_client import start_http_server
+def not_reported() -> tuple[bool, str]:
+    """The readiness of a process whose role has not said yet: not ready."""
+    return False, "starting: readiness not reported yet"
 
-    server, _thread = start_http_server(port, addr="0.0.0.0", registry=registry)
-    return int(server.server_address[1])
+
+def serve_registry(registry: Any, port: int, readiness: Readiness | None = None) -> int:
+    """Serve a registry's /metrics, /healthz and /readyz on ``port`` (0: a free one).
+
+    Returns the port. Without ``readiness``, /readyz answers like /healthz (a one-shot job
+    such as ``replay`` is ready as long as it runs).
+    """
+    return HealthServer(registry, port, readiness or _alive).port
+
+
+def _alive() -> tuple[bool, str]:
+    return True, "alive"
 
 
 class ReplayMetrics:

@@ -15,6 +15,7 @@ from pipeline.cli import (  # noqa: F401  (registers the commands)
     run,
     status,
     tail,
+    topics,
 )
 from pipeline.cli.app import app
 
