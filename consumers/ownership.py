@@ -32,6 +32,7 @@ class Ownership:
         self.stop = stop
         self.lost: LeaseLost | None = None
         self.held = False
+        self.waiting = False
         self._stop_keeping = threading.Event()
 
     @property
@@ -45,6 +46,13 @@ class Ownership:
     def wait(self) -> bool:
         """Standby until the lease is ours; False if asked to stop first."""
         announced = False
+        self.waiting = True
+        try:
+            return self._wait(announced)
+        finally:
+            self.waiting = False
+
+    def _wait(self, announced: bool) -> bool:
         while not self.stop.is_set():
             try:
                 if self.lease.try_acquire():

@@ -110,6 +110,18 @@ class Writer:
         self.outputs: Outputs | None = None
         self.processor: RecordProcessor | None = None
         self.started = time.monotonic()
+        self.metrics.readiness = self.ready
+
+    def ready(self) -> tuple[bool, str]:
+        """For /readyz: a writer serving its partitions, or a standby waiting for the lease."""
+        if self.ownership.held:
+            assigned = len(self.inputs.assignment()) if self.inputs is not None else 0
+            if assigned:
+                return True, f"{self.role}: writer, {assigned} partitions assigned"
+            return False, f"{self.role}: writer, joining the consumer group"
+        if self.ownership.waiting:
+            return True, f"{self.role}: standby, waiting for the writer lease"
+        return False, f"{self.role}: not started"
 
     # -- what subclasses choose -------------------------------------------------------------
 
