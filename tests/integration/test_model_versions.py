@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import pickle
 import shutil
@@ -18,10 +19,12 @@ import pytest
 from river import datasets
 
 from pipeline.checkpointing.model_versions import ModelVersionStore
+from pipeline.checkpointing.store import CheckpointStore
 from pipeline.checkpointing.trust import CheckpointError, Fenced
 from pipeline.config import RiverlineConfig
 from pipeline.core import LearningCore
 from pipeline.kafka.embedded import free_port, wait_for_port
+from pipeline.provenance import provenance
 from pipeline.schemas import Event, Label
 from pipeline.serving.predictor_core import ServingCore
 from pipeline.serving.snapshot import ServingSnapshot, snapshot_of
@@ -234,15 +237,22 @@ def test_cli_lists_and_shows(make_config: Any, tmp_path: Path) -> None:
     store.publish(learner.snapshot())
     learner.learn(120)
     store.publish(learner.snapshot())
+    # A checkpoint whose metadata carries provenance, as the consumer writes it.
+    offsets = {(cfg.kafka.topics.events, 0): 150}
+    checkpoints = CheckpointStore(store.client, cfg.name, SECRET)
+    checkpoint = checkpoints.save(
+        learner.core.state, offsets, {"reason": "test", **provenance(cfg, offsets)}
+    )
     config = str(write_config(cfg, tmp_path / "c.yaml"))
     dead = "redis://127.0.0.1:1/0"
-    listed, shown, loaded, missing, down = riverline_all(
+    listed, shown, loaded, missing, down, ckpt = riverline_all(
         [
             ["model", "list", "--config", config],
             ["model", "show", "150", "--config", config],
             ["model", "show", "150", "--load", "--config", config],
             ["model", "show", "151", "--config", config],
             ["model", "list", "--config", config, "--redis-url", dead],
+            ["checkpoint", "show", str(checkpoint), "--config", config],
         ],
         cli_env(),
     )
@@ -252,8 +262,6 @@ def test_cli_lists_and_shows(make_config: Any, tmp_path: Path) -> None:
     assert len(rows) == 2 and "*" in rows[1] and "*" not in rows[0], listed.stdout
     assert "serving" in rows[1] and "0.1.0" in rows[1]
     assert shown.returncode == 0, shown.stderr
-    import json
-
     body = json.loads(shown.stdout)
     assert body["signature"] == "verified" and body["meta"]["version"] == 150
     assert body["provenance"]["config_digest"] == digest and "model" not in body
@@ -261,6 +269,10 @@ def test_cli_lists_and_shows(make_config: Any, tmp_path: Path) -> None:
     assert "LogisticRegression" in json.loads(loaded.stdout)["model"]
     assert_one_error(missing, 1, "model:151", "does not exist")
     assert_one_error(down, 1, "Redis", dead)
+    assert ckpt.returncode == 0, ckpt.stderr
+    made_of = json.loads(ckpt.stdout)["provenance"]
+    assert made_of["config_digest"] == digest
+    assert made_of["offsets"] == {f"{cfg.kafka.topics.events}[0]": 150}
 
 
 def wait_until(condition: Any, what: str) -> None:
