@@ -16,7 +16,7 @@ learning on does not change it), publishes it, and predictors serve with it. Pur
 
 from __future__ import annotations
 
-import copy
+import pickle
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -71,6 +71,18 @@ class ServingSnapshot:
         }
 
 
+def deep_copy(value: Any) -> Any:
+    """A deep copy through pickle: about twice as fast as ``copy.deepcopy`` on River's models
+    (a 10-tree forest: ~0.3 s against ~0.65 s), and what Redis will hold anyway.
+
+    >>> original = {"w": [1.0, 2.0]}
+    >>> copied = deep_copy(original)
+    >>> copied == original, copied["w"] is original["w"]
+    (True, False)
+    """
+    return pickle.loads(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+
+
 def snapshot_of(
     core: LearningCore,
     config: RiverlineConfig,
@@ -80,15 +92,15 @@ def snapshot_of(
     """The core's model and gating as they are now, with what made them.
 
     ``offsets`` are the next offsets the learner will read: the data the version has seen.
-    The deep copy is the cost of a snapshot (a forest's takes longer than a linear model's);
-    take it between records, like a checkpoint.
+    The copy is the cost of a snapshot (a forest's takes longer than a linear model's: see
+    benchmarks/model_versions.py); take it between records, like a checkpoint.
     """
     at = time.time() if created_at is None else created_at
     state = core.state
     return ServingSnapshot(
         version=core.model_version,
-        model=copy.deepcopy(state.model),
-        gating=copy.deepcopy(state.gating),
+        model=deep_copy(state.model),
+        gating=deep_copy(state.gating),
         classifier=core.classifier,
         pipeline=config.name,
         explain_top_k=core.explain_top_k,
