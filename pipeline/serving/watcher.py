@@ -139,7 +139,7 @@ class ModelWatcher:
                     pubsub.subscribe(self.store.channel)
                     next_poll = 0.0  # what was published while away is found by a poll
                 if time.monotonic() >= next_poll:
-                    self._consider(self.store.latest_version(), "poll")
+                    self._poll()
                     next_poll = time.monotonic() + self.poll_seconds
                 wait = min(TICK, max(0.0, next_poll - time.monotonic()))
                 if pubsub is None:
@@ -161,6 +161,26 @@ class ModelWatcher:
                 pubsub = None
                 self._stop.wait(MAX_BACKOFF)
         self._close(pubsub)
+
+    def _poll(self) -> None:
+        """Load ``model:latest`` if newer; if it is refused, the newest kept one that is not.
+
+        So a predictor that starts while the latest version is bad (tampered with, say) still
+        serves the best version it can verify, rather than the fallback.
+        """
+        latest = self.store.latest_version()
+        self._consider(latest, "poll")
+        if latest is None or latest not in self.refused:
+            return
+        newest = self.newest_version
+        for version in reversed(self.store.versions()):
+            if version >= latest or version in self.refused:
+                continue
+            if newest is not None and version <= newest:
+                return
+            self._consider(version, "poll")
+            if version not in self.refused:
+                return
 
     def _on_message(self, message: dict[str, Any] | None) -> None:
         if message is None:
@@ -195,6 +215,7 @@ class ModelWatcher:
                 self.newest_version,
             )
             return
+        self._up()  # Redis answered: say so before anyone hears of the new version
         with self._changed:
             times.created_at = snapshot.created_at
             times.loaded_at = time.time()

@@ -118,9 +118,10 @@ def test_republishing_a_version_changes_nothing(make_config: Any) -> None:
     learner.learn(40)
     store.publish(learner.snapshot())
     before = store.client.hgetall(store.key("model:40"))
-    pubsub = store.client.pubsub(ignore_subscribe_messages=True)
+    pubsub = store.client.pubsub()
     pubsub.subscribe(store.channel)
-    time.sleep(0.2)
+    confirmed = pubsub.get_message(timeout=WAIT)
+    assert confirmed is not None and confirmed["type"] == "subscribe"
     assert store.publish(learner.snapshot()) == 40  # e.g. a learner restarted from a checkpoint
     assert store.client.hgetall(store.key("model:40")) == before
     assert store.versions() == [40]
@@ -207,6 +208,16 @@ def test_an_unverified_version_is_never_unpickled(
         bad = plant(store, kind, payload, learner.snapshot())
         wait_until(lambda: bad in watcher.refused, "the watcher did not look at it")
         taken = watcher.take()
+        assert (taken.version if taken else None) == (10 if with_secret else None)
+    assert not payload.exists()
+    # A predictor starting now, with the bad version as the latest, serves the newest good one.
+    with ModelWatcher(reader, poll_seconds=0.1, subscribe=False) as late:
+        wait_until(lambda: bad in late.refused, "the late watcher did not look at it")
+        if with_secret:
+            assert late.wait_for(10, WAIT)
+        else:
+            wait_until(lambda: 10 in late.refused, "the late watcher did not try 10")
+        taken = late.take()
         assert (taken.version if taken else None) == (10 if with_secret else None)
     assert not payload.exists()
     with pytest.raises(CheckpointError, match=refusal) as refused:
