@@ -317,6 +317,25 @@ class CheckpointConfig(_Section):
         return self.secret.get_secret_value().encode() if self.secret else None
 
 
+class ServingConfig(_Section):
+    """Model versions: how often the learner publishes one, how many are kept, how often
+    predictors look for a new one (besides the pub/sub announcement)."""
+
+    every_labels: int = Field(
+        default=500, ge=1, description="Publish a model version after this many labels learned."
+    )
+    every_seconds: float = Field(
+        default=10.0, gt=0, description="...or after this long, if the model learned since."
+    )
+    keep: int = Field(default=10, ge=1, description="Model versions kept in Redis.")
+    poll_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often a predictor reads model:latest (pub/sub drops messages while a "
+        "subscriber is disconnected).",
+    )
+
+
 class OrderingConfig(_Section):
     max_idle_ms: int = Field(
         default=0,
@@ -381,6 +400,7 @@ class RiverlineConfig(_Section):
     join: JoinConfig = JoinConfig()
     validation: ValidationConfig = ValidationConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    serving: ServingConfig = ServingConfig()
     ordering: OrderingConfig = OrderingConfig()
     review: ReviewConfig = ReviewConfig()
 

@@ -4,8 +4,7 @@ The rule is River's prequential one (``evaluate.progressive_val_score``): on an 
 model and keep its answer; on the event's label, score that kept answer, then learn.
 
 >>> from pipeline.config import load_config
->>> from pipeline.served import UNPUBLISHED, Published, ServedJoin
-from pipeline.schemas import Event, Label
+>>> from pipeline.schemas import Event, Label
 >>> core = LearningCore.from_config(load_config(None, {
 ...     "name": "doctest", "model": {"spec": "linear_model.LogisticRegression"},
 ...     "fallback": {"default": False}, "gating": {"min_labels": 1},
@@ -28,15 +27,15 @@ from river import base
 
 from pipeline.config import RiverlineConfig
 from pipeline.evaluation import Evaluator
-from pipeline.explain import contributions
-from pipeline.fallback import Answer, Fallback
+from pipeline.fallback import Fallback
 from pipeline.gating import Decision, Gating
 from pipeline.join import DUPLICATE, JoinBuffer, Pending
 from pipeline.models import is_classifier, make_drift_detector, parse_model_spec
 from pipeline.review import ReviewBook, ReviewOutput, ReviewPolicy, TokenBucket
 from pipeline.review_hooks import ReviewLoop
-from pipeline.schemas import Event, Label, Prediction, encode, encode_fields, proba_key
+from pipeline.schemas import Event, Label, Prediction, encode, encode_fields
 from pipeline.served import UNPUBLISHED, Published, ServedJoin
+from pipeline.serving.serve import Server
 
 
 @dataclass
@@ -145,9 +144,6 @@ class Outcome:
         )
 
 
-_PLAIN = frozenset({bool, int, float, str, type(None)})
-
-
 class LearningCore(ReviewLoop):
     def __init__(
         self,
@@ -162,13 +158,22 @@ class LearningCore(ReviewLoop):
     ) -> None:
         self.review = review
         self.state = state
-        self.pipeline = pipeline  # stamped on every prediction
         self.fallback = fallback
         self.classifier = is_classifier(state.model)
-        self.explain_top_k = explain_top_k
+        # The serving rule, shared with the predictors (pipeline/serving/serve.py).
+        self.server = Server(self.classifier, explain_top_k, pipeline)
         self.drift_demotes = drift_demotes
         self.history_max = history_max
-        self._proba_keys: dict[Any, str] = {}  # class -> its JSON key, worked out once
+
+    @property
+    def pipeline(self) -> str | None:
+        """The pipeline's name, stamped on every prediction."""
+        return self.server.pipeline
+
+    @property
+    def explain_top_k(self) -> int | None:
+        """Feature contributions per model-served prediction; None: no explanation."""
+        return self.server.explain_top_k
 
     @staticmethod
     def new_state(config: RiverlineConfig) -> CoreState:
@@ -243,13 +248,16 @@ class LearningCore(ReviewLoop):
         x = {k: v for k, v in event.features.items() if v is not None}
         model_pred = self._model_prediction(x, outcome, origin)
         answer = self.fallback.answer(x)
-        fields, kept_model = self._serve(event, model_pred, answer)
+        fields, kept_model = self.server.serve(
+            event, model_pred, answer, state.gating, state.model, state.learned
+        )
         if isinstance(fields, Prediction):
             outcome.prediction = fields
             value, source = fields.prediction, fields.source
         else:
             outcome.prediction_fields = fields
             value, source = fields["prediction"], fields["source"]
+        state.served_by[source] += 1
         served = value if source != "model" else kept_model
         if state.served_join is not None:
             served = UNPUBLISHED  # scored once the predictors' answer is read
@@ -280,64 +288,6 @@ class LearningCore(ReviewLoop):
         self._expire(outcome)
         self._review_tick(outcome)
         return outcome
-
-    def _serve(
-        self, event: Event, model_pred: Any, answer: Answer
-    ) -> tuple[dict[str, Any] | Prediction, Any]:
-        state = self.state
-        confidence: float | None = None
-        proba: dict[str, float] | None = None
-        hard = model_pred
-        has_opinion = model_pred is not None and model_pred != {}
-        if self.classifier:
-            if has_opinion:
-                hard = max(model_pred, key=model_pred.get)
-                confidence = float(model_pred[hard])
-                keys = self._proba_keys
-                proba = {}
-                for k, v in model_pred.items():
-                    key = keys.get(k)
-                    if key is None:
-                        key = keys[k] = proba_key(k)
-                    proba[key] = float(v)
-            else:
-                hard = None
-        explanation = None
-        if has_opinion and state.gating.serves_model(confidence):
-            source, value = "model", hard
-            if self.explain_top_k is not None:
-                explanation = contributions(state.model, dict(event.features), self.explain_top_k)
-        else:
-            source, value, confidence, proba = (
-                answer.source,
-                answer.prediction,
-                answer.confidence,
-                None,
-            )
-        state.served_by[source] += 1
-        # In Prediction's field order: encode_fields gives the same bytes as encode(Prediction).
-        fields = {
-            "id": event.id,
-            "ts": event.ts,
-            "prediction": value,
-            "proba": proba,
-            "source": source,
-            "model_version": self.model_version,
-            "confidence": confidence,
-            "mode": state.gating.mode,
-            "explanation": explanation,
-            "pipeline": self.pipeline,
-            "deadline_passed": None,
-            "reviewer": None,
-        }
-        # The raw answer is kept for scoring: evaluation.adapt derives what each metric takes.
-        # Every field is already of its declared type (the event was validated, probabilities
-        # and confidence are floats, labels come from validated labels or the config), so no
-        # pydantic model is built per prediction; anything unusual is validated as before.
-        plain_confidence = confidence is None or type(confidence) is float
-        if type(value) in _PLAIN and plain_confidence and explanation is None:
-            return fields, model_pred
-        return Prediction(**fields), model_pred
 
     def on_label(self, label: Label, origin: Any = None) -> Outcome:
         state = self.state

@@ -17,8 +17,6 @@ with ``insecure=True`` (``checkpoint.insecure: true``: Redis is trusted). Metada
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import pickle
@@ -30,10 +28,25 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from pipeline.checkpointing.trust import (
+    FENCE_CHECK,
+    CheckpointError,
+    Fenced,
+    check_signature,
+    fence_arg,
+    how_checked,
+    key_prefix,
+    run_fenced,
+    sign,
+)
+
 if TYPE_CHECKING:
     from pipeline.config import RiverlineConfig
 
 Offsets = dict[tuple[str, int], int]
+
+# The error classes live with the shared signing code; they are imported from here too.
+__all__ = ["Checkpoint", "CheckpointError", "CheckpointStore", "Fenced", "Offsets"]
 
 # Fault injection for the crash tests: SIGKILL this process during its Nth checkpoint, after
 # the blob is built and before the atomic write. Off unless the variable is set.
@@ -41,18 +54,15 @@ CRASH_ENV = "RIVERLINE_FAULT_SIGKILL_IN_CHECKPOINT"
 
 # One atomic unit: refuse a writer whose fencing token is below the fence, else write the
 # version and flip `latest` in the same script, so a reader never sees half a checkpoint.
-SAVE = """
-if ARGV[1] ~= '' then
-  local fence = redis.call('GET', KEYS[1])
-  if fence and tonumber(fence) > tonumber(ARGV[1]) then
-    return redis.error_reply('FENCED fence ' .. fence .. ' above token ' .. ARGV[1])
-  end
-end
+SAVE = (
+    FENCE_CHECK
+    + """
 redis.call('HSET', KEYS[2], 'blob', ARGV[3], 'offsets', ARGV[4], 'meta', ARGV[5], 'sig', ARGV[6])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[2])
 redis.call('SET', KEYS[4], ARGV[2])
 return 1
 """
+)
 
 
 # Compression is worth its time only where the state compresses: a forest's pickle (mostly
@@ -77,14 +87,6 @@ def compression_level(payload: bytes) -> int:
     step = (len(payload) - SLICE_BYTES) // (SAMPLE_SLICES - 1)
     sample = b"".join(payload[i * step : i * step + SLICE_BYTES] for i in range(SAMPLE_SLICES))
     return 1 if len(zlib.compress(sample, 1)) <= WORTH_COMPRESSING * len(sample) else 0
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be trusted or read."""
-
-
-class Fenced(CheckpointError):
-    """The write came from a writer whose lease was taken over; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ class CheckpointStore:
     ) -> None:
         # Without decode_responses every reply is bytes; redis-py types them as bytes | str.
         self.client: Any = client
-        self.prefix = f"riverline:{pipeline}:"
+        self.prefix = key_prefix(pipeline)
         self.secret = secret
         self.insecure = insecure
         self.keep = keep
@@ -139,13 +141,7 @@ class CheckpointStore:
         return self.prefix + suffix
 
     def _sign(self, *parts: bytes) -> str:
-        if self.secret is None:
-            return ""
-        mac = hmac.new(self.secret, digestmod=hashlib.sha256)
-        for part in parts:
-            mac.update(len(part).to_bytes(8, "big"))
-            mac.update(part)
-        return mac.hexdigest()
+        return sign(self.secret, *parts)
 
     def save(
         self,
@@ -178,19 +174,15 @@ class CheckpointStore:
             self.key("ckpt:versions"),
             self.key("ckpt:latest"),
         ]
-        fence_arg = "" if token is None else str(token)
         self.saves += 1
         if os.environ.get(CRASH_ENV) == str(self.saves):
             os.kill(os.getpid(), signal.SIGKILL)
-        try:
-            self._save(
-                keys=keys,
-                args=[fence_arg, version, blob, offsets_json, meta_json, signature],
-            )
-        except redis.ResponseError as e:
-            if "FENCED" in str(e):
-                raise Fenced(f"checkpoint refused: {e}") from None
-            raise
+        run_fenced(
+            self._save,
+            keys,
+            [fence_arg(token), version, blob, offsets_json, meta_json, signature],
+            "checkpoint",
+        )
         self._trim()
         return version
 
@@ -236,30 +228,21 @@ class CheckpointStore:
         fields: dict[bytes, bytes] = self.client.hgetall(self.key(f"ckpt:{version}"))
         if not fields:
             raise CheckpointError(f"checkpoint {self.prefix}ckpt:{version} does not exist")
-        where = f"checkpoint {self.prefix}ckpt:{version}"
-        if self.secret is None:
-            if self.insecure:
-                return fields
-            raise CheckpointError(
-                f"{where} cannot be verified: no checkpoint secret is set "
-                "(RIVERLINE_CHECKPOINT_SECRET or checkpoint.secret); refusing to load it "
-                "(checkpoint.insecure: true skips the check where Redis is trusted)"
-            )
-        blob, offsets_json = fields.get(b"blob", b""), fields.get(b"offsets", b"")
-        meta_json, sig = fields.get(b"meta", b""), fields.get(b"sig", b"").decode()
-        if not sig:
-            raise CheckpointError(f"{where} is not signed; refusing to load it")
-        if not hmac.compare_digest(sig, self._sign(blob, offsets_json, meta_json)):
-            raise CheckpointError(
-                f"{where} failed its signature check "
-                "(altered, or signed with another secret); refusing to load it"
-            )
+        check_signature(
+            f"checkpoint {self.prefix}ckpt:{version}",
+            self.secret,
+            self.insecure,
+            fields.get(b"sig", b"").decode(),
+            fields.get(b"blob", b""),
+            fields.get(b"offsets", b""),
+            fields.get(b"meta", b""),
+        )
         return fields
 
     def verify(self, version: int) -> str:
         """How the version was checked; :class:`CheckpointError` if it must not be loaded."""
         self._fields(version)
-        return "verified" if self.secret is not None else "not checked (checkpoint.insecure: true)"
+        return how_checked(self.secret)
 
     def load(self, version: int) -> Checkpoint:
         """The one place a checkpoint is unpickled: only after :meth:`_fields` let it through."""

@@ -8,6 +8,7 @@ from pipeline.cli import (  # noqa: F401  (registers the commands)
     broker,
     checkpoints,
     demo,
+    model,
     pipelines,
     replay,
     report,

@@ -72,10 +72,11 @@ def checkpoint_show(
     name: NameOpt = None,
     redis_url: RedisOpt = None,
 ) -> None:
-    """Verify one version's signature, then print its metadata, offsets and report."""
+    """Verify one version's signature, then print its metadata, provenance, offsets and report."""
     import json
 
     from pipeline.core import LearningCore
+    from pipeline.provenance import provenance_of
 
     with friendly_errors():
         cfg = build_config(config, name, None, redis_url)
@@ -83,8 +84,10 @@ def checkpoint_show(
         signature = store.verify(version)  # refused here unless verified or insecure on purpose
         checkpoint = store.load(version)
         core = LearningCore.from_config(cfg, checkpoint.state)
-        shown = {
-            "meta": checkpoint.meta,
+        shown: dict[str, object] = {"meta": checkpoint.meta}
+        if made_of := provenance_of(checkpoint.meta):  # checkpoints from before it have none
+            shown["provenance"] = made_of
+        shown |= {
             "offsets": {f"{t}[{p}]": o for (t, p), o in sorted(checkpoint.offsets.items())},
             "signature": signature,
             "report": core.report(),

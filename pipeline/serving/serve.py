@@ -1,0 +1,116 @@
+"""The serving rule: the model's answer and the fallback's in, the published prediction out.
+
+One rule for every process that serves, so that the learner (:class:`pipeline.core.LearningCore`)
+and a predictor (:class:`pipeline.serving.predictor_core.ServingCore`) given the same model and
+gating state publish the same bytes. Pure, and on the hot path: no per-event allocation beyond
+the prediction's own fields.
+
+>>> from pipeline.config import GatingConfig
+>>> from pipeline.fallback import Answer
+>>> from pipeline.gating import Gating
+>>> from pipeline.schemas import Event, encode_fields
+>>> server = Server(classifier=True, explain_top_k=None, pipeline="doc")
+>>> gate = Gating(GatingConfig(), bigger_is_better=True)
+>>> event = Event(id="1", ts=5.0, features={"x": 1.0})
+>>> fields, kept = server.serve(event, {True: 0.9, False: 0.1}, Answer(False, "default", None),
+...                             gate, model=None, model_version=7)
+>>> fields["source"], fields["prediction"], fields["model_version"], fields["mode"]
+('default', False, 7, 'cold')
+>>> gate.mode = "serving"
+>>> fields, kept = server.serve(event, {True: 0.9, False: 0.1}, Answer(False, "default", None),
+...                             gate, model=None, model_version=7)
+>>> encode_fields(fields)[:86]
+b'{"id":"1","ts":5.0,"prediction":true,"proba":{"true":0.9,"false":0.1},"source":"model"'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.explain import contributions
+from pipeline.fallback import Answer
+from pipeline.gating import Gating
+from pipeline.schemas import Event, Prediction, proba_key
+
+_PLAIN = frozenset({bool, int, float, str, type(None)})
+
+
+class Server:
+    """What is served for one event, given the model's raw answer and the fallback's.
+
+    Holds what does not change between events: whether the model is a classifier, whether
+    predictions carry an explanation, the pipeline's name, and a cache of the JSON keys of the
+    classes seen (worked out once per class, not per event).
+    """
+
+    __slots__ = ("_proba_keys", "classifier", "explain_top_k", "pipeline")
+
+    def __init__(self, classifier: bool, explain_top_k: int | None, pipeline: str | None) -> None:
+        self.classifier = classifier
+        self.explain_top_k = explain_top_k
+        self.pipeline = pipeline  # stamped on every prediction
+        self._proba_keys: dict[Any, str] = {}  # class -> its JSON key
+
+    def serve(
+        self,
+        event: Event,
+        model_pred: Any,
+        answer: Answer,
+        gating: Gating,
+        model: Any,
+        model_version: int,
+    ) -> tuple[dict[str, Any] | Prediction, Any]:
+        """The prediction's fields (a :class:`Prediction` when a field is unusual) and the
+        model's raw answer, kept for scoring."""
+        confidence: float | None = None
+        proba: dict[str, float] | None = None
+        hard = model_pred
+        has_opinion = model_pred is not None and model_pred != {}
+        if self.classifier:
+            if has_opinion:
+                hard = max(model_pred, key=model_pred.get)
+                confidence = float(model_pred[hard])
+                keys = self._proba_keys
+                proba = {}
+                for k, v in model_pred.items():
+                    key = keys.get(k)
+                    if key is None:
+                        key = keys[k] = proba_key(k)
+                    proba[key] = float(v)
+            else:
+                hard = None
+        explanation = None
+        if has_opinion and gating.serves_model(confidence):
+            source, value = "model", hard
+            if self.explain_top_k is not None:
+                explanation = contributions(model, dict(event.features), self.explain_top_k)
+        else:
+            source, value, confidence, proba = (
+                answer.source,
+                answer.prediction,
+                answer.confidence,
+                None,
+            )
+        # In Prediction's field order: encode_fields gives the same bytes as encode(Prediction).
+        fields = {
+            "id": event.id,
+            "ts": event.ts,
+            "prediction": value,
+            "proba": proba,
+            "source": source,
+            "model_version": model_version,
+            "confidence": confidence,
+            "mode": gating.mode,
+            "explanation": explanation,
+            "pipeline": self.pipeline,
+            "deadline_passed": None,
+            "reviewer": None,
+        }
+        # The raw answer is kept for scoring: evaluation.adapt derives what each metric takes.
+        # Every field is already of its declared type (the event was validated, probabilities
+        # and confidence are floats, labels come from validated labels or the config), so no
+        # pydantic model is built per prediction; anything unusual is validated as before.
+        plain_confidence = confidence is None or type(confidence) is float
+        if type(value) in _PLAIN and plain_confidence and explanation is None:
+            return fields, model_pred
+        return Prediction(**fields), model_pred
