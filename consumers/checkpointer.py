@@ -19,6 +19,7 @@ import redis
 from consumers.inputs import Start
 from pipeline.checkpointing.store import Checkpoint, CheckpointStore, Offsets
 from pipeline.config import ConfigError, RiverlineConfig
+from pipeline.provenance import provenance
 from pipeline.telemetry import LatencyQuantiles
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,8 @@ class Checkpointer:
             with lock:
                 written = dict(offsets)
                 labels = state.labels
+                # What made this state: code, config and the data consumed (issue 11).
+                meta = {**meta, **provenance(self.config, written)}
                 version = self.store.save(state, written, meta, token=token)
         except redis.RedisError as e:
             self.wanted = False  # retried on the backoff schedule instead

@@ -189,7 +189,7 @@ class PredictionProcessor:
             self.outputs.dead_letter(rejection.origin, rejection.reason, rejection.message)
 
     def _first_use(self, now: float) -> None:
-        version = self.serving.version
+        version = self.serving.model_version
         published_at = self.awaiting_first_use.pop(version, None)
         if published_at is not None:
             self.version_to_first_use_ms.update(max(0.0, now - published_at) * 1000.0)

@@ -334,6 +334,12 @@ class ServingConfig(_Section):
         description="How often a predictor reads model:latest (pub/sub drops messages while a "
         "subscriber is disconnected).",
     )
+    commit_every_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often a predictor commits its offsets, once its outputs are "
+        "acknowledged: what a crash makes it publish again.",
+    )
 
 
 class OrderingConfig(_Section):

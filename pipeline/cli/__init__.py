@@ -13,6 +13,7 @@ from pipeline.cli import (  # noqa: F401  (registers the commands)
     replay,
     report,
     review,
+    roles,
     run,
     status,
     tail,

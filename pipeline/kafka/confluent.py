@@ -255,10 +255,11 @@ class ConfluentConsumer:
         # Asynchronous unless asked: a synchronous commit waits through a rebalance or a
         # coordinator change, and a writer's offsets only feed lag monitoring (Redis holds
         # the real ones); a predictor waits for its last one before closing.
-        self.client.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-            asynchronous=not wait,
-        )
+        given = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        if wait:
+            self.client.commit(offsets=given, asynchronous=False)
+        else:
+            self.client.commit(offsets=given, asynchronous=True)
 
     def broker_answers(self, timeout_s: float) -> bool:
         topics = {t for t, _ in self._assigned}

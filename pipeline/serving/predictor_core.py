@@ -69,6 +69,10 @@ class ServingCore:
             self.swap(snapshot)
 
     @property
+    def classifier(self) -> bool:
+        return self._server.classifier
+
+    @property
     def model_version(self) -> int:
         """The version served now: labels its model learned from (0 before any)."""
         return self._version

@@ -114,6 +114,17 @@ class ModelWatcher:
             self.times[newest.version].taken_at = time.time()
             return newest
 
+    def refresh(self) -> None:
+        """Check ``model:latest`` now, in the caller's thread.
+
+        A predictor given partitions calls it before serving them: their previous owner served
+        at most the version that was latest then, so a version per partition never goes back.
+        """
+        try:
+            self._poll()
+        except (redis.RedisError, OSError) as e:
+            self._down(e)
+
     def wait_for(self, version: int, timeout: float) -> bool:
         """Whether a version at least this new was loaded within ``timeout`` seconds."""
         with self._changed:
