@@ -108,7 +108,7 @@ def throughput(
     if mode == "run":
         procs = [cli(["run", *common], tmp / f"{name}.log")]
     else:
-        n = int(mode.split("+")[1])
+        n = int(mode.split("-")[1])
         procs = [cli(["learner", *common], tmp / f"{name}.learner.log")]
         reports = [tmp / f"{name}.p{i}.json" for i in range(n)]
         procs += [
@@ -116,6 +116,8 @@ def throughput(
             for i, r in enumerate(reports)
         ]
     wait(procs)
+    if any(p.returncode for p in procs):
+        raise SystemExit(f"{mode}: a process failed, see {tmp}")
     count, per_s = rate(timestamps(bootstrap, f"{name}.predictions"))
     result: dict[str, Any] = {"predictions": count, "per_s": per_s}
     if mode != "run":
@@ -171,8 +173,9 @@ def main() -> None:
     parser.add_argument("--failover-rate", type=int, default=500)
     args = parser.parse_args()
     redis_url = resolve_redis_url("redis://127.0.0.1:6379/0")
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmpdir:
-        tmp = Path(tmpdir)
+    with EmbeddedBroker() as broker:
+        tmp = Path(tempfile.mkdtemp(prefix="riverline-scale-"))  # logs kept to read
+        print(f"logs in {tmp}")
         bootstrap = broker.bootstrap
         inputs = f"bench-inputs-{uuid.uuid4().hex[:6]}"
         cfg_file = tmp / "inputs.yaml"
@@ -194,7 +197,7 @@ def main() -> None:
         wait([published])
         figures: dict[str, list[dict[str, Any]]] = {}
         for _ in range(args.runs):
-            for mode in ("run", "learner+1", "learner+2"):
+            for mode in ("run", "learner-1", "learner-2"):
                 figures.setdefault(mode, []).append(
                     throughput(mode, bootstrap, redis_url, inputs, args.client, tmp)
                 )
@@ -204,7 +207,7 @@ def main() -> None:
             print(
                 f"  {mode:10s} {per_s:10.0f} predictions/s  ({[round(r['per_s']) for r in runs]})"
             )
-        uses = [u for r in figures["learner+2"] for u in r.get("version_to_first_use_ms", [])]
+        uses = [u for r in figures["learner-2"] for u in r.get("version_to_first_use_ms", [])]
         p50s = [u["p50"] for u in uses if u.get("count")]
         p99s = [u["p99"] for u in uses if u.get("count")]
         if p50s:
