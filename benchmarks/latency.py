@@ -27,10 +27,12 @@ import json
 import multiprocessing
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -122,15 +124,59 @@ def publisher_config(cfg: RiverlineConfig) -> RiverlineConfig:
     return cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update=PUBLISHER)})
 
 
+def acknowledged_publish(
+    cfg: RiverlineConfig, bootstrap: str, data: list[Any], rate: float, out: str
+) -> None:
+    """``run.paced_publish``, with each event's send time to its acknowledgement written to
+    ``out`` (JSON, ms). confluent-kafka serves delivery reports only inside ``poll``, so here
+    it is polled after every send (kafka-python acknowledges on its IO thread)."""
+    from pipeline.kafka.confluent import ConfluentProducer
+    from pipeline.kafka.kafka_python import KafkaPythonProducer
+
+    acked: list[float] = []
+    events = cfg.kafka.topics.events
+
+    def stamping(cls: Any) -> None:
+        original = cls.send
+
+        def send(self: Any, topic: str, key: Any, value: Any, **kwargs: Any) -> None:
+            callback = kwargs.get("on_delivery")
+            sent = int_header(SimpleNamespace(**kwargs), SENT_HEADER) if topic == events else None
+
+            def delivered(error: Exception | None) -> None:
+                if error is None and sent is not None:
+                    acked.append(time.time() * 1000.0 - sent)
+                if callback is not None:
+                    callback(error)
+
+            original(self, topic, key, value, **(kwargs | {"on_delivery": delivered}))
+            if cls is ConfluentProducer:
+                self.client.poll(0)
+
+        cls.send = send
+
+    stamping(ConfluentProducer)
+    stamping(KafkaPythonProducer)
+    paced_publish(cfg, bootstrap, data, rate)
+    Path(out).write_text(json.dumps(acked))
+
+
 def start_publisher(
-    cfg: RiverlineConfig, bootstrap: str, rate: float, seconds: float
+    cfg: RiverlineConfig, bootstrap: str, rate: float, seconds: float, out: str
 ) -> multiprocessing.process.BaseProcess:
     data = records("Shuttle", int(rate * seconds))
     producer = multiprocessing.get_context("fork").Process(
-        target=paced_publish, args=(cfg, bootstrap, data, rate)
+        target=acknowledged_publish, args=(cfg, bootstrap, data, rate, out)
     )
     producer.start()
     return producer
+
+
+def read_acknowledged(out: str) -> dict[str, Any]:
+    path = Path(out)
+    acked = json.loads(path.read_text()) if path.exists() else []
+    path.unlink(missing_ok=True)
+    return quantiles(acked)
 
 
 def raw_round_trip(
@@ -153,7 +199,8 @@ def raw_round_trip(
     while not assigned and time.monotonic() < deadline:
         consumer.poll(100)
     consumer.poll(100)
-    producer = start_publisher(publisher_config(cfg), bootstrap, rate, seconds)
+    out = tempfile.mktemp(prefix="riverline-acked-", suffix=".json")
+    producer = start_publisher(publisher_config(cfg), bootstrap, rate, seconds, out)
     latencies: list[float] = []
     idle_since = time.monotonic()
     while producer.is_alive() or time.monotonic() - idle_since < 1.0:
@@ -171,7 +218,7 @@ def raw_round_trip(
     producer.join()
     consumer.close()
     cleanup(cfg, bootstrap, redis_url)
-    return {"sent_to_fetched": quantiles(latencies)}
+    return {"sent_to_acked": read_acknowledged(out), "sent_to_fetched": quantiles(latencies)}
 
 
 STEPS = ("sent_to_fetched", "fetched_to_popped", "popped_to_predicted", "sent_to_predicted")
@@ -233,13 +280,15 @@ def riverline_breakdown(
     while not consumer.lags and time.monotonic() < deadline:  # joined and fetching
         time.sleep(0.1)
     time.sleep(1.0)
-    producer = start_publisher(publisher_config(cfg), bootstrap, rate, seconds)
+    out = tempfile.mktemp(prefix="riverline-acked-", suffix=".json")
+    producer = start_publisher(publisher_config(cfg), bootstrap, rate, seconds, out)
     producer.join()
     thread.join()
     cleanup(cfg, bootstrap, redis_url)
-    out = {step: quantiles(values) for step, values in consumer.steps.items()}
-    out["reported"] = dict(result["report"]["run"]["latency_ms"]["event_to_prediction"])
-    return out
+    steps = {"sent_to_acked": read_acknowledged(out)}
+    steps |= {step: quantiles(values) for step, values in consumer.steps.items()}
+    steps["reported"] = dict(result["report"]["run"]["latency_ms"]["event_to_prediction"])
+    return steps
 
 
 def median_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
