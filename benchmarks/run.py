@@ -19,7 +19,8 @@ River, no download), on the same model spec and labels 50 events late:
    fetch (poll + decode + validation + merge push), produce (send) and checkpoint time are
    timed from inside the consumer, per event;
 5. live latency (Bananas only): the producer paced at ``--rate`` events/s (``kafka.linger_ms``)
-   while the consumer runs; event-to-prediction latency from send time to the prediction handed to the producer.
+   while the consumer runs; event-to-prediction latency from send time to the prediction
+   handed to the producer.
 
 Throughputs are events per second; ratios divide by the bare loop measured in the same run on
 the same dataset, so machines of different speeds (and a busy machine) give comparable ratios.
