@@ -127,14 +127,21 @@ def throughput(
     return result
 
 
-def failover(bootstrap: str, redis_url: str, client: str, tmp: Path, rate_per_s: int) -> float:
-    """Seconds from a predictor's SIGKILL to every partition being served again."""
+def failover(
+    bootstrap: str, redis_url: str, client: str, tmp: Path, rate_per_s: int
+) -> tuple[float, dict[str, Any]]:
+    """Seconds from a predictor's SIGKILL to every partition being served again; and, from the
+    surviving predictor, the time from each new model version to its first prediction."""
     name = f"bench-failover-{uuid.uuid4().hex[:6]}"
     cfg_file = tmp / f"{name}.yaml"
     cfg_file.write_text(yaml.safe_dump(config(name, bootstrap, redis_url, name, client)))
     common = ["--config", str(cfg_file), "--until-idle", "4"]
     learner = cli(["learner", *common], tmp / f"{name}.learner.log")
-    predictors = [cli(["predictor", *common], tmp / f"{name}.p{i}.log") for i in range(2)]
+    survivor = tmp / f"{name}.p1.json"
+    predictors = [
+        cli(["predictor", *common], tmp / f"{name}.p0.log"),
+        cli(["predictor", *common, "--report", str(survivor)], tmp / f"{name}.p1.log"),
+    ]
     replay = cli(
         [
             "replay",
@@ -162,7 +169,8 @@ def failover(bootstrap: str, redis_url: str, client: str, tmp: Path, rate_per_s:
         if before and after:
             worst = max(worst, (after[0] - killed_at) / 1000)
     CheckpointStore(connect(redis_url), name, None).delete_all()
-    return worst
+    first_use = json.loads(survivor.read_text())["run"]["latency_ms"]["model_version_to_first_use"]
+    return worst, first_use
 
 
 def main() -> None:
@@ -207,19 +215,19 @@ def main() -> None:
             print(
                 f"  {mode:10s} {per_s:10.0f} predictions/s  ({[round(r['per_s']) for r in runs]})"
             )
-        uses = [u for r in figures["learner-2"] for u in r.get("version_to_first_use_ms", [])]
-        p50s = [u["p50"] for u in uses if u.get("count")]
-        p99s = [u["p99"] for u in uses if u.get("count")]
-        if p50s:
-            print(
-                "  new model version -> first prediction using it: "
-                f"p50 {statistics.median(p50s):.0f} ms, p99 {statistics.median(p99s):.0f} ms "
-                "(median over predictor processes)"
-            )
-        gaps = [
+        failovers = [
             failover(bootstrap, redis_url, args.client, tmp, args.failover_rate)
             for _ in range(args.runs)
         ]
+        gaps = [gap for gap, _ in failovers]
+        uses = [use for _, use in failovers if use.get("count")]
+        print(
+            f"  paced {args.failover_rate} ev/s, a model version a second, 2 predictors:\n"
+            "  new model version -> first prediction using it: "
+            f"p50 {statistics.median(u['p50'] for u in uses):.0f} ms, "
+            f"p99 {statistics.median(u['p99'] for u in uses):.0f} ms "
+            f"({sum(u['count'] for u in uses)} versions; median of runs)"
+        )
         print(
             "  predictor SIGKILL -> its partitions served again: "
             f"median {statistics.median(gaps):.1f} s ({[round(g, 1) for g in gaps]}; "

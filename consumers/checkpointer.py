@@ -33,6 +33,19 @@ class Restored:
     reset_from: int | None = None  # ``--reset``: the version set aside
 
 
+def require_secret(config: RiverlineConfig) -> bytes | None:
+    """Checkpoints are pickles: without a signing secret, refuse unless told it is fine."""
+    secret = config.checkpoint.secret_bytes()
+    if secret is None and not config.checkpoint.insecure:
+        raise ConfigError(
+            "invalid configuration:\n  checkpoint.secret: not set. Checkpoints are pickles and "
+            "loading one from a writable Redis runs code, so they are signed. Set "
+            "RIVERLINE_CHECKPOINT_SECRET (or checkpoint.secret), or set checkpoint.insecure: true "
+            "where Redis is trusted."
+        )
+    return secret
+
+
 class Checkpointer:
     """When and what to checkpoint, and whether Redis answers.
 

@@ -18,12 +18,12 @@ from typing import Any
 
 import redis
 
+from consumers.checkpointer import require_secret
 from consumers.inputs import Inputs
 from consumers.outputs import Outputs
 from consumers.processing import PredictionProcessor
 from consumers.signals import StopFlag
 from consumers.status import StatusBoard, active_seconds, lag_view
-from consumers.writer import require_secret
 from pipeline.checkpointing.model_versions import ModelVersionStore
 from pipeline.checkpointing.store import Offsets
 from pipeline.config import RiverlineConfig
@@ -191,7 +191,10 @@ class Predictor:
         self.serving.swap(snapshot)
         self.swaps += 1
         assert self.processor is not None
-        self.processor.awaiting_first_use[snapshot.version] = snapshot.created_at
+        if self.processor.last_record_at is not None:
+            # Timed only while serving: a version taken during the group join would count
+            # the join as delay.
+            self.processor.awaiting_first_use[snapshot.version] = snapshot.created_at
         log.info("model version %d -> %d (mode %s)", before, snapshot.version, snapshot.gating.mode)
 
     def _drain(self) -> int:

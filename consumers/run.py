@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from consumers.writer import Writer, require_secret
+from consumers.checkpointer import require_secret
+from consumers.writer import Writer
 
 __all__ = ["Consumer", "require_secret", "write_report"]
 

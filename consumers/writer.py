@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from consumers.checkpointer import Checkpointer
+from consumers.checkpointer import Checkpointer, require_secret
 from consumers.inputs import Inputs
 from consumers.outputs import Outputs
 from consumers.ownership import Ownership
@@ -25,7 +25,7 @@ from consumers.processing import RecordProcessor
 from consumers.signals import StopFlag
 from consumers.status import StatusBoard, active_seconds, lag_view
 from pipeline.checkpointing.store import CheckpointStore, Fenced, Offsets
-from pipeline.config import ConfigError, RiverlineConfig
+from pipeline.config import RiverlineConfig
 from pipeline.core import LearningCore
 from pipeline.kafka.records import KIND_EVENT, KIND_LABEL
 from pipeline.kafka.transport import DELIVERY_TIMEOUT_MS, Partition, Transport, make_transport
@@ -35,19 +35,6 @@ from pipeline.telemetry import LatencyQuantiles, PipelineMetrics
 from pipeline.validation import Validator
 
 log = logging.getLogger(__name__)
-
-
-def require_secret(config: RiverlineConfig) -> bytes | None:
-    """Checkpoints are pickles: without a signing secret, refuse unless told it is fine."""
-    secret = config.checkpoint.secret_bytes()
-    if secret is None and not config.checkpoint.insecure:
-        raise ConfigError(
-            "invalid configuration:\n  checkpoint.secret: not set. Checkpoints are pickles and "
-            "loading one from a writable Redis runs code, so they are signed. Set "
-            "RIVERLINE_CHECKPOINT_SECRET (or checkpoint.secret), or set checkpoint.insecure: true "
-            "where Redis is trusted."
-        )
-    return secret
 
 
 class Writer:

@@ -442,6 +442,11 @@ class LearningCore(ReviewLoop):
                 parked.origin,
             )
 
+    def _served_by(self) -> Counter[str]:
+        """Predictions by source; a learner serves nothing itself: what predictors published."""
+        served_join = self.state.served_join
+        return served_join.by_source if served_join is not None else self.state.served_by
+
     def report(self) -> dict[str, Any]:
         """The numbers a person checks first, as plain JSON-able values."""
         state = self.state
@@ -450,7 +455,12 @@ class LearningCore(ReviewLoop):
             "labels": state.labels,
             "metrics": state.evaluator.values(),
             "windowed": state.evaluator.windowed(),
-            "predictions_by_source": dict(sorted(state.served_by.items())),
+            # A learner serves nothing itself: what the predictors published.
+            "predictions_by_source": dict(
+                sorted(
+                    (state.served_join.by_source if state.served_join else state.served_by).items()
+                )
+            ),
             "promotions": [d.as_dict() for d in state.gating.promotions],
             "demotions": [d.as_dict() for d in state.gating.demotions],
             "mode": state.gating.mode,

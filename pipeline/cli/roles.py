@@ -67,7 +67,7 @@ def _config(
     metrics_port: int | None,
     wait_redis: float | None,
 ) -> RiverlineConfig:
-    from consumers.writer import require_secret
+    from consumers.checkpointer import require_secret
 
     extra = {"telemetry": {"prometheus_port": metrics_port}, "redis": {"wait_seconds": wait_redis}}
     cfg = build_config(config, name, bootstrap, redis_url, model, metric, extra)

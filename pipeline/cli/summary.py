@@ -98,6 +98,15 @@ def print_summary(report: dict[str, Any], replayed_first: bool = False) -> None:
         out.print(f"drift detected at label {drift['label_index']} ({drift['detector']})")
     if report["dead_letters"]:
         out.print(f"dead letters: {report['dead_letters']}")
+    served = report.get("served_from_predictions")
+    if served:
+        out.print(
+            f"served metrics from the published predictions: {served['scored']} labelled events "
+            f"scored, {served['unscored_no_prediction']} with no published prediction "
+            f"({served['waiting_for_prediction']} still awaited), {served['ignored']} "
+            "predictions published again or for unknown events",
+            highlight=False,
+        )
     _print_review(out, report)
 
 
