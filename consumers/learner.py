@@ -32,6 +32,10 @@ class Learner(Writer):
         t = self.topics
         return {t.events: KIND_EVENT, t.labels: KIND_LABEL, t.predictions: KIND_PREDICTION}
 
+    def never_wait(self, partition: object) -> bool:
+        # Predictions are joined by id in any order: waiting for them would only slow learning.
+        return isinstance(partition, tuple) and partition[0] == self.topics.predictions
+
     def output_topics(self) -> list[str]:
         return [self.topics.dead_letters]
 
@@ -44,6 +48,13 @@ class Learner(Writer):
 
     def _decided(self, _decision: object) -> None:
         self.publisher.decided = True
+
+    def after_checkpoint(self, version: int) -> None:
+        # The checkpointed state is the newest one: predictors (restarting ones too) get it.
+        if self.core.model_version != self.publisher.last_version:
+            self.publisher.publish(
+                self.core, self.offsets, self.lock, self.ownership.token, "checkpoint"
+            )
 
     def loop_tick(self, now: float) -> None:
         if self.publisher.due(self.core.model_version, now):

@@ -82,6 +82,8 @@ class Predictor:
             redis_client,
             f"riverline:{config.name}:predictor:{self.owner}",
             config.telemetry.status_every_seconds,
+            # A stopped or killed predictor's entry goes soon: `status` lists the live ones.
+            ttl_seconds=max(30, int(10 * config.telemetry.status_every_seconds)),
         )
         self.lock = threading.RLock()  # the merge and the offsets
         self.offsets: Offsets = {}  # next offset per partition, of the records processed
@@ -128,7 +130,8 @@ class Predictor:
             transport.consumer(predictor_group(self.config.name), **self.consumer_options),
             {self.topics.events: KIND_EVENT},
             validator,
-            OrderedMerge(self.config.ordering.max_idle_ms),
+            # Serving needs no order across partitions: never wait for an idle one.
+            OrderedMerge(0),
             self.lock,
             self.metrics,
             lambda _partition: None,  # the group's committed offset, else the reset policy
@@ -172,6 +175,7 @@ class Predictor:
                 and last_activity is not None
                 and not fetched
                 and not processed
+                and not len(inputs.merge)  # records held for order are not the end
                 and now - last_activity >= self.until_idle
             ):
                 if inputs.caught_up():

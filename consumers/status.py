@@ -23,8 +23,14 @@ class StatusBoard:
     """The gauges and the status hash of one role process, refreshed every few seconds."""
 
     def __init__(
-        self, metrics: PipelineMetrics, client: redis.Redis, key: str, every_seconds: float
+        self,
+        metrics: PipelineMetrics,
+        client: redis.Redis,
+        key: str,
+        every_seconds: float,
+        ttl_seconds: int = 86_400,
     ) -> None:
+        self.ttl_seconds = ttl_seconds
         self.metrics = metrics
         self.client = client
         self.key = key
@@ -49,7 +55,7 @@ class StatusBoard:
         status["updated_at"] = time.time()
         # During an outage the checkpoint path reports it; the status just waits.
         with contextlib.suppress(redis.RedisError):
-            self.client.set(self.key, json.dumps(status, default=str), ex=86_400)
+            self.client.set(self.key, json.dumps(status, default=str), ex=self.ttl_seconds)
 
     def learning_gauges(self, core: LearningCore, redis_healthy: bool) -> dict[str, Any]:
         """Refresh the learning gauges; returns the learning part of the status."""

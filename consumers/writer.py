@@ -119,6 +119,10 @@ class Writer:
         t = self.topics
         return [t.predictions, t.dead_letters, t.review_requests]
 
+    def never_wait(self, partition: object) -> bool:
+        """Partitions the ordered merge never waits for (none: events and labels are ordered)."""
+        return False
+
     def after_checkpoint(self, version: int) -> None:
         """Called with each version written (the learner publishes a model version here)."""
 
@@ -192,7 +196,7 @@ class Writer:
             consumer,
             self.input_kinds(),
             self.validation,
-            OrderedMerge(self.config.ordering.max_idle_ms),
+            OrderedMerge(self.config.ordering.max_idle_ms, never_wait=self.never_wait),
             self.lock,
             self.metrics,
             lambda partition: self.checkpointer.start_of(partition, self.offsets),
@@ -263,6 +267,7 @@ class Writer:
                 and last_activity is not None
                 and not fetched
                 and not processed
+                and not len(inputs.merge)  # records held for order are not the end
                 and self.checkpointer.healthy
                 and now - last_activity >= self.until_idle
             ):

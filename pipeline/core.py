@@ -260,7 +260,9 @@ class LearningCore(ReviewLoop):
         state.served_by[source] += 1
         served = value if source != "model" else kept_model
         if state.served_join is not None:
-            served = UNPUBLISHED  # scored once the predictors' answer is read
+            # Scored once the predictors' answer is read (it may have been read already).
+            early = state.served_join.take_early(event.id)
+            served = UNPUBLISHED if early is None else state.served_join.answer(early, kept_model)
         if self.review is not None and self.review.enabled:
             self._review_event(event, x, model_pred, answer, outcome)
         pending = Pending(
@@ -334,7 +336,10 @@ class LearningCore(ReviewLoop):
             return outcome
         waiting = served_join.take_waiting(published.id)
         if waiting is None:
-            served_join.ignored += 1
+            if state.join.has_event(published.id):
+                served_join.ignored += 1  # its event was scored already: published again
+            else:
+                served_join.keep_early(published)  # its event is still to be read
             return outcome
         y, classes, attributes = waiting
         answer = served_join.answer(published, classes)

@@ -58,8 +58,12 @@ class OrderedMerge:
         max_idle_ms: int,
         clock: Callable[[], float] = time.monotonic,
         stall_ms: int = 30_000,
+        never_wait: Callable[[Hashable], bool] | None = None,
     ) -> None:
         self.max_idle = max_idle_ms / 1000.0
+        # Partitions whose records need no order against the others (a learner's predictions:
+        # joined by id whenever they come): an empty one never holds the merge back.
+        self.never_wait = never_wait or (lambda _partition: False)
         self.stall = stall_ms / 1000.0
         self.clock = clock
         self.buffers: dict[Hashable, deque[Item]] = {}
@@ -74,7 +78,8 @@ class OrderedMerge:
             if partition not in self.buffers:
                 self.buffers[partition] = deque()
                 self.order[partition] = len(self.order)
-                self.empty_since[partition] = now
+                if not self.never_wait(partition):
+                    self.empty_since[partition] = now
 
     def revoke(self, partitions: Iterable[Hashable]) -> None:
         """Forget partitions and their buffered records (they will be fetched again)."""
@@ -91,7 +96,7 @@ class OrderedMerge:
         was_empty = not buffer
         buffer.extend(items)
         if was_empty and buffer:
-            del self.empty_since[partition]
+            self.empty_since.pop(partition, None)
             heapq.heappush(self.heap, (buffer[0].key, self.order[partition], partition))
 
     def set_lag(self, partition: Hashable, lag: int | None) -> None:
@@ -118,7 +123,7 @@ class OrderedMerge:
         item = buffer.popleft()
         if buffer:
             heapq.heappush(self.heap, (buffer[0].key, rank, partition))
-        else:
+        elif not self.never_wait(partition):
             self.empty_since[partition] = self.clock()
         return item
 

@@ -88,6 +88,9 @@ class ServedJoin:
         self.max_waiting = max_waiting
         # id -> (label value, the model's classes for reading probabilities, attributes)
         self.waiting: OrderedDict[str, tuple[Any, Any, dict[str, Any]]] = OrderedDict()
+        # id -> a prediction read before its event (live topics are not ordered across each
+        # other: the predictions partition may be fetched before the events one)
+        self.early: OrderedDict[str, Published] = OrderedDict()
         self.unscored = 0  # labelled events whose prediction never came
         self.scored = 0
         self.ignored = 0  # duplicates (at-least-once) and predictions of unknown events
@@ -119,12 +122,24 @@ class ServedJoin:
     def take_waiting(self, event_id: str) -> tuple[Any, Any, dict[str, Any]] | None:
         return self.waiting.pop(event_id, None)
 
+    def keep_early(self, published: Published) -> None:
+        """A prediction whose event is not read yet: kept until it is (oldest out first)."""
+        self.early[published.id] = published
+        while len(self.early) > self.max_waiting:
+            self.early.popitem(last=False)
+            self.ignored += 1
+
+    def take_early(self, event_id: str) -> Published | None:
+        early = self.early
+        return early.pop(event_id, None) if early else None
+
     def report(self) -> dict[str, Any]:
         return {
             "scored": self.scored,
             "waiting_for_prediction": len(self.waiting),
             "unscored_no_prediction": self.unscored + len(self.waiting),
             "ignored": self.ignored,
+            "early": len(self.early),
             "published_by_source": dict(sorted(self.by_source.items())),
             "last_model_version": self.last_version,
         }

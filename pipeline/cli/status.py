@@ -96,6 +96,16 @@ def status(
         if "updated_at" in info:
             row("status age", f"{time.time() - info['updated_at']:.0f}s")
             row("Redis healthy", info.get("redis_healthy"))
+        if info.get("role"):
+            row("role", info["role"])
+        for predictor in predictor_statuses(store.client, store.key("predictor:")):
+            age = time.time() - float(predictor.get("updated_at", 0))
+            row(
+                f"predictor {predictor.get('owner')}",
+                f"model version {predictor.get('model_version')} ({predictor.get('mode')}), "
+                f"{predictor.get('events')} events, "
+                f"{'ready' if predictor.get('ready') else 'not ready'}, {age:.0f}s ago",
+            )
         out.print(table)
         if explain:
             from pipeline.core import LearningCore
@@ -118,6 +128,18 @@ def status(
             for feature, weight in weights.items():
                 weights_table.add_row(feature, f"{weight:+.4f}")
             out.print(weights_table)
+
+
+def predictor_statuses(client: Any, prefix: str) -> list[dict[str, Any]]:
+    """The live predictors' statuses (each expires a while after its process stops)."""
+    import json
+
+    found = []
+    for key in sorted(client.scan_iter(match=prefix + "*", count=500)):
+        raw = client.get(key)
+        if raw is not None:
+            found.append(json.loads(raw))
+    return found
 
 
 def review_rows(review: dict[str, Any]) -> list[tuple[str, str]]:

@@ -129,6 +129,7 @@ class ConfluentConsumer:
             "group.id": group_id or "riverline-unused",
             "enable.auto.commit": False,  # Redis checkpoints are the source of truth
             "enable.auto.offset.store": False,
+            "enable.partition.eof": True,  # tells where a partition ends: see lag()
             "auto.offset.reset": config.reset_policy,
             "session.timeout.ms": config.session_timeout_ms,
             "heartbeat.interval.ms": config.heartbeat_interval_ms,
@@ -145,6 +146,7 @@ class ConfluentConsumer:
         # Next offset to be returned, kept here: librdkafka's is unknown until a record came.
         self._position: dict[Partition, int | None] = {}
         self._starts: dict[Partition, int] | None = None  # collected inside on_assigned
+        self._from_group: set[Partition] = set()
         self._paused_in_assign: list[Partition] = []
         self._on_assigned: OnPartitions | None = None
         self._on_revoked: OnPartitions | None = None
@@ -165,6 +167,8 @@ class ConfluentConsumer:
         finally:
             self._starts = None
         self._assigned = set(given)
+        # Partitions not seeked start at the group's committed offset (a predictor's).
+        self._from_group = {p for p in given if p not in starts}
         self._position = {p: (o if o >= 0 else None) for p, o in starts.items()}
         for p in given:
             self._position.setdefault(p, None)
@@ -180,6 +184,7 @@ class ConfluentConsumer:
         client.unassign()
         self._assigned.clear()
         self._position.clear()
+        self._from_group.clear()
 
     def poll(self, timeout_ms: int) -> dict[Partition, list[Record]]:
         # consume() with a timeout waits for a full batch: take what is there, else wait for one.
@@ -195,7 +200,13 @@ class ConfluentConsumer:
         for m in messages:
             error = m.error()
             if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    # At the end: the position is known even if nothing came since the
+                    # assignment (a partition started at the group's committed offset).
+                    at = (m.topic(), m.partition())
+                    if at in self._assigned:
+                        self._position[at] = m.offset()
+                else:
                     log.warning("fetch error: %s", error)
                 continue
             record = _record(m)
@@ -245,11 +256,26 @@ class ConfluentConsumer:
         if high < 0:
             return None
         position = self._position.get(partition)
+        if position is None and partition in self._from_group:
+            position = self._committed(partition)
         if position is None:
             # Nothing returned yet from a logical start (beginning or end): the log start is
             # where beginning reads from; 0 when librdkafka has not learnt it.
             return max(0, high - max(low, 0))
         return max(0, high - position)
+
+    def _committed(self, partition: Partition) -> int | None:
+        """Where a partition left to the group starts: its committed offset, asked once."""
+        try:
+            (tp,) = self.client.committed([TopicPartition(*partition)], timeout=5.0)
+        except KafkaException as e:
+            log.warning("could not read the committed offset of %s: %s", partition, e)
+            return None  # asked again at the next lag
+        self._from_group.discard(partition)
+        if tp.offset < 0:
+            return None  # nothing committed: the reset policy's start, as for a logical one
+        self._position.setdefault(partition, tp.offset)
+        return self._position[partition]
 
     def commit(self, offsets: dict[Partition, int], wait: bool = False) -> None:
         # Asynchronous unless asked: a synchronous commit waits through a rebalance or a

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 from collections import Counter, defaultdict
@@ -27,6 +28,7 @@ from pipeline.serving.predictor_core import ServingCore
 from pipeline.state.lease import Lease
 from pipeline.state.redis_client import connect
 from tests.conftest import TEST_SECRET, Backends, build_test_config, delete_pipelines
+from tests.integration.cli import riverline_argv
 from tests.integration.helpers import (
     consume,
     learning_state,
@@ -49,6 +51,10 @@ SPLIT: dict[str, Any] = {
     "checkpoint": {"every_labels": 100, "every_seconds": 3600, "lease_ttl_ms": 2000},
     "serving": {"every_labels": 50, "every_seconds": 2.0, "keep": 1000, "poll_seconds": 0.5},
     "telemetry": {"status_every_seconds": 0.5},
+    # The learner reads a live, paced stream: to learn in the replay's order (and so equal a
+    # run over the finished topics), it waits for a caught-up partition a while (README,
+    # "Order"); with 0, the order follows arrival across partitions.
+    "ordering": {"max_idle_ms": 500},
 }
 
 
@@ -59,6 +65,7 @@ class Deployment:
     events: dict[str, Any]  # id -> Event
     learner_report: dict[str, Any]
     predictor_reports: list[dict[str, Any]]
+    status_while_serving: str = ""
 
 
 def _config(backends: Backends, tag: str) -> RiverlineConfig:
@@ -105,6 +112,21 @@ def _collect(cfg: RiverlineConfig, learner: Path, predictors: list[Path]) -> Dep
     )
 
 
+def _wait_until_serving(cfg: RiverlineConfig, predictors: int) -> None:
+    """The learner and the predictors joined their groups: the stream may start."""
+    from pipeline.cli.status import predictor_statuses
+
+    client = connect(cfg.redis.url)
+    prefix = f"riverline:{cfg.name}:"
+
+    def ready() -> bool:
+        live = [p for p in predictor_statuses(client, prefix + "predictor:") if p.get("ready")]
+        learner = client.get(prefix + "status")
+        return len(live) >= predictors and learner is not None
+
+    wait_for(ready, 90, f"a learner and {predictors} predictors serving")
+
+
 def _replay(config: Path, log: Path) -> subprocess.Popen[str]:
     args = ["replay", "--config", str(config), "--source", "river:Phishing"]
     return _start([*args, "--label-delay", "20", "--speed", SPEED], log)
@@ -125,14 +147,39 @@ def deployment(
             _start(["predictor", *common, "--report", str(tmp / f"p{i}.json")], tmp / f"p{i}.log")
             for i in range(2)
         ]
+        _wait_until_serving(cfg, 2)
+        status = _riverline(["status", "--config", str(config)])
         replay = _replay(config, tmp / "replay.log")
         _finish(replay, tmp / "replay.log")
         for i, proc in enumerate(predictors):
             _finish(proc, tmp / f"p{i}.log")
         _finish(learner, tmp / "l.log")
-        yield _collect(cfg, tmp / "learner.json", [tmp / f"p{i}.json" for i in range(2)])
+        found = _collect(cfg, tmp / "learner.json", [tmp / f"p{i}.json" for i in range(2)])
+        found.status_while_serving = status.stdout
+        yield found
     finally:
         delete_pipelines(backends, {cfg.name})
+
+
+def _riverline(args: list[str]) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [*riverline_argv(), *args], env=_env(), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_status_and_model_list_show_the_split_deployment(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    status = deployment.status_while_serving
+    assert "learner" in status
+    assert status.count("predictor ") == 2, status  # both, with their model versions
+    config = write_config(deployment.cfg, tmp_path / "split.yaml")
+    models = _riverline(["model", "list", "--config", str(config)]).stdout
+    # The learner publishes its last state on stopping: the newest version is its model's.
+    latest = deployment.learner_report["model_version"]
+    assert re.search(rf"\b{latest}\b\s*│\s*\*", models), models
 
 
 def _by_id(records: list[Any]) -> Counter[str]:
@@ -202,7 +249,7 @@ def test_served_metrics_come_from_the_published_predictions(
 ) -> None:
     report = deployment.learner_report
     served = report["served_from_predictions"]
-    assert served["scored"] == report["labels"]
+    assert served["scored"] == report["labels"], served
     assert served["unscored_no_prediction"] == 0
     values = [json.loads(r.value) for r in deployment.predictions]
     assert served["published_by_source"] == dict(
@@ -259,6 +306,7 @@ def test_sigkilled_predictor_and_learner_lose_nothing(backends: Backends, tmp_pa
             for i in range(2)
         }
         predictors = [_start(["predictor", *common], tmp_path / f"p{i}.log") for i in range(2)]
+        _wait_until_serving(cfg, 2)
         replay = _replay(config, tmp_path / "replay.log")
         models = ModelVersionStore(client, cfg.name, TEST_SECRET.encode(), 1000, insecure=False)
         wait_for(lambda: (models.latest_version() or 0) >= 150, 120, "model versions")

@@ -101,3 +101,26 @@ def test_any_batching_gives_the_sorted_order(
         while (item := merge.pop()) is not None:
             out.append(item.key)
     assert out == records
+
+
+@pytest.mark.parametrize("lag", [None, 0, 5])
+def test_a_never_wait_partition_never_holds_the_merge(lag: int | None) -> None:
+    """A learner's predictions partitions: joined by id, so never waited for."""
+    clock = Clock()
+    merge = OrderedMerge(100, clock, never_wait=lambda p: p == "predictions")
+    merge.assign(["events", "predictions"])
+    merge.set_lag("predictions", lag)
+    merge.set_lag("events", 0)
+    merge.push("events", items("events", [(1.0, 1, 0), (2.0, 1, 1)]))
+    first = merge.pop()
+    assert first is not None and first.key == (1.0, 1, 0)
+    # Once it holds records they are still merged in order with the others.
+    merge.push("predictions", items("predictions", [(1.5, 2, 0)]))
+    second, third = merge.pop(), merge.pop()
+    assert second is not None and second.partition == "predictions"
+    assert third is not None and third.key == (2.0, 1, 1)
+    # The events partition, emptied, is waited for as before.
+    merge.push("predictions", items("predictions", [(3.0, 2, 1)]))
+    assert merge.pop() is None
+    clock.now = 0.1
+    assert merge.pop() is not None

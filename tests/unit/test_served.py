@@ -43,15 +43,19 @@ def stream(limit: int = 1500) -> list[Any]:
     return out
 
 
-@pytest.mark.parametrize("when", ["right_after_event", "after_label", "mixed"])
+@pytest.mark.parametrize("when", ["right_after_event", "before_event", "after_label", "mixed"])
 def test_served_scores_equal_run_mode_in_any_order(when: str) -> None:
     run, learner = make_core(split=False), make_core(split=True)
     late: dict[str, bytes] = {}  # predictions held back until after their label
     for n, record in enumerate(stream()):
         if isinstance(record, Event):
             payload = run.on_event(record).prediction_json()
-            learner.on_event(record)
             assert payload is not None
+            if when == "before_event":  # the predictions partition was fetched first
+                learner.on_prediction(parse_published(payload))
+                learner.on_event(record)
+                continue
+            learner.on_event(record)
             hold = when == "after_label" or (when == "mixed" and n % 3 == 0)
             if hold:
                 late[record.id] = payload
