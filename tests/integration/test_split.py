@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -346,3 +348,52 @@ def _learn_again(cfg: RiverlineConfig) -> dict[str, Any]:
     assert cfg.kafka.bootstrap is not None
     learner = Learner(cfg, cfg.kafka.bootstrap, connect(cfg.redis.url), until_idle=2.0)
     return learner.run()
+
+
+def test_predictors_serve_on_while_redis_is_down(backends: Backends, tmp_path: Path) -> None:
+    """Redis stops mid-stream: the predictor keeps serving the version it holds, and every
+    event still gets its prediction."""
+    from tests.integration.test_model_versions import RedisServer
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs redis-server on PATH to start (and stop) a private Redis")
+    redis_server = RedisServer()
+    redis_server.start()
+    cfg = _config(backends, "redis")
+    data = json.loads(cfg.model_dump_json())
+    data["redis"]["url"] = redis_server.url
+    data["checkpoint"]["secret"] = TEST_SECRET
+    cfg = load_config(None, data, environ={})
+    config = write_config(cfg, tmp_path / "split.yaml")
+    common = ["--config", str(config), "--until-idle", "6"]
+    learner = _start(["learner", *common], tmp_path / "l.log")
+    predictor = _start(
+        ["predictor", *common, "--report", str(tmp_path / "p.json")], tmp_path / "p.log"
+    )
+    try:
+        _wait_until_serving(cfg, 1)
+        replay = _replay(config, tmp_path / "replay.log")
+        models = ModelVersionStore(
+            connect(cfg.redis.url), cfg.name, TEST_SECRET.encode(), 1000, insecure=False
+        )
+        wait_for(lambda: (models.latest_version() or 0) >= 300, 120, "model versions")
+        redis_server.stop()
+        down_at = time.time() * 1000
+        _finish(replay, tmp_path / "replay.log")
+        _finish(predictor, tmp_path / "p.log")
+        assert "Redis unreachable" in (tmp_path / "p.log").read_text()
+    finally:
+        for proc in (learner, predictor):
+            if proc.poll() is None:
+                proc.kill()
+        redis_server.stop()
+        shutil.rmtree(redis_server.dir, ignore_errors=True)
+    assert cfg.kafka.bootstrap is not None
+    predictions = read_topic(cfg.kafka.bootstrap, cfg.kafka.topics.predictions)
+    events = read_topic(cfg.kafka.bootstrap, cfg.kafka.topics.events)
+    assert set(_by_id(predictions)) == {json.loads(r.value)["id"] for r in events}
+    during = [json.loads(r.value) for r in predictions if r.timestamp > down_at + 500]
+    assert len(during) > 100, "served on while Redis was down"
+    held = {p["model_version"] for p in during}
+    assert len(held) == 1 and held.pop() >= 300  # the version it had, nothing newer
+    assert {p["mode"] for p in during} == {"serving"}
