@@ -76,6 +76,21 @@ def _config(
     return cfg
 
 
+def _serve(role: Any, cfg: RiverlineConfig, until_idle: float | None) -> dict[str, Any]:
+    """Wait for the backends (never a private Redis: state must land where the next start
+    finds it), then run the role until stopped; its report."""
+    from consumers.signals import StopFlag
+
+    wait_for_redis(cfg.redis.url, cfg.redis.wait_seconds)
+    with kafka_bootstrap(cfg, embedded_ok=False) as servers:
+        # Only now: until here Ctrl-C interrupts the waits at once (KeyboardInterrupt).
+        stop = StopFlag()
+        stop.install()
+        process = role(cfg, servers, connect(cfg.redis.url), until_idle=until_idle, stop=stop)
+        result: dict[str, Any] = process.run()
+    return result
+
+
 def _write(report: dict[str, Any], path: Path | None) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,18 +113,12 @@ def learner(
 ) -> None:
     """Learn, evaluate, gate and checkpoint; publish model versions for the predictors."""
     from consumers.learner import Learner
-    from consumers.signals import StopFlag
     from pipeline.cli.summary import print_summary
 
     setup_logging(log_level)
     with friendly_errors():
         cfg = _config(config, name, bootstrap, redis_url, model, metric, metrics_port, wait_redis)
-        wait_for_redis(cfg.redis.url, cfg.redis.wait_seconds)
-        with kafka_bootstrap(cfg, embedded_ok=False) as servers:
-            stop = StopFlag()
-            stop.install()
-            role = Learner(cfg, servers, connect(cfg.redis.url), until_idle=until_idle, stop=stop)
-            result = role.run()
+        result = _serve(Learner, cfg, until_idle)
         _write(result, report)
         print_summary(result)
 
@@ -130,17 +139,11 @@ def predictor(
 ) -> None:
     """Serve predictions on the newest model version; any number of these share the events."""
     from consumers.predictor import Predictor
-    from consumers.signals import StopFlag
 
     setup_logging(log_level)
     with friendly_errors():
         cfg = _config(config, name, bootstrap, redis_url, model, metric, metrics_port, wait_redis)
-        wait_for_redis(cfg.redis.url, cfg.redis.wait_seconds)
-        with kafka_bootstrap(cfg, embedded_ok=False) as servers:
-            stop = StopFlag()
-            stop.install()
-            role = Predictor(cfg, servers, connect(cfg.redis.url), until_idle=until_idle, stop=stop)
-            result = role.run()
+        result = _serve(Predictor, cfg, until_idle)
         _write(result, report)
         out = stdout_console()
         out.print(

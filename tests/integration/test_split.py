@@ -397,3 +397,20 @@ def test_predictors_serve_on_while_redis_is_down(backends: Backends, tmp_path: P
     held = {p["model_version"] for p in during}
     assert len(held) == 1 and held.pop() >= 300  # the version it had, nothing newer
     assert {p["mode"] for p in during} == {"serving"}
+
+
+def test_split_roles_refuse_what_they_cannot_do(tmp_path: Path, backends: Backends) -> None:
+    """Said before anything starts, naming the field: one error line, exit 2."""
+    from tests.integration.cli import assert_one_error, cli_env, riverline
+
+    cfg = _config(backends, "refuse")
+    data = json.loads(cfg.model_dump_json())
+    data["review"]["policy"] = "uncertain"
+    review = tmp_path / "review.yaml"
+    review.write_text(json.dumps(data))
+    for role in ("learner", "predictor"):
+        result = riverline([role, "--config", str(review)], cli_env())
+        assert_one_error(result, 2, "review.policy", "riverline run")
+        plain = write_config(cfg, tmp_path / "plain.yaml")
+        result = riverline([role, "--config", str(plain)], cli_env(secret=None))
+        assert_one_error(result, 2, "checkpoint.secret")
