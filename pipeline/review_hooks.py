@@ -93,10 +93,10 @@ class ReviewLoop:
                     if prediction.source == "model"
                     else {proba_key(k): float(v) for k, v in model_pred.items()},
                     confidence=float(model_pred[hard]),
-                    model_version=self.state.labels,
+                    model_version=self.state.learned,
                 )
             else:
-                opinion = ModelOpinion(prediction=model_pred, model_version=self.state.labels)
+                opinion = ModelOpinion(prediction=model_pred, model_version=self.state.learned)
         request = ReviewRequest(
             id=event.id,
             pipeline=policy.pipeline,
@@ -130,7 +130,7 @@ class ReviewLoop:
             ts=entry.ts,
             prediction=label.label,
             source="human",
-            model_version=self.state.labels,
+            model_version=self.state.learned,
             confidence=None,
             mode=self.state.gating.mode,
             reviewer=label.reviewer,

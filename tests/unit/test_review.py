@@ -364,3 +364,14 @@ def test_request_offers_the_configured_classes_before_any_is_seen() -> None:
     (request,) = requests(core.on_event(event(0)))
     assert request.classes == [True, False] and request.model is not None
     assert request.model.proba == {"true": 0.5, "false": 0.5}
+
+
+def test_request_carries_the_model_version_not_the_label_count() -> None:
+    """The version is the labels *learned*: a label whose learn_one raised is not one."""
+    core = core_for({"policy": "uncertain", "confidence_below": 1.0})
+    core.on_event(event(0))
+    core.on_label(Label(id="0", ts=0.5, label=False))
+    core.state.learned = 0  # as if that learn_one had raised
+    (request,) = requests(core.on_event(event(1, x=2.0)))
+    assert request.model is not None
+    assert request.model.model_version == core.model_version == 0 != core.state.labels
