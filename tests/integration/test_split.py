@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -29,6 +30,8 @@ from pipeline.schemas import parse_event
 from pipeline.serving.predictor_core import ServingCore
 from pipeline.state.lease import Lease
 from pipeline.state.redis_client import connect
+from producers.replay import replay
+from producers.schedule import parse_delay
 from tests.conftest import TEST_SECRET, Backends, build_test_config, delete_pipelines
 from tests.integration.cli import riverline_argv
 from tests.integration.helpers import (
@@ -129,9 +132,34 @@ def _wait_until_serving(cfg: RiverlineConfig, predictors: int) -> None:
     wait_for(ready, 90, f"a learner and {predictors} predictors serving")
 
 
-def _replay(config: Path, log: Path) -> subprocess.Popen[str]:
-    args = ["replay", "--config", str(config), "--source", "river:Phishing"]
-    return _start([*args, "--label-delay", "20", "--speed", SPEED], log)
+class _Replay(threading.Thread):
+    """The paced replay, in this process: it starts at once (a new process would take seconds
+    to import on a loaded machine, and the roles' --until-idle counts from their start)."""
+
+    def __init__(self, cfg: RiverlineConfig) -> None:
+        super().__init__(daemon=True)
+        self.cfg = cfg
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        assert self.cfg.kafka.bootstrap is not None
+        try:
+            replay(
+                self.cfg,
+                self.cfg.kafka.bootstrap,
+                "river:Phishing",
+                parse_delay("20"),
+                speed=float(SPEED),
+            )
+        except BaseException as e:
+            self.error = e
+
+    def finish(self, timeout: float = 120) -> None:
+        self.join(timeout)
+        assert not self.is_alive(), "the replay did not finish"
+        if self.error is not None:
+            raise self.error
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +170,7 @@ def deployment(
     tmp = tmp_path_factory.mktemp("split")
     cfg = _config(backends, "ok")
     config = write_config(cfg, tmp / "split.yaml")
-    common = ["--config", str(config), "--until-idle", "6"]
+    common = ["--config", str(config), "--until-idle", "8"]
     try:
         learner = _start(["learner", *common, "--report", str(tmp / "learner.json")], tmp / "l.log")
         predictors = [
@@ -151,8 +179,8 @@ def deployment(
         ]
         _wait_until_serving(cfg, 2)
         status = _riverline(["status", "--config", str(config)])
-        replay = _replay(config, tmp / "replay.log")
-        _finish(replay, tmp / "replay.log")
+        replay = _Replay(cfg)
+        replay.finish()
         for i, proc in enumerate(predictors):
             _finish(proc, tmp / f"p{i}.log")
         _finish(learner, tmp / "l.log")
@@ -297,7 +325,7 @@ def test_sigkilled_predictor_and_learner_lose_nothing(backends: Backends, tmp_pa
     cfg = _config(backends, "kill")
     ref = _same_inputs(cfg, "ref")
     config = write_config(cfg, tmp_path / "split.yaml")
-    common = ["--config", str(config), "--until-idle", "6"]
+    common = ["--config", str(config), "--until-idle", "8"]
     client = connect(cfg.redis.url)
     try:
         learners = {
@@ -309,7 +337,7 @@ def test_sigkilled_predictor_and_learner_lose_nothing(backends: Backends, tmp_pa
         }
         predictors = [_start(["predictor", *common], tmp_path / f"p{i}.log") for i in range(2)]
         _wait_until_serving(cfg, 2)
-        replay = _replay(config, tmp_path / "replay.log")
+        replay = _Replay(cfg)
         models = ModelVersionStore(client, cfg.name, TEST_SECRET.encode(), 1000, insecure=False)
         wait_for(lambda: (models.latest_version() or 0) >= 150, 120, "model versions")
         predictors[0].send_signal(signal.SIGKILL)
@@ -322,7 +350,7 @@ def test_sigkilled_predictor_and_learner_lose_nothing(backends: Backends, tmp_pa
         learners[killed[0]].send_signal(signal.SIGKILL)
         learners[killed[0]].wait(timeout=10)
         standby = 1 - killed[0]
-        _finish(replay, tmp_path / "replay.log")
+        replay.finish()
         for i, proc in enumerate(predictors[1:], start=1):
             _finish(proc, tmp_path / f"p{i}.log")
         _finish(learners[standby], tmp_path / f"l{standby}.log")
@@ -365,21 +393,21 @@ def test_predictors_serve_on_while_redis_is_down(backends: Backends, tmp_path: P
     data["checkpoint"]["secret"] = TEST_SECRET
     cfg = load_config(None, data, environ={})
     config = write_config(cfg, tmp_path / "split.yaml")
-    common = ["--config", str(config), "--until-idle", "6"]
+    common = ["--config", str(config), "--until-idle", "8"]
     learner = _start(["learner", *common], tmp_path / "l.log")
     predictor = _start(
         ["predictor", *common, "--report", str(tmp_path / "p.json")], tmp_path / "p.log"
     )
     try:
         _wait_until_serving(cfg, 1)
-        replay = _replay(config, tmp_path / "replay.log")
+        replay = _Replay(cfg)
         models = ModelVersionStore(
             connect(cfg.redis.url), cfg.name, TEST_SECRET.encode(), 1000, insecure=False
         )
         wait_for(lambda: (models.latest_version() or 0) >= 300, 120, "model versions")
         redis_server.stop()
         down_at = time.time() * 1000
-        _finish(replay, tmp_path / "replay.log")
+        replay.finish()
         _finish(predictor, tmp_path / "p.log")
         assert "Redis unreachable" in (tmp_path / "p.log").read_text()
     finally:
