@@ -10,6 +10,7 @@ import json
 import string
 from collections.abc import Callable
 from datetime import UTC, timedelta, timezone
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import ValidationConfig
+from pipeline.kafka.records import SENT_HEADER, SEQ_HEADER, int_header, seq_and_sent
 from pipeline.schemas import (
     MAX_ID_LENGTH,
     Event,
@@ -326,3 +328,26 @@ def test_the_validator_refuses_as_before() -> None:
         validator.label(b'{"id":"1","ts":0,"label":2}')
     assert err.value.reason == "label_not_allowed"
     assert validator.label(b'{"id":"1","ts":0,"label":1.0}').label == 1.0
+
+
+header_lists = st.lists(
+    st.tuples(
+        st.sampled_from(["seq", "sent_ms", "other"]),
+        st.one_of(
+            st.none(),
+            st.integers(-(2**70), 2**70).map(lambda i: str(i).encode()),
+            st.binary(max_size=4),
+            st.sampled_from([b" 7 ", b"1_000", b"0", b"x"]),
+        ),
+    ),
+    max_size=5,
+)
+
+
+@SETTINGS
+@given(st.one_of(st.none(), header_lists))
+def test_headers_read_in_one_pass_as_one_by_one(
+    headers: list[tuple[str, bytes | None]] | None,
+) -> None:
+    record = SimpleNamespace(headers=headers)
+    assert seq_and_sent(record) == (int_header(record, SEQ_HEADER), int_header(record, SENT_HEADER))
