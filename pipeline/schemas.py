@@ -283,6 +283,7 @@ _EVENT_FIELDS = frozenset(("id", "ts", "features", "key", "attributes"))
 _LABEL_FIELDS = frozenset(("id", "ts", "label", "source", "reviewer", "answered_at"))
 _LABEL_SOURCES = frozenset(("ground_truth", "human"))
 _new = object.__new__
+_set = object.__setattr__
 # The slots pydantic's BaseModel keeps beside ``__dict__``, set as ``model_construct`` sets them.
 _set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
@@ -338,7 +339,7 @@ def _plain_id(value: Any) -> bool:
 def _built(model: type[_Wire], values: dict[str, Any], fields_set: set[str]) -> Any:
     """What ``model.model_construct`` does for these models, without its per-field alias scan."""
     record = _new(model)
-    record.__dict__.update(values)  # the fresh instance's own, empty __dict__
+    _set(record, "__dict__", values)
     _set_fields_set(record, fields_set)
     _set_extra(record, None)
     _set_private(record, None)
