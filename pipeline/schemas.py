@@ -249,6 +249,185 @@ def _decode(model: type[_Wire], raw: bytes | None) -> Any:
         raise _reason(e) from None
 
 
+def _parse_event_validated(raw: bytes | None) -> Event:
+    """The reference path: pydantic checks everything (the fast path falls back to it)."""
+    event: Event = _decode(Event, raw)
+    for name, value in event.features.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidRecord("not_finite", f"features.{name}: must be a finite number")
+    return event
+
+
+def _parse_label_validated(raw: bytes | None) -> Label:
+    """The reference path: pydantic checks everything (the fast path falls back to it)."""
+    label: Label = _decode(Label, raw)
+    if isinstance(label.label, float) and not math.isfinite(label.label):
+        raise InvalidRecord("not_finite", "label: must be a finite number")
+    return label
+
+
+# The fast path. Most records on the hot path have the plain shape: orjson decodes them and, when
+# every field already holds exactly what pydantic would produce, the model is built without
+# validation. Anything else (an error, an unusual but valid value) goes to pydantic, so every
+# result and every InvalidRecord stays what pydantic makes of it; tests/unit/test_fast_parse.py
+# checks the two agree.
+#
+# orjson turns an integer literal outside [-2**63, 2**64) into a float where pydantic keeps the
+# int: a float that large may have been written as an int, so it is left to pydantic. orjson
+# refuses a literal that overflows a float, so every float it returns is finite.
+_FLOAT_BOUND = 9223372036854775808.0  # 2**63
+# int -> float as pydantic converts it, exactly, below 2**53; beyond, pydantic decides.
+_INT_TO_FLOAT_BOUND = 2**53
+_PLAIN_TYPES = frozenset((str, int, float, bool, type(None)))  # FeatureValue, as pydantic keeps it
+_EVENT_FIELDS = frozenset(("id", "ts", "features", "key", "attributes"))
+_LABEL_FIELDS = frozenset(("id", "ts", "label", "source", "reviewer", "answered_at"))
+_LABEL_SOURCES = frozenset(("ground_truth", "human"))
+_new = object.__new__
+_set = object.__setattr__
+# The slots pydantic's BaseModel keeps beside ``__dict__``, set as ``model_construct`` sets them.
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+
+
+def _plain_values(values: Any) -> bool:
+    """A dict of feature values pydantic keeps as they are (its strict bool, int, float, str),
+    floats below 2**63 in magnitude."""
+    if type(values) is not dict:
+        return False
+    for value in values.values():
+        kind = type(value)
+        if kind is float:
+            if not -_FLOAT_BOUND < value < _FLOAT_BOUND:
+                return False
+        elif kind not in _PLAIN_TYPES:
+            return False
+    return True
+
+
+def _plain_value(value: Any) -> bool:
+    """A label value pydantic keeps as it is."""
+    kind = type(value)
+    if kind is float:
+        return -_FLOAT_BOUND < value < _FLOAT_BOUND
+    return kind is str or kind is int or kind is bool
+
+
+def _plain_float(value: Any) -> float | None:
+    """A number as pydantic's (lax) float makes it, or None to leave it to pydantic."""
+    kind = type(value)
+    if kind is float:
+        return value if -_FLOAT_BOUND < value < _FLOAT_BOUND else None
+    if kind is int and -_INT_TO_FLOAT_BOUND <= value <= _INT_TO_FLOAT_BOUND:
+        return float(value)
+    return None
+
+
+def _plain_ts(value: Any) -> float | None:
+    if type(value) is str:
+        try:
+            value = _to_epoch_seconds(value)
+        except Exception:  # pydantic reports it (or raises it) on the reference path
+            return None
+    return _plain_float(value)
+
+
+def _plain_id(value: Any) -> bool:
+    return type(value) is str and 0 < len(value) <= MAX_ID_LENGTH
+
+
+def _built(model: type[_Wire], values: dict[str, Any], fields_set: set[str]) -> Any:
+    """What ``model.model_construct`` does for these models, without its per-field alias scan."""
+    record = _new(model)
+    _set(record, "__dict__", values)
+    _set_fields_set(record, fields_set)
+    _set_extra(record, None)
+    _set_private(record, None)
+    return record
+
+
+def _loads(raw: bytes | None) -> Any:
+    if not raw:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _fast_event(raw: bytes | None) -> Event | None:
+    """The event, when the payload has the plain shape; None to take the pydantic path."""
+    data = _loads(raw)
+    if type(data) is not dict or not _EVENT_FIELDS.issuperset(data):
+        return None
+    record_id = data.get("id")
+    features = data.get("features")
+    if not _plain_id(record_id) or not _plain_values(features):
+        return None
+    ts = _plain_ts(data.get("ts"))
+    if ts is None:
+        return None
+    key = data.get("key")
+    if key is not None and type(key) is not str:
+        return None
+    if "attributes" in data:
+        attributes = data["attributes"]
+        if not _plain_values(attributes):
+            return None
+    else:
+        attributes = {}
+    values = {"id": record_id, "ts": ts, "features": features, "key": key, "attributes": attributes}
+    return _built(Event, values, set(data))  # type: ignore[no-any-return]
+
+
+def _fast_label(raw: bytes | None) -> Label | None:
+    """The label, when the payload has the plain shape; None to take the pydantic path."""
+    data = _loads(raw)
+    if type(data) is not dict or not _LABEL_FIELDS.issuperset(data):
+        return None
+    record_id = data.get("id")
+    value = data.get("label")
+    if not _plain_id(record_id) or not _plain_value(value):
+        return None
+    ts = _plain_ts(data.get("ts"))
+    if ts is None:
+        return None
+    source = data.get("source", "ground_truth")
+    if type(source) is not str or source not in _LABEL_SOURCES:
+        return None
+    reviewer = data.get("reviewer")
+    if reviewer is not None and (type(reviewer) is not str or len(reviewer) > 200):
+        return None
+    answered_at = data.get("answered_at")
+    if answered_at is not None:
+        answered_at = _plain_float(answered_at)
+        if answered_at is None:
+            return None
+    values = {
+        "id": record_id,
+        "ts": ts,
+        "label": value,
+        "source": source,
+        "reviewer": reviewer,
+        "answered_at": answered_at,
+    }
+    return _built(Label, values, set(data))  # type: ignore[no-any-return]
+
+
+def _check_fast_path_assumptions() -> None:
+    """``_built`` copies ``model_construct`` for models without aliases, post-init or extras."""
+    for model, names in ((Event, _EVENT_FIELDS), (Label, _LABEL_FIELDS)):
+        fields = model.model_fields
+        assert set(fields) == names, model
+        assert model.model_config.get("extra") == "forbid", model
+        assert model.__pydantic_post_init__ is None and not model.__pydantic_root_model__
+        assert all(f.alias is None and f.validation_alias is None for f in fields.values())
+    assert Label.model_fields["reviewer"].metadata[0].max_length == 200
+
+
+_check_fast_path_assumptions()
+
+
 def parse_event(raw: bytes | None) -> Event:
     """Bytes to a checked event, or InvalidRecord with its reason.
 
@@ -256,11 +435,8 @@ def parse_event(raw: bytes | None) -> Event:
     ...     id="1", ts=3.0, features={"x": 1})
     True
     """
-    event: Event = _decode(Event, raw)
-    for name, value in event.features.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidRecord("not_finite", f"features.{name}: must be a finite number")
-    return event
+    event = _fast_event(raw)
+    return event if event is not None else _parse_event_validated(raw)
 
 
 def parse_label(raw: bytes | None) -> Label:
@@ -269,10 +445,8 @@ def parse_label(raw: bytes | None) -> Label:
     >>> parse_label(b'{"id": "1", "ts": 3, "label": true}') == Label(id="1", ts=3.0, label=True)
     True
     """
-    label: Label = _decode(Label, raw)
-    if isinstance(label.label, float) and not math.isfinite(label.label):
-        raise InvalidRecord("not_finite", "label: must be a finite number")
-    return label
+    label = _fast_label(raw)
+    return label if label is not None else _parse_label_validated(raw)
 
 
 def encode(record: _Wire) -> bytes:

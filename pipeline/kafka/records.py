@@ -65,6 +65,38 @@ def int_header(record: Any, name: str) -> int | None:
         return None
 
 
+def seq_and_sent(record: Any) -> tuple[int | None, int | None]:
+    """``int_header`` of the sequence and send-time headers, in one pass over the headers.
+
+    >>> from types import SimpleNamespace
+    >>> seq_and_sent(SimpleNamespace(headers=[("sent_ms", b"17"), ("seq", b"3"), ("seq", b"4")]))
+    (3, 17)
+    """
+    seq: int | None = None
+    sent: int | None = None
+    found_seq = found_sent = False  # the first header of a name counts, as in ``header``
+    for key, value in record.headers or ():
+        if key == SEQ_HEADER:
+            if not found_seq:
+                found_seq = True
+                seq = _as_int(value)
+        elif key == SENT_HEADER and not found_sent:
+            found_sent = True
+            sent = _as_int(value)
+        if found_seq and found_sent:
+            break
+    return seq, sent
+
+
+def _as_int(value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(bytes(value))
+    except ValueError:
+        return None
+
+
 def to_item(record: Any, kind: str, validator: Validator) -> Item:
     """Parse and check a consumer record into a merge item (an invalid one sorts first)."""
     parsed: Any
@@ -81,6 +113,7 @@ def to_item(record: Any, kind: str, validator: Validator) -> Item:
         # First in line: a bad record's time (if any) must not hold back the valid records
         # behind it in its partition; it only goes to the dead-letter topic.
         ts = float("-inf")
+    seq, sent_ms = seq_and_sent(record)
     incoming = Incoming(
         kind,
         record.topic,
@@ -90,9 +123,7 @@ def to_item(record: Any, kind: str, validator: Validator) -> Item:
         record.key,
         record.value,
         parsed,
-        int_header(record, SENT_HEADER) or record.timestamp,
+        sent_ms or record.timestamp,
     )
-    rank = RANKS[kind]
-    seq = int_header(record, SEQ_HEADER)
-    key = (ts, rank, seq if seq is not None else -1)
+    key = (ts, RANKS[kind], seq if seq is not None else -1)
     return Item(key, (record.topic, record.partition), record.offset, incoming)
