@@ -35,8 +35,11 @@ pytestmark = pytest.mark.integration
 EVERY = SLOW_MODEL["checkpoint"]["every_labels"]  # type: ignore[index]
 
 
-def with_background(on: bool) -> dict[str, Any]:
-    return {**SLOW_MODEL, "checkpoint": {**SLOW_MODEL["checkpoint"], "background": on}}
+def with_background(on: bool, **checkpoint: Any) -> dict[str, Any]:
+    return {
+        **SLOW_MODEL,
+        "checkpoint": {**SLOW_MODEL["checkpoint"], "background": on, **checkpoint},  # type: ignore[dict-item]
+    }
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +60,7 @@ def synchronous(backends: Backends) -> Iterator[Reference]:
 def test_a_failed_background_write_is_retried_and_the_run_stays_exact(
     make_config: Any, synchronous: Reference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = make_config(with_background(True))
+    cfg = make_config(with_background(True, keep=1000))  # every version kept: all are read
     total = publish(cfg, "river:Bananas", "30").labels
     monkeypatch.setenv(FAIL_ENV, "2")  # the second child fails as if Redis were unreachable
     report = consume(cfg)
