@@ -156,8 +156,11 @@ def _child(
     # No collection: a finalizer could reach a Kafka client, and it would copy every page.
     gc.disable()
     _die_with_parent(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which waits
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Ctrl-C is for the parent, which waits for this write; SIGTERM (the parent's stop
+    # handler, inherited) just ends the child. The forking thread is the child's main thread.
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     started = time.perf_counter()
     reply: dict[str, Any]
     try:
