@@ -12,8 +12,10 @@
    in-process (labels 50 events late), a checkpoint written to Redis on the event path every
    ``--every-labels`` labels, as ``riverline run`` does. Latency of an event: from its
    scheduled arrival to its prediction. p50/p99/max with no checkpoints, with zlib level 1
-   always (the previous behaviour) and with the level chosen by
-   :func:`pipeline.checkpointing.store.compression_level`; each a median of ``--repeats``.
+   always (the previous behaviour), with the level chosen by
+   :func:`pipeline.checkpointing.store.compression_level` (synchronous), and written by a
+   forked child (``checkpoint.background``: the event path pays for the fork, then polls);
+   each a median of ``--repeats``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from kafka import KafkaConsumer, TopicPartition
 from river import datasets
 
 from pipeline.checkpointing import store as store_module
+from pipeline.checkpointing.background import BackgroundSave
 from pipeline.checkpointing.store import CheckpointStore
 from pipeline.config import RiverlineConfig, load_config
 from pipeline.core import LearningCore
@@ -185,9 +188,11 @@ def paced_stall(
     events: int,
     every_labels: int | None,
     level: int | None,
+    background: bool = False,
 ) -> dict[str, float]:
-    """Events at ``rate``/s through a core restored from ``state_bytes``; checkpoints on the
-    event path every ``every_labels`` labels (None: none). Latency percentiles in ms."""
+    """Events at ``rate``/s through a core restored from ``state_bytes``; checkpoints every
+    ``every_labels`` labels (None: none), on the event path or (``background``) from a forked
+    child, one at a time, as the writer does. Latency percentiles in ms."""
     cfg = load_config(
         None,
         {
@@ -206,7 +211,18 @@ def paced_stall(
     offset = 1_000_000
     latencies: list[float] = []
     saves: list[float] = []
+    forks: list[float] = []
     labels_at_checkpoint = 0
+    in_flight: BackgroundSave | None = None
+
+    def collected(block: bool) -> None:
+        nonlocal in_flight
+        outcome = in_flight.poll(block) if in_flight is not None else None
+        if outcome is not None:
+            assert outcome.version is not None, outcome.error
+            saves.append(outcome.milliseconds)
+            in_flight = None
+
     try:
         started = time.perf_counter()
         for i, (x, _) in enumerate(data):
@@ -221,9 +237,17 @@ def paced_stall(
                 core.on_label(Label(id=str(offset + j), ts=float(offset + i), label=data[j][1]))
                 if every_labels and core.state.labels - labels_at_checkpoint >= every_labels:
                     save_started = time.perf_counter()
-                    store.save(core.state, {("events", 0): i + 1, ("labels", 0): j + 1})
-                    saves.append((time.perf_counter() - save_started) * 1000)
+                    written = {("events", 0): i + 1, ("labels", 0): j + 1}
+                    if background:
+                        collected(block=True)  # one write at a time
+                        in_flight = BackgroundSave.start(store, core.state, written, {}, None)
+                        forks.append((time.perf_counter() - save_started) * 1000)
+                    else:
+                        store.save(core.state, written)
+                        saves.append((time.perf_counter() - save_started) * 1000)
                     labels_at_checkpoint = core.state.labels
+            collected(block=False)
+        collected(block=True)
     finally:
         store_module.compression_level = original
         store.delete_all()
@@ -234,6 +258,7 @@ def paced_stall(
         "max_ms": ordered[-1],
         "checkpoints": len(saves),
         "checkpoint_ms": statistics.median(saves) if saves else 0.0,
+        "fork_ms": statistics.median(forks) if forks else 0.0,
     }
 
 
@@ -248,11 +273,19 @@ def stall(redis_url: str, repeats: int, rate: float, events: int, every: int) ->
     for name, level in (("level_1_always", 1), ("level_chosen", None)):
         out[f"parts_{name}"] = median_dict([save_parts(forest, level) for _ in range(repeats)])
     variants = (("no_checkpoints", None, None), ("level_1_always", every, 1))
-    variants += (("level_chosen", every, None),)
+    variants += (("level_chosen", every, None), ("background", every, None))
     runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in variants}
     for _ in range(repeats):  # interleaved: a busy neighbour slows each variant alike
         for name, every_labels, level in variants:
-            run = paced_stall(state_bytes, redis_url, rate, events, every_labels, level)
+            run = paced_stall(
+                state_bytes,
+                redis_url,
+                rate,
+                events,
+                every_labels,
+                level,
+                background=name == "background",
+            )
             runs[name].append(run)
     for name, results in runs.items():
         out[name] = median_dict(results)

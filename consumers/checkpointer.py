@@ -17,7 +17,9 @@ from typing import Any
 import redis
 
 from consumers.inputs import Start
-from pipeline.checkpointing.store import Checkpoint, CheckpointStore, Offsets
+from pipeline.checkpointing import background
+from pipeline.checkpointing.background import BackgroundSave
+from pipeline.checkpointing.store import Checkpoint, CheckpointStore, Fenced, Offsets
 from pipeline.config import ConfigError, RiverlineConfig
 from pipeline.provenance import provenance
 from pipeline.telemetry import LatencyQuantiles
@@ -51,6 +53,9 @@ class Checkpointer:
 
     A Redis outage does not stop serving: writes are retried with backoff, and the role pauses
     consumption once ``max_unflushed_labels`` labels wait for a checkpoint (:meth:`too_far`).
+
+    With ``checkpoint.background`` a write is a forked child (:meth:`start`) whose outcome
+    :meth:`collect` takes in; one at a time.
     """
 
     def __init__(self, store: CheckpointStore, config: RiverlineConfig) -> None:
@@ -66,6 +71,11 @@ class Checkpointer:
         self.wanted = False  # a label count asked for one as soon as the batch ends
         self.count = 0
         self.milliseconds = LatencyQuantiles()
+        self.background = config.checkpoint.background and background.supported()
+        self.in_flight: BackgroundSave | None = None
+        self._pending: tuple[Offsets, int] = ({}, 0)  # the in-flight write's offsets, labels
+        self.forks = LatencyQuantiles()  # what a background write costs the event path
+        self.failures = 0  # background writes that did not land
 
     # -- restore ----------------------------------------------------------------------------
 
@@ -148,11 +158,13 @@ class Checkpointer:
     def note_learned(self, labels: int) -> None:
         """After a label: ask for a checkpoint once ``every_labels`` wait for one."""
         every = self.config.checkpoint.every_labels
-        if self.healthy and labels - self.labels_at_checkpoint >= every:
+        # Counted from the write in flight: checkpoints fall on the same label counts either way.
+        since = self._pending[1] if self.in_flight is not None else self.labels_at_checkpoint
+        if self.healthy and labels - since >= every:
             self.wanted = True
 
     def due(self, now: float, offsets: Offsets) -> bool:
-        if offsets == self.offsets:
+        if self.in_flight is not None or offsets == self.offsets:
             return False
         if not self.healthy:
             return now >= self.retry_at
@@ -191,16 +203,73 @@ class Checkpointer:
             self._down(e)
             return None
         self.milliseconds.update((time.perf_counter() - started) * 1000.0)
+        self.wanted = False
+        self._written(version, written, labels)
+        return version
+
+    def start(
+        self,
+        state: Any,
+        offsets: Offsets,
+        meta: dict[str, Any],
+        token: int | None,
+        lock: threading.RLock,
+    ) -> None:
+        """Fork a child that writes the state and a copy of the offsets (see
+        :mod:`pipeline.checkpointing.background`); :meth:`collect` takes its outcome in.
+
+        The fork happens under ``lock``: the child's copy is the state and offsets of one
+        instant, as the synchronous write's pickle is.
+        """
+        assert self.in_flight is None, "one background write at a time"
+        started = time.perf_counter()
+        with lock:
+            written = dict(offsets)
+            labels = state.labels
+            meta = {**meta, **provenance(self.config, written)}
+            self.in_flight = BackgroundSave.start(self.store, state, written, meta, token)
+        self.forks.update((time.perf_counter() - started) * 1000.0)
+        self._pending = (written, labels)
+        self.wanted = False
+
+    def collect(self, block: bool = False) -> int | None:
+        """The version the write in flight wrote, once its child is done; None while it runs,
+        when none is in flight, or when it failed (then retried on the backoff schedule, as a
+        Redis error is). Raises :class:`Fenced` if a newer writer holds the lease."""
+        if self.in_flight is None:
+            return None
+        outcome = self.in_flight.poll(block)
+        if outcome is None:
+            return None
+        self.in_flight = None
+        if outcome.fenced:
+            raise Fenced(outcome.error or "checkpoint refused")
+        if outcome.version is None:
+            self.failures += 1
+            self.wanted = False
+            self._down(RuntimeError(outcome.error or "background checkpoint failed"))
+            return None
+        self.milliseconds.update(outcome.milliseconds)
+        written, labels = self._pending
+        self._written(outcome.version, written, labels)
+        return outcome.version
+
+    def abandon(self) -> None:
+        """A fenced or failing writer stops: its write in flight is killed, not waited for."""
+        if self.in_flight is not None:
+            self.in_flight.kill()
+            self.in_flight = None
+
+    def _written(self, version: int, written: Offsets, labels: int) -> None:
         if not self.healthy:
             log.info("Redis is back: checkpoint %d written", version)
+        # `wanted` stays: a label count reached while a write was in flight still asks.
         self.healthy, self.backoff = True, 0.1
-        self.wanted = False
         self.version = version
         self.offsets = written
         self.labels_at_checkpoint = labels
         self.written_at = time.monotonic()
         self.count += 1
-        return version
 
     def _down(self, error: Exception) -> None:
         if self.healthy:

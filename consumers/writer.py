@@ -231,6 +231,7 @@ class Writer:
             log.error("pipeline %s: stopping without writing: %s", self.config.name, e)
             raise
         finally:
+            self.checkpointer.abandon()  # only a failed or fenced run still has one in flight
             self.inputs.close()
             self.outputs.close()
             if fenced:
@@ -255,6 +256,7 @@ class Writer:
                 last_activity = now
             if self.status.due(now):
                 self.publish_status(now)
+            self._collect_checkpoint()
             if self.checkpointer.due(now, self.offsets):
                 self.checkpoint("cadence")
             self.loop_tick(now)
@@ -311,14 +313,41 @@ class Writer:
 
     # -- checkpoints --------------------------------------------------------------------------
 
-    def checkpoint(self, reason: str, commit_group: bool = True) -> int | None:
-        """Write the state and offsets as one version; None if not written."""
+    def checkpoint(
+        self, reason: str, commit_group: bool = True, background: bool | None = None
+    ) -> int | None:
+        """Write the state and offsets as one version; None if not written.
+
+        In the background (``checkpoint.background`` unless told otherwise) this starts the
+        write and returns None: the loop finishes it (:meth:`_collect_checkpoint`).
+        """
         assert self.outputs is not None and self.inputs is not None
+        if background is None:
+            background = self.checkpointer.background
+        # One write at a time: a checkpoint asked for while one is in flight waits for it.
+        in_flight = self.checkpointer.in_flight is not None
+        collected = self._collect_checkpoint(block=True)
+        if in_flight and background:
+            if collected is None:
+                return None  # it failed: retried on the backoff schedule
+            if self.offsets == self.checkpointer.offsets:
+                return collected
         # Outputs first: once the offsets move past a record, its outputs must be durable.
         # A stopping writer with an unreachable broker gives up instead: without this
         # checkpoint its records are read again on the next start, and their outputs re-sent.
         if not self.outputs.flush(attempts=3 if self.stop.is_set() else None):
             log.error("outputs not acknowledged by the broker: checkpoint skipped")
+            return None
+        if background:
+            # The outputs of every record up to these offsets are durable: the child writes
+            # the state and offsets of this instant while the loop serves on.
+            self.checkpointer.start(
+                self.core.state,
+                self.offsets,
+                self.checkpoint_meta(reason),
+                self.ownership.token,
+                self.lock,
+            )
             return None
         version = self.checkpointer.write(
             self.core.state,
@@ -329,6 +358,19 @@ class Writer:
         )
         if version is None:
             return None
+        self._checkpointed(version, commit_group)
+        return version
+
+    def _collect_checkpoint(self, block: bool = False) -> int | None:
+        """Finish a background write once its child is done (``block``: wait for it)."""
+        version = self.checkpointer.collect(block)
+        if version is not None:
+            self._checkpointed(version, True)
+        return version
+
+    def _checkpointed(self, version: int, commit_group: bool) -> None:
+        """What follows a version written, in the loop's thread: resume, commit, hooks."""
+        assert self.inputs is not None
         self.inputs.resume()
         if commit_group:
             # For lag monitoring only: Redis stays the source of truth.
@@ -338,8 +380,8 @@ class Writer:
                 log.warning("could not commit group offsets: %s", e)
         self.after_checkpoint(version)
         if self.on_checkpoint is not None:
+            # The core as it is now: after a background write, it has moved on since the fork.
             self.on_checkpoint(version, self.core)
-        return version
 
     def checkpoint_meta(self, reason: str) -> dict[str, Any]:
         state = self.core.state
@@ -355,10 +397,12 @@ class Writer:
         }
 
     def _final_checkpoint(self, attempts: int = 30) -> None:
+        self._collect_checkpoint(block=True)
         for _ in range(attempts):
             if self.offsets == self.checkpointer.offsets:
                 return
-            if self.checkpoint(self.stop.reason or "idle"):
+            # Synchronous: the process ends after it, and must know it landed.
+            if self.checkpoint(self.stop.reason or "idle", background=False):
                 return
             time.sleep(min(self.checkpointer.backoff, 1.0))
         log.error(
@@ -391,6 +435,7 @@ class Writer:
             "records": inputs.records if inputs else 0,
             "published_predictions": self.outputs.published if self.outputs else 0,
             "checkpoints": self.checkpointer.count,
+            "checkpoint_failures": self.checkpointer.failures,
             "redis_healthy": self.checkpointer.healthy,
             "seconds": round(time.monotonic() - self.started, 3),
             "active_seconds": round(
@@ -404,6 +449,8 @@ class Writer:
                 "event_to_prediction": (processor.latency_ms if processor else empty).summary(),
                 "processing": (processor.processing_ms if processor else empty).summary(),
                 "checkpoint": self.checkpointer.milliseconds.summary(),
+                # What the event path paid for each background write (the fork).
+                "checkpoint_fork": self.checkpointer.forks.summary(),
             },
         }
         return report

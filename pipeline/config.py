@@ -312,6 +312,12 @@ class CheckpointConfig(_Section):
         description="While Redis is down, consume at most this many labels past the last "
         "checkpoint, then pause (nothing is dropped).",
     )
+    background: bool = Field(
+        default=True,
+        description="Write checkpoints from a forked child (POSIX), as Redis's BGSAVE: serving "
+        "pauses for the fork, not for the pickle and the Redis write. The final checkpoint on "
+        "stop and --reset stay synchronous.",
+    )
 
     def secret_bytes(self) -> bytes | None:
         return self.secret.get_secret_value().encode() if self.secret else None

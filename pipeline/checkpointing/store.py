@@ -49,7 +49,8 @@ Offsets = dict[tuple[str, int], int]
 __all__ = ["Checkpoint", "CheckpointError", "CheckpointStore", "Fenced", "Offsets"]
 
 # Fault injection for the crash tests: SIGKILL this process during its Nth checkpoint, after
-# the blob is built and before the atomic write. Off unless the variable is set.
+# the blob is built and before the atomic write (a background write's child SIGKILLs its parent
+# too: the writer dies mid-write). Off unless the variable is set.
 CRASH_ENV = "RIVERLINE_FAULT_SIGKILL_IN_CHECKPOINT"
 
 # One atomic unit: refuse a writer whose fencing token is below the fence, else write the
@@ -128,6 +129,13 @@ class CheckpointStore:
         self.keep = keep
         self._save = self.client.register_script(SAVE)
         self.saves = 0
+        self.fault_pids: tuple[int, ...] = ()  # killed with this process by the crash hook
+
+    def with_client(self, client: redis.Redis) -> CheckpointStore:
+        """The same store on another connection (a forked child's), its save count kept."""
+        other = CheckpointStore(client, "", self.secret, self.keep, self.insecure)
+        other.prefix, other.saves = self.prefix, self.saves
+        return other
 
     @classmethod
     def for_config(cls, client: redis.Redis, config: RiverlineConfig) -> CheckpointStore:
@@ -176,7 +184,8 @@ class CheckpointStore:
         ]
         self.saves += 1
         if os.environ.get(CRASH_ENV) == str(self.saves):
-            os.kill(os.getpid(), signal.SIGKILL)
+            for pid in (*self.fault_pids, os.getpid()):
+                os.kill(pid, signal.SIGKILL)
         run_fenced(
             self._save,
             keys,
