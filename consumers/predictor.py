@@ -241,11 +241,11 @@ class Predictor:
         self.metrics.flush()
         self.metrics.sync_counters(
             {
-                "events": processor.events,
+                "events": self.serving.events,
                 "labels": 0,
                 "expired_unlabelled": 0,
                 "drift": 0,
-                "served_by": processor.served_by,
+                "served_by": self.serving.served_by,
                 "dead_letters": processor.dead_letters,
             }
         )
@@ -261,8 +261,8 @@ class Predictor:
             "owner": self.owner,
             "mode": mode,
             "model_version": self.serving.model_version,
-            "events": processor.events,
-            "predictions_by_source": dict(processor.served_by),
+            "events": self.serving.events,
+            "predictions_by_source": dict(self.serving.served_by),
             "dead_letters": dict(processor.dead_letters),
             "lag": lag_view(self.lags),
             "latency_ms": processor.latency_ms.summary(),
@@ -279,8 +279,8 @@ class Predictor:
         return {
             "role": self.role,
             "pipeline": self.config.name,
-            "events": processor.events,
-            "predictions_by_source": dict(sorted(processor.served_by.items())),
+            "events": self.serving.events,
+            "predictions_by_source": dict(sorted(self.serving.served_by.items())),
             "dead_letters": dict(sorted(processor.dead_letters.items())),
             "model_version": self.serving.model_version,
             "mode": snapshot.gating.mode if snapshot is not None else "cold",

@@ -103,12 +103,7 @@ class RecordProcessor:
             if payload is not None:
                 # Co-partitioned: the event's own partition number, when the topic has it.
                 self.outputs.prediction(event.partition_key.encode(), payload, incoming.partition)
-                now_ms = time.time() * 1000.0
-                if incoming.sent_ms is not None:
-                    wall_ms = max(0.0, now_ms - incoming.sent_ms)
-                    self.latency_ms.update(wall_ms)
-                    self.metrics.latency_wall.observe(wall_ms / 1000.0)
-                self.metrics.latency_event.observe(max(0.0, now_ms / 1000 - event.ts))
+                observe_latency(self.metrics, self.latency_ms, incoming, event, time.time())
         self._after(outcome)
 
     def _after(self, outcome: Outcome) -> None:
@@ -122,6 +117,22 @@ class RecordProcessor:
                 self.on_decision(decision)
         if outcome.learned:
             self.on_learned(self.core.state.labels)
+
+
+def observe_latency(
+    metrics: PipelineMetrics,
+    latency_ms: LatencyQuantiles,
+    incoming: Incoming,
+    event: Event,
+    now: float,
+) -> None:
+    """A prediction was produced at ``now``: time since the record was sent (wall clock) and
+    since the event happened (event time)."""
+    if incoming.sent_ms is not None:
+        wall_ms = max(0.0, now * 1000.0 - incoming.sent_ms)
+        latency_ms.update(wall_ms)
+        metrics.latency_wall.observe(wall_ms / 1000.0)
+    metrics.latency_event.observe(max(0.0, now - event.ts))
 
 
 def log_decision(decision: Decision) -> None:
@@ -145,8 +156,7 @@ class PredictionProcessor:
         self.serving = serving
         self.outputs = outputs
         self.metrics = metrics
-        self.events = 0
-        self.served_by: Counter[str] = Counter()
+        # Events and predictions by source are the serving core's counts; these are the rest.
         self.dead_letters: Counter[str] = Counter()
         self.latency_ms = LatencyQuantiles()  # record sent -> prediction produced
         self.processing_ms = LatencyQuantiles()
@@ -169,21 +179,13 @@ class PredictionProcessor:
         predict_started = time.perf_counter()
         outcome = self.serving.on_event(event, incoming.origin)
         self.metrics.predict_batch.observe(time.perf_counter() - predict_started)
-        self.events += 1
-        fields = outcome.prediction_fields
         payload = outcome.prediction_json()
         if payload is not None:
             self.outputs.prediction(event.partition_key.encode(), payload, incoming.partition)
-            source = fields["source"] if fields is not None else outcome.prediction.source  # type: ignore[union-attr]
-            self.served_by[source] += 1
             now = time.time()
             if self.awaiting_first_use:
                 self._first_use(now)
-            if incoming.sent_ms is not None:
-                wall_ms = max(0.0, now * 1000.0 - incoming.sent_ms)
-                self.latency_ms.update(wall_ms)
-                self.metrics.latency_wall.observe(wall_ms / 1000.0)
-            self.metrics.latency_event.observe(max(0.0, now - event.ts))
+            observe_latency(self.metrics, self.latency_ms, incoming, event, now)
         for rejection in outcome.rejections:
             self.dead_letters[rejection.reason] += 1
             self.outputs.dead_letter(rejection.origin, rejection.reason, rejection.message)
