@@ -34,13 +34,12 @@ from pipeline.checkpointing.store import compression_level
 from pipeline.checkpointing.trust import (
     FENCE_CHECK,
     CheckpointError,
-    check_signature,
     fence_arg,
-    how_checked,
     key_prefix,
     run_fenced,
     sign,
 )
+from pipeline.checkpointing.versions import SignedVersions
 from pipeline.serving.snapshot import ServingSnapshot
 
 if TYPE_CHECKING:
@@ -68,8 +67,12 @@ return 1
 )
 
 
-class ModelVersionStore:
+class ModelVersionStore(SignedVersions[ServingSnapshot]):
     """The model versions of one pipeline, signed like its checkpoints."""
+
+    kind = "model"
+    noun = "model version"
+    signed = (b"blob", b"meta")
 
     def __init__(
         self,
@@ -96,12 +99,6 @@ class ModelVersionStore:
         return cls(
             client, config.name, checkpoint.secret_bytes(), config.serving.keep, checkpoint.insecure
         )
-
-    def key(self, suffix: str) -> str:
-        return self.prefix + suffix
-
-    def where(self, version: int) -> str:
-        return f"model version {self.prefix}model:{version}"
 
     def publish(self, snapshot: ServingSnapshot, token: int | None = None) -> int:
         """Write the version, move ``model:latest`` to it and announce it; returns the version.
@@ -148,39 +145,6 @@ class ModelVersionStore:
             pipe.zrem(self.key("model:versions"), *stale)
             pipe.execute()
 
-    def latest_version(self) -> int | None:
-        raw = self.client.get(self.key("model:latest"))
-        return int(raw) if raw is not None else None
-
-    def versions(self) -> builtins.list[int]:
-        """The kept versions, oldest first."""
-        return [int(v) for v in self.client.zrange(self.key("model:versions"), 0, -1)]
-
-    def meta(self, version: int) -> dict[str, Any] | None:
-        """The version's metadata (JSON; nothing unpickled), None if it is not kept."""
-        raw = self.client.hget(self.key(f"model:{version}"), "meta")
-        return json.loads(raw) if raw is not None else None
-
-    def _fields(self, version: int) -> dict[bytes, bytes]:
-        """The version's stored fields, after its signature check; nothing is unpickled."""
-        fields: dict[bytes, bytes] = self.client.hgetall(self.key(f"model:{version}"))
-        if not fields:
-            raise CheckpointError(f"{self.where(version)} does not exist")
-        check_signature(
-            self.where(version),
-            self.secret,
-            self.insecure,
-            fields.get(b"sig", b"").decode(),
-            fields.get(b"blob", b""),
-            fields.get(b"meta", b""),
-        )
-        return fields
-
-    def verify(self, version: int) -> str:
-        """How the version was checked; :class:`CheckpointError` if it must not be loaded."""
-        self._fields(version)
-        return how_checked(self.secret)
-
     def load(self, version: int) -> ServingSnapshot:
         """The one place a model version is unpickled: only after its signature check."""
         fields = self._fields(version)
@@ -193,10 +157,6 @@ class ModelVersionStore:
         if not isinstance(snapshot, ServingSnapshot) or snapshot.version != version:
             raise CheckpointError(f"{self.where(version)} does not hold model version {version}")
         return snapshot
-
-    def load_latest(self) -> ServingSnapshot | None:
-        version = self.latest_version()
-        return self.load(version) if version is not None else None
 
     def delete_all(self) -> int:
         """Remove this pipeline's model versions (its ``model:*`` keys only), e.g. on a reset."""

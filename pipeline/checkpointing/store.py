@@ -32,13 +32,12 @@ from pipeline.checkpointing.trust import (
     FENCE_CHECK,
     CheckpointError,
     Fenced,
-    check_signature,
     fence_arg,
-    how_checked,
     key_prefix,
     run_fenced,
     sign,
 )
+from pipeline.checkpointing.versions import SignedVersions
 
 if TYPE_CHECKING:
     from pipeline.config import RiverlineConfig
@@ -106,12 +105,16 @@ def _offsets_from_json(text: str) -> Offsets:
     return {(t, int(p)): int(o) for t, p, o in json.loads(text)}
 
 
-class CheckpointStore:
+class CheckpointStore(SignedVersions[Checkpoint]):
     """The checkpoints of one pipeline.
 
     ``secret`` signs every write and is checked on every load; without one, :meth:`load`
     refuses unless ``insecure`` is set.
     """
+
+    kind = "ckpt"
+    noun = "checkpoint"
+    signed = (b"blob", b"offsets", b"meta")
 
     def __init__(
         self,
@@ -144,9 +147,6 @@ class CheckpointStore:
         return cls(
             client, config.name, checkpoint.secret_bytes(), checkpoint.keep, checkpoint.insecure
         )
-
-    def key(self, suffix: str) -> str:
-        return self.prefix + suffix
 
     def _sign(self, *parts: bytes) -> str:
         return sign(self.secret, *parts)
@@ -221,38 +221,6 @@ class CheckpointStore:
             pipe.zrem(self.key("ckpt:versions"), *stale)
             pipe.execute()
 
-    def latest_version(self) -> int | None:
-        raw = self.client.get(self.key("ckpt:latest"))
-        return int(raw) if raw is not None else None
-
-    def versions(self) -> list[int]:
-        return [int(v) for v in self.client.zrange(self.key("ckpt:versions"), 0, -1)]
-
-    def meta(self, version: int) -> dict[str, Any] | None:
-        raw = self.client.hget(self.key(f"ckpt:{version}"), "meta")
-        return json.loads(raw) if raw is not None else None
-
-    def _fields(self, version: int) -> dict[bytes, bytes]:
-        """The version's stored fields, after its signature check; nothing is unpickled."""
-        fields: dict[bytes, bytes] = self.client.hgetall(self.key(f"ckpt:{version}"))
-        if not fields:
-            raise CheckpointError(f"checkpoint {self.prefix}ckpt:{version} does not exist")
-        check_signature(
-            f"checkpoint {self.prefix}ckpt:{version}",
-            self.secret,
-            self.insecure,
-            fields.get(b"sig", b"").decode(),
-            fields.get(b"blob", b""),
-            fields.get(b"offsets", b""),
-            fields.get(b"meta", b""),
-        )
-        return fields
-
-    def verify(self, version: int) -> str:
-        """How the version was checked; :class:`CheckpointError` if it must not be loaded."""
-        self._fields(version)
-        return how_checked(self.secret)
-
     def load(self, version: int) -> Checkpoint:
         """The one place a checkpoint is unpickled: only after :meth:`_fields` let it through."""
         fields = self._fields(version)
@@ -264,13 +232,9 @@ class CheckpointStore:
             meta = json.loads(meta_json)
         except Exception as e:  # a verified blob can still come from another riverline version
             raise CheckpointError(
-                f"checkpoint {self.prefix}ckpt:{version} cannot be read: {type(e).__name__}: {e}"
+                f"{self.where(version)} cannot be read: {type(e).__name__}: {e}"
             ) from None
         return Checkpoint(version, state, offsets, meta)
-
-    def load_latest(self) -> Checkpoint | None:
-        version = self.latest_version()
-        return self.load(version) if version is not None else None
 
     def delete_all(self) -> int:
         """Remove every key of this pipeline (its own prefix only)."""
