@@ -404,7 +404,14 @@ def test_predictors_serve_on_while_redis_is_down(backends: Backends, tmp_path: P
         models = ModelVersionStore(
             connect(cfg.redis.url), cfg.name, TEST_SECRET.encode(), 1000, insecure=False
         )
-        wait_for(lambda: (models.latest_version() or 0) >= 300, 120, "model versions")
+        from pipeline.cli.status import predictor_statuses
+
+        def serving_300() -> bool:
+            found = predictor_statuses(models.client, models.key("predictor:"))
+            return bool(found) and found[0].get("model_version", 0) >= 300
+
+        # The predictor itself holds version 300 or newer (not just Redis), then Redis stops.
+        wait_for(serving_300, 120, "the predictor serving model version 300 or newer")
         redis_server.stop()
         down_at = time.time() * 1000
         replay.finish()
