@@ -95,14 +95,16 @@ class ServedJoin:
         self.scored = 0
         self.ignored = 0  # duplicates (at-least-once) and predictions of unknown events
         self.by_source: Counter[str] = Counter()
-        self.last_version: int | None = None
+        # The newest version seen serving: a maximum, so it does not depend on the order the
+        # predictions partitions were read in (a restarted learner reads them in another).
+        self.newest_version: int | None = None
 
     def answer(self, published: Published, classes: Any) -> Any:
         """The served answer in the form the evaluator scores: the probabilities when the
         model served them (keys back to the model's classes), else the hard prediction."""
         self.by_source[published.source] += 1
         if published.model_version is not None:
-            self.last_version = published.model_version
+            self.newest_version = max(self.newest_version or 0, published.model_version)
         proba = published.proba
         if published.source == "model" and proba and isinstance(classes, dict):
             served = {c: float(proba[k]) for c in classes if (k := proba_key(c)) in proba}
@@ -141,5 +143,5 @@ class ServedJoin:
             "ignored": self.ignored,
             "early": len(self.early),
             "published_by_source": dict(sorted(self.by_source.items())),
-            "last_model_version": self.last_version,
+            "newest_model_version": self.newest_version,
         }
