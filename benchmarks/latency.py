@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import paced_publish
 from transport import TOPICS, cleanup, records
 
-import consumers.run as consumer_module
+import consumers.inputs as inputs_module
 from consumers.run import Consumer
 from pipeline.config import RiverlineConfig, load_config
 from pipeline.kafka.embedded import EmbeddedBroker
@@ -49,6 +49,7 @@ from pipeline.kafka.records import SENT_HEADER, Incoming, int_header
 from pipeline.kafka.transport import make_transport
 from pipeline.state.redis_client import connect, resolve_redis_url
 
+TO_ITEM = inputs_module.to_item
 SPEC = "preprocessing.StandardScaler | linear_model.LogisticRegression"
 QUANTILES = (0.5, 0.9, 0.99)
 
@@ -232,32 +233,32 @@ class StampedConsumer(Consumer):
         self.fetched_at: dict[tuple[str, int, int], float] = {}
         self.steps: dict[str, list[float]] = {s: [] for s in STEPS}
 
-    def _fetch(self) -> int:
-        fetched = self.fetched_at
-        original = consumer_module.to_item
+    def on_started(self) -> None:
+        super().on_started()
+        fetched, steps = self.fetched_at, self.steps
+        original_to_item = TO_ITEM
+        assert self.processor is not None
+        original_process = self.processor.process
 
         def stamped(record: Any, kind: str, validator: Any) -> Any:
+            # Right after the poll that returned the record: its batch is parsed at once.
             fetched[(record.topic, record.partition, record.offset)] = time.time() * 1000.0
-            return original(record, kind, validator)
+            return original_to_item(record, kind, validator)
 
-        consumer_module.to_item = stamped  # type: ignore[assignment]
-        try:
-            return super()._fetch()
-        finally:
-            consumer_module.to_item = original
+        def process(incoming: Incoming) -> None:
+            popped = time.time() * 1000.0
+            original_process(incoming)
+            if incoming.kind != "event" or incoming.sent_ms is None:
+                return
+            predicted = time.time() * 1000.0
+            fetched_ms = fetched.pop((incoming.topic, incoming.partition, incoming.offset))
+            steps["sent_to_fetched"].append(fetched_ms - incoming.sent_ms)
+            steps["fetched_to_popped"].append(popped - fetched_ms)
+            steps["popped_to_predicted"].append(predicted - popped)
+            steps["sent_to_predicted"].append(predicted - incoming.sent_ms)
 
-    def _process(self, incoming: Incoming) -> None:
-        popped = time.time() * 1000.0
-        super()._process(incoming)
-        if incoming.kind != "event" or incoming.sent_ms is None:
-            return
-        predicted = time.time() * 1000.0
-        fetched = self.fetched_at.pop((incoming.topic, incoming.partition, incoming.offset))
-        steps = self.steps
-        steps["sent_to_fetched"].append(fetched - incoming.sent_ms)
-        steps["fetched_to_popped"].append(popped - fetched)
-        steps["popped_to_predicted"].append(predicted - popped)
-        steps["sent_to_predicted"].append(predicted - incoming.sent_ms)
+        inputs_module.to_item = stamped  # type: ignore[assignment]
+        self.processor.process = process  # type: ignore[method-assign]
 
 
 def riverline_breakdown(
@@ -284,6 +285,7 @@ def riverline_breakdown(
     producer = start_publisher(publisher_config(cfg), bootstrap, rate, seconds, out)
     producer.join()
     thread.join()
+    inputs_module.to_item = TO_ITEM
     cleanup(cfg, bootstrap, redis_url)
     steps = {"sent_to_acked": read_acknowledged(out)}
     steps |= {step: quantiles(values) for step, values in consumer.steps.items()}

@@ -19,6 +19,7 @@ from typing import Any
 import redis
 
 from consumers.checkpointer import require_secret
+from consumers.gc_policy import tune_for_streaming
 from consumers.inputs import Inputs
 from consumers.outputs import Outputs
 from consumers.processing import PredictionProcessor
@@ -139,6 +140,7 @@ class Predictor:
         self.inputs.on_revoked_hooks.append(self._forget)
         self.inputs.on_assigned_hooks.append(lambda _partitions: self.assigned.set())
         self.inputs.subscribe()
+        tune_for_streaming()
         try:
             self._loop()
             self._commit(final=True)

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from consumers.checkpointer import Checkpointer, require_secret
+from consumers.gc_policy import tune_for_streaming
 from consumers.inputs import Inputs
 from consumers.outputs import Outputs
 from consumers.ownership import Ownership
@@ -221,6 +222,7 @@ class Writer:
             raise
         assert self.inputs is not None and self.outputs is not None
         self.inputs.subscribe()
+        tune_for_streaming()
         fenced = False
         try:
             self._loop()

@@ -35,7 +35,6 @@ import heapq
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 SortKey = tuple[float, int, int]
@@ -44,12 +43,35 @@ EVENT_RANK = 1
 PREDICTION_RANK = 2  # a published prediction carries its event's time: right after it
 
 
-@dataclass(frozen=True, slots=True)
 class Item:
-    key: SortKey
-    partition: Hashable
-    offset: int
-    payload: Any
+    """A record waiting in the merge: its sort key, partition, offset and what it carries.
+
+    A plain class with slots (one is built per record; a frozen dataclass's ``__init__`` costs
+    an ``object.__setattr__`` per field).
+    """
+
+    __slots__ = ("key", "offset", "partition", "payload")
+
+    def __init__(self, key: SortKey, partition: Hashable, offset: int, payload: Any) -> None:
+        self.key = key
+        self.partition = partition
+        self.offset = offset
+        self.payload = payload
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Item):
+            return NotImplemented
+        return (self.key, self.partition, self.offset, self.payload) == (
+            other.key,
+            other.partition,
+            other.offset,
+            other.payload,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Item({self.key!r}, {self.partition!r}, {self.offset!r}, {self.payload!r})"
 
 
 class OrderedMerge:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from pipeline.ordering import EVENT_RANK, LABEL_RANK, PREDICTION_RANK, Item
@@ -31,23 +30,37 @@ class Origin(NamedTuple):
     value: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
 class Incoming:
-    """A consumed record: its parsed payload, or why it could not be parsed."""
+    """A consumed record: where it came from (its :class:`Origin`, built once: the core keeps it
+    to dead-letter the record later), its parsed payload or why it could not be parsed, and its
+    send time.
 
-    kind: str
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int | None
-    key: bytes | None
-    value: bytes | None
-    parsed: Any  # Event, Label or InvalidRecord
-    sent_ms: float | None = None
+    A plain class with slots rather than a frozen dataclass: one is built per record, and a
+    frozen dataclass's ``__init__`` pays an ``object.__setattr__`` per field.
+    """
+
+    __slots__ = ("kind", "origin", "parsed", "sent_ms")
+
+    def __init__(self, kind: str, origin: Origin, parsed: Any, sent_ms: float | None = None):
+        self.kind = kind
+        self.origin = origin
+        self.parsed = parsed  # Event, Label, Published or InvalidRecord
+        self.sent_ms = sent_ms
 
     @property
-    def origin(self) -> Origin:
-        return Origin(self.topic, self.partition, self.offset, self.timestamp, self.key, self.value)
+    def topic(self) -> str:
+        return self.origin.topic
+
+    @property
+    def partition(self) -> int:
+        return self.origin.partition
+
+    @property
+    def offset(self) -> int:
+        return self.origin.offset
+
+    def __repr__(self) -> str:
+        return f"Incoming({self.kind!r}, {self.origin[:3]!r}, {self.parsed!r})"
 
 
 def header(record: Any, name: str) -> bytes | None:
@@ -71,11 +84,22 @@ def seq_and_sent(record: Any) -> tuple[int | None, int | None]:
     >>> from types import SimpleNamespace
     >>> seq_and_sent(SimpleNamespace(headers=[("sent_ms", b"17"), ("seq", b"3"), ("seq", b"4")]))
     (3, 17)
+    >>> seq_and_sent(SimpleNamespace(headers=[("seq", b"3"), ("sent_ms", b"x")]))
+    (3, None)
     """
+    headers = record.headers
+    # What riverline's replay writes, in its order: read without the general loop.
+    if headers and len(headers) == 2:
+        (first, seq_raw), (second, sent_raw) = headers
+        if first == SEQ_HEADER and second == SENT_HEADER:
+            try:
+                return int(seq_raw), int(sent_raw)
+            except (TypeError, ValueError):
+                pass  # the general loop decides, value by value
     seq: int | None = None
     sent: int | None = None
     found_seq = found_sent = False  # the first header of a name counts, as in ``header``
-    for key, value in record.headers or ():
+    for key, value in headers or ():
         if key == SEQ_HEADER:
             if not found_seq:
                 found_seq = True
@@ -114,16 +138,13 @@ def to_item(record: Any, kind: str, validator: Validator) -> Item:
         # behind it in its partition; it only goes to the dead-letter topic.
         ts = float("-inf")
     seq, sent_ms = seq_and_sent(record)
-    incoming = Incoming(
-        kind,
+    topic, partition, offset, timestamp = (
         record.topic,
         record.partition,
         record.offset,
         record.timestamp,
-        record.key,
-        record.value,
-        parsed,
-        sent_ms or record.timestamp,
     )
+    origin = Origin(topic, partition, offset, timestamp, record.key, record.value)
+    incoming = Incoming(kind, origin, parsed, sent_ms or timestamp)
     key = (ts, RANKS[kind], seq if seq is not None else -1)
-    return Item(key, (record.topic, record.partition), record.offset, incoming)
+    return Item(key, (topic, partition), offset, incoming)
