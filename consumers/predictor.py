@@ -20,6 +20,7 @@ import redis
 
 from consumers.checkpointer import require_secret
 from consumers.gc_policy import tune_for_streaming
+from consumers.idleness import IdleStop
 from consumers.inputs import Inputs
 from consumers.outputs import Outputs
 from consumers.processing import PredictionProcessor
@@ -160,30 +161,18 @@ class Predictor:
     def _loop(self) -> None:
         inputs = self.inputs
         assert inputs is not None
-        last_activity: float | None = None
+        idle = IdleStop(self.until_idle, inputs)
         while not self.stop.is_set():
             fetched = inputs.fetch()
             self._swap_if_newer()
             processed = self._drain()
             now = time.monotonic()
-            if (fetched or processed or last_activity is None) and inputs.assignment():
-                last_activity = now
             if now - self.committed_at >= self.config.serving.commit_every_seconds:
                 self._commit()
             if self.status.due(now):
                 self.publish_status(now)
-            if (
-                self.until_idle is not None
-                and last_activity is not None
-                and not fetched
-                and not processed
-                and not len(inputs.merge)  # records held for order are not the end
-                and now - last_activity >= self.until_idle
-            ):
-                if inputs.caught_up():
-                    log.info("nothing new for %.1fs: stopping", self.until_idle)
-                    return
-                last_activity = time.monotonic()
+            if idle.after_turn(now, fetched, processed):
+                return
 
     def _swap_if_newer(self) -> None:
         """Between records only: a record is served by one whole model version."""

@@ -19,6 +19,7 @@ import redis
 
 from consumers.checkpointer import Checkpointer, require_secret
 from consumers.gc_policy import tune_for_streaming
+from consumers.idleness import IdleStop
 from consumers.inputs import Inputs
 from consumers.outputs import Outputs
 from consumers.ownership import Ownership
@@ -247,15 +248,12 @@ class Writer:
     def _loop(self) -> None:
         inputs = self.inputs
         assert inputs is not None
-        last_activity: float | None = None
+        idle = IdleStop(self.until_idle, inputs)
         while not self.stop.is_set():
             fetched = inputs.fetch()
             processed = 0 if inputs.paused else self._drain()
             now = time.monotonic()
             self.ownership.check()
-            # Idle time counts from the first assignment: joining the group is not idleness.
-            if (fetched or processed or last_activity is None) and inputs.assignment():
-                last_activity = now
             if self.status.due(now):
                 self.publish_status(now)
             self._collect_checkpoint()
@@ -266,20 +264,8 @@ class Writer:
                 unflushed = self.core.state.labels - self.checkpointer.labels_at_checkpoint
                 log.warning("%d labels wait for a checkpoint: pausing consumption", unflushed)
                 inputs.pause()
-            if (
-                self.until_idle is not None
-                and last_activity is not None
-                and not fetched
-                and not processed
-                and not len(inputs.merge)  # records held for order are not the end
-                and self.checkpointer.healthy
-                and now - last_activity >= self.until_idle
-            ):
-                if inputs.caught_up():
-                    log.info("nothing new for %.1fs: stopping", self.until_idle)
-                    return
-                # Silence from an unreachable broker is not the end of the stream.
-                last_activity = time.monotonic()
+            if idle.after_turn(now, fetched, processed, may_stop=self.checkpointer.healthy):
+                return
 
     def _drain(self) -> int:
         processed = 0
