@@ -7,9 +7,11 @@ rebuild exactly this order however the broker batches.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -71,6 +73,32 @@ def encode(payload: dict[str, Any]) -> bytes:
     return raw
 
 
+@contextlib.contextmanager
+def fewer_collections(allocations: int = 10_000) -> Iterator[None]:
+    """Run the cyclic garbage collector's young generation every ``allocations`` allocations
+    (at least) instead of every 700, the default.
+
+    kafka-python keeps a future per record (a lock, two callback lists, a cycle with its
+    batch's) until the batch is acknowledged. Collected every 700 allocations, i.e. every
+    hundred records or so, those futures are each scanned and moved to the older generations
+    before they die, which made up ~40% of the replay's time at full speed. Collected ten
+    times less often, most have died by then.
+
+    >>> before = gc.get_threshold()
+    >>> with fewer_collections():
+    ...     gc.get_threshold()[0] >= 10_000
+    True
+    >>> gc.get_threshold() == before
+    True
+    """
+    thresholds = gc.get_threshold()
+    gc.set_threshold(max(allocations, thresholds[0]), *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+
+
 class Pacer:
     """Sleeps so that event time advances ``speed`` times faster than wall time."""
 
@@ -119,28 +147,29 @@ def publish(
     events = labels = 0
     started = time.monotonic()
     try:
-        # Per record only what differs; the partition is left to the transport (murmur2 in C
-        # with librdkafka).
-        for emission in emissions:
-            if pacer is not None:
-                pacer.wait(emission.ts)
-            record = emission.record
-            if emission.kind == "event":
-                topic, value = events_topic, encode(event_payload(record))
-                events += 1
-            else:
-                topic, value = labels_topic, encode(label_payload(record, emission.ts))
-                labels += 1
-            send(
-                topic,
-                (record.key if record.key is not None else record.id).encode(),
-                value,
-                None,
-                [(SEQ_HEADER, b"%d" % emission.seq), (SENT_HEADER, b"%d" % int(now() * 1000))],
-                int(emission.ts * 1000),
-            )
-            if on_emission is not None:
-                on_emission(emission)
+        with fewer_collections():
+            # Per record only what differs; the partition is left to the transport (murmur2 in C
+            # with librdkafka).
+            for emission in emissions:
+                if pacer is not None:
+                    pacer.wait(emission.ts)
+                record = emission.record
+                if emission.kind == "event":
+                    topic, value = events_topic, encode(event_payload(record))
+                    events += 1
+                else:
+                    topic, value = labels_topic, encode(label_payload(record, emission.ts))
+                    labels += 1
+                send(
+                    topic,
+                    (record.key if record.key is not None else record.id).encode(),
+                    value,
+                    None,
+                    [(SEQ_HEADER, b"%d" % emission.seq), (SENT_HEADER, b"%d" % int(now() * 1000))],
+                    int(emission.ts * 1000),
+                )
+                if on_emission is not None:
+                    on_emission(emission)
         producer.flush(DELIVERY_TIMEOUT_MS / 1000 + 5)
     finally:
         producer.close()

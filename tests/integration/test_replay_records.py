@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.kafka.transport import make_transport
 from producers.replay import publish
 from producers.schedule import LabelDelay, schedule
 from producers.sources import SourceOptions, SourceRecord, open_source
@@ -48,3 +49,27 @@ def test_replayed_records_are_the_plain_loops(make_config: Any, transport: str) 
     expected = reference(records, delay, 3)
     assert got == expected
     assert {g[3] for g in got} == {0, 1, 2}
+
+
+def test_the_bulk_sender_reports_every_record_dropped(make_config: Any, transport: str) -> None:
+    """Records that never reach the broker (the producer aborted while they linger) come back
+    through ``on_error``, one call each, as the replay counts them."""
+    cfg = make_config({"kafka": {"partitions": 2}})
+    kafka = make_transport(cfg.kafka, cfg.kafka.bootstrap)
+    topic = cfg.kafka.topics.events
+    kafka.ensure_topics([topic])
+    producer = kafka.producer(linger_ms=30_000, batch_size=1024 * 1024)
+    errors: list[Exception] = []
+    send = producer.sender(errors.append)
+    # kafka-python sends a topic's first record through KafkaProducer.send (it waits for the
+    # metadata): delivered, so that the dropped ones below took its shortcut.
+    send(topic, b"first", b"{}", None, [("seq", b"0")], 1_700_000_000_000)
+    producer.flush(10)
+    for i in range(1, 51):
+        send(topic, str(i).encode(), b"{}", None, [("seq", b"%d" % i)], 1_700_000_000_000 + i)
+    producer.abort()
+    deadline = time.monotonic() + 10
+    while len(errors) < 50 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(errors) == 50
+    assert all(isinstance(e, Exception) for e in errors)
