@@ -19,7 +19,14 @@ import orjson
 
 from pipeline.config import RiverlineConfig
 from pipeline.kafka.records import SENT_HEADER, SEQ_HEADER
-from pipeline.kafka.transport import DELIVERY_TIMEOUT_MS, TransportError, make_transport
+from pipeline.kafka.transport import (
+    DELIVERY_TIMEOUT_MS,
+    Headers,
+    Producer,
+    Send,
+    TransportError,
+    make_transport,
+)
 from producers.schedule import Emission, LabelDelay, schedule
 from producers.sources import SourceError, SourceOptions, SourceRecord, open_source
 
@@ -118,6 +125,37 @@ class Pacer:
             time.sleep(due - now)
 
 
+def acknowledged_sender(producer: Producer, failed: list[Exception]) -> Send:
+    """:meth:`Producer.sender`'s signature over :meth:`Producer.send`, which reports every
+    record's acknowledgement: what a paced replay uses, being bound by its pace rather than by
+    per-record work, so that a record's time to acknowledgement can still be observed
+    (``benchmarks/latency.py`` wraps ``send``)."""
+
+    def delivered(error: Exception | None) -> None:
+        if error is not None:
+            failed.append(error)
+
+    def send(
+        topic: str,
+        key: bytes,
+        value: bytes,
+        partition: int | None,
+        headers: Headers,
+        timestamp_ms: int,
+    ) -> None:
+        producer.send(
+            topic,
+            key,
+            value,
+            partition=partition,
+            headers=headers,
+            timestamp_ms=timestamp_ms,
+            on_delivery=delivered,
+        )
+
+    return send
+
+
 def publish(
     config: RiverlineConfig,
     bootstrap: str,
@@ -141,7 +179,9 @@ def publish(
     producer = transport.producer(**(MAX_SPEED_OPTIONS if speed is None else {}))
     failed: list[Exception] = []
     pacer = Pacer(speed) if speed is not None else None
-    send = producer.sender(failed.append)
+    send = (
+        producer.sender(failed.append) if pacer is None else acknowledged_sender(producer, failed)
+    )
     events_topic, labels_topic = topics.events, topics.labels
     now = time.time
     events = labels = 0

@@ -19,7 +19,10 @@ from tests.unit.test_replay import reference
 pytestmark = pytest.mark.integration
 
 
-def test_replayed_records_are_the_plain_loops(make_config: Any, transport: str) -> None:
+@pytest.mark.parametrize("speed", [None, 1e12])  # full speed (bulk sender), paced (send)
+def test_replayed_records_are_the_plain_loops(
+    make_config: Any, transport: str, speed: float | None
+) -> None:
     cfg = make_config({"kafka": {"partitions": 3}})
     rows = list(open_source("river:Phishing", SourceOptions(limit=300)))
     records = [
@@ -31,7 +34,7 @@ def test_replayed_records_are_the_plain_loops(make_config: Any, transport: str) 
     records[150] = SourceRecord(big.id, big.ts, {**big.features, "text": "x" * 100_000}, True)
     delay = LabelDelay(events=10)
     before = int(time.time() * 1000)
-    result = publish(cfg, cfg.kafka.bootstrap, schedule(iter(records), delay))
+    result = publish(cfg, cfg.kafka.bootstrap, schedule(iter(records), delay), speed=speed)
     after = int(time.time() * 1000)
     assert (result.events, result.labels) == (300, 300)
     topics = cfg.kafka.topics

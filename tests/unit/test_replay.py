@@ -81,6 +81,20 @@ class FakeTransport:
     def producer(self, **overrides: Any) -> "FakeTransport":
         return self
 
+    def send(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        *,
+        partition: int | None = None,
+        headers: Headers | None = None,
+        timestamp_ms: int | None = None,
+        on_delivery: Callable[[Exception | None], None] | None = None,
+    ) -> None:
+        assert headers is not None and timestamp_ms is not None and on_delivery is not None
+        self.sender(on_delivery)(topic, key, value, partition, headers, timestamp_ms)
+
     def sender(self, on_error: OnError) -> Send:
         def send(
             topic: str,
@@ -138,10 +152,11 @@ def patched(monkeypatch: pytest.MonkeyPatch, fake: FakeTransport) -> None:
     monkeypatch.setattr(replay_module, "make_transport", factory)
 
 
+@pytest.mark.parametrize("speed", [None, 1e12])  # full speed (bulk sender), paced (send)
 @pytest.mark.parametrize("partitions", [1, 3])
 @pytest.mark.parametrize("source", ["river:Phishing", "river:TrumpApproval"])
 def test_publish_sends_what_the_plain_loop_sent(
-    monkeypatch: pytest.MonkeyPatch, partitions: int, source: str
+    monkeypatch: pytest.MonkeyPatch, partitions: int, source: str, speed: float | None
 ) -> None:
     records = list(open_source(source, SourceOptions(limit=300)))
     # Keys from a column, and ids, of various lengths (murmur2's tail of 0-3 bytes).
@@ -152,7 +167,7 @@ def test_publish_sends_what_the_plain_loop_sent(
     fake = FakeTransport(partitions)
     patched(monkeypatch, fake)
     delay = LabelDelay(events=10)
-    result = replay_module.publish(config(), "nowhere", schedule(iter(records), delay))
+    result = replay_module.publish(config(), "nowhere", schedule(iter(records), delay), speed=speed)
     assert (result.events, result.labels) == (300, 300)
     assert fake.flushed and fake.closed
     expected = reference(records, delay, partitions)
@@ -166,11 +181,14 @@ def test_publish_sends_what_the_plain_loop_sent(
         assert headers[1][1].isdigit()
 
 
-def test_records_not_acknowledged_stop_the_replay(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("speed", [None, 1e12])
+def test_records_not_acknowledged_stop_the_replay(
+    monkeypatch: pytest.MonkeyPatch, speed: float | None
+) -> None:
     fake = FakeTransport(1, fail=frozenset({3, 7}))
     patched(monkeypatch, fake)
     with pytest.raises(TransportError) as raised:
-        replay(config(), "nowhere", "river:Phishing", LabelDelay(events=1), options=None)
+        replay(config(), "nowhere", "river:Phishing", LabelDelay(events=1), speed=speed)
     assert str(raised.value) == (
         "2 records were not acknowledged by the broker (first: refused); replay again into "
         "fresh topics"
