@@ -33,8 +33,8 @@ from pipeline.kafka.transport import (
 
 log = logging.getLogger(__name__)
 
-# Records up to this size (key and value) skip KafkaProducer.send's checks in the bulk sender:
-# far below any request size limit, so its size check could not refuse them.
+# Records up to this size (key and value; the replay's two headers are a few bytes) skip
+# KafkaProducer.send's checks in the bulk sender: its size check could not refuse them.
 _SMALL_RECORD = 64 * 1024
 
 

@@ -122,8 +122,8 @@ class Producer(Protocol):
     def sender(self, on_error: OnError) -> Send:
         """A send for a long stream of small records (the replay at full speed): positional
         arguments, only failures reported, and as little work per record as the client allows.
-        A record is the same on the broker as :meth:`send` with ``partition`` computed by
-        :func:`stable_partition` makes it."""
+        Each record lands as :meth:`send` would put it, a ``None`` partition being the key's
+        :func:`stable_partition`."""
         ...
 
     def flush(self, timeout_s: float) -> None:
