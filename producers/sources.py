@@ -33,6 +33,7 @@ from typing import IO, Any, Literal, cast
 
 Scalar = bool | int | float | str | None
 _SCALARS = (bool, int, float, str, type(None))
+_SCALAR_TYPES = frozenset(_SCALARS)
 _INT = re.compile(r"[+-]?\d+", re.ASCII)
 _FLOAT = re.compile(
     r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|nan|inf|infinity)", re.ASCII | re.IGNORECASE
@@ -347,13 +348,15 @@ def _river(name: str, options: SourceOptions) -> Iterator[SourceRecord]:
 
 def _river_records(dataset: Any, name: str, options: SourceOptions) -> Iterator[SourceRecord]:
     for i, (x, y) in enumerate(dataset):
-        bad = next((k for k, v in x.items() if not isinstance(v, _SCALARS)), _ABSENT)
-        if bad is not _ABSENT or not isinstance(y, _SCALARS):
-            what, value = (f"feature {bad!r}", x[bad]) if bad is not _ABSENT else ("label", y)
-            raise SourceError(
-                f"river:{name}, record {i}: the {what} is a {type(value).__name__}, but riverline "
-                "replays flat scalar features and labels"
-            )
+        # Exact types first, in C (nearly every row); a subclass or a non-scalar looks closer.
+        if not (type(y) in _SCALAR_TYPES and _SCALAR_TYPES.issuperset(map(type, x.values()))):
+            bad = next((k for k, v in x.items() if not isinstance(v, _SCALARS)), _ABSENT)
+            if bad is not _ABSENT or not isinstance(y, _SCALARS):
+                what, value = (f"feature {bad!r}", x[bad]) if bad is not _ABSENT else ("label", y)
+                raise SourceError(
+                    f"river:{name}, record {i}: the {what} is a {type(value).__name__}, but "
+                    "riverline replays flat scalar features and labels"
+                )
         yield SourceRecord(str(i), options.start + i * options.interval, x, y)
 
 

@@ -8,10 +8,12 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import kafka
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as TP
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.partitioner import DefaultPartitioner
 from kafka.structs import OffsetAndMetadata
 
 from pipeline.config import KafkaConfig
@@ -20,13 +22,20 @@ from pipeline.kafka.transport import (
     FlushTimeout,
     Headers,
     OnDelivery,
+    OnError,
     OnPartitions,
     Partition,
     Record,
+    Send,
     TransportError,
+    stable_partition,
 )
 
 log = logging.getLogger(__name__)
+
+# Records up to this size (key and value; the replay's two headers are a few bytes) skip
+# KafkaProducer.send's checks in the bulk sender: its size check could not refuse them.
+_SMALL_RECORD = 64 * 1024
 
 
 def _common(config: KafkaConfig, bootstrap: str) -> dict[str, Any]:
@@ -175,6 +184,84 @@ class KafkaPythonProducer:
         if on_delivery is not None:
             future.add_callback(lambda _metadata: on_delivery(None))
             future.add_errback(on_delivery)
+
+    def sender(self, on_error: OnError) -> Send:
+        """Small records go straight to the producer's accumulator, as ``KafkaProducer.send``
+        puts them there after its checks (argument types, metadata, partition, record size,
+        serializers, transactions), which are made once per topic and partition here instead
+        of per record: they cost as much as the append itself. Anything else, and any other
+        kafka-python major version, takes ``send``."""
+        client = self.client
+        config = client.config
+        transactions = client._transaction_manager
+        if (
+            kafka.__version__.split(".")[0] != "3"
+            or config["key_serializer"] is not None
+            or config["value_serializer"] is not None
+            or type(config["partitioner"]) is not DefaultPartitioner
+            or (transactions is not None and transactions.is_transactional())
+        ):
+            return self._sender(on_error)
+        append, wakeup = client._accumulator.append, client._sender.wakeup
+        metadata = client._metadata
+        small = min(_SMALL_RECORD, config["max_request_size"] // 2)
+        partition_counts: dict[str, int] = {}
+        checked: dict[tuple[str, int], TP] = {}
+        fallback = self._sender(on_error)
+
+        def send(
+            topic: str,
+            key: bytes,
+            value: bytes,
+            partition: int | None,
+            headers: Headers,
+            timestamp_ms: int,
+        ) -> None:
+            count = partition_counts.get(topic)
+            if count is None or len(key) + len(value) > small:
+                # The first record of a topic waits for its metadata in send().
+                fallback(topic, key, value, partition, headers, timestamp_ms)
+                partitions = metadata.partitions_for_topic(topic)
+                if partitions:
+                    partition_counts[topic] = len(partitions)
+                return
+            if partition is None:
+                partition = stable_partition(key, count) if count > 1 else 0
+            tp = checked.get((topic, partition))
+            if tp is None:
+                if partition not in (metadata.partitions_for_topic(topic) or ()):
+                    raise ValueError(f"Unrecognized partition {partition} for topic {topic}")
+                tp = checked[topic, partition] = TP(topic, partition)
+            future, full, new_batch, _ = append(tp, timestamp_ms, key, value, headers)
+            future.add_errback(on_error)
+            if full or new_batch:
+                wakeup()
+
+        return send
+
+    def _sender(self, on_error: OnError) -> Send:
+        """:meth:`sender` through ``KafkaProducer.send``."""
+        client_send = self.client.send
+
+        def send(
+            topic: str,
+            key: bytes,
+            value: bytes,
+            partition: int | None,
+            headers: Headers,
+            timestamp_ms: int,
+        ) -> None:
+            future = client_send(
+                topic,
+                key=key,
+                value=value,
+                partition=partition,
+                headers=headers,
+                timestamp_ms=timestamp_ms,
+            )
+            future.add_errback(on_error)
+
+        return send
 
     def flush(self, timeout_s: float) -> None:
         try:

@@ -347,3 +347,20 @@ def test_missing_file(tmp_path: Path) -> None:
         open_source(str(tmp_path / "none.csv"))
     with pytest.raises(SourceError, match="does not exist"):
         open_source(f"jsonl:{tmp_path}")  # a directory
+
+
+def test_river_rows_are_checked_whatever_the_types() -> None:
+    """Exact scalar types take the shortcut; subclasses pass, non-scalars are refused."""
+    from enum import IntEnum
+
+    from producers.sources import _river_records
+
+    class Level(IntEnum):
+        LOW = 1
+
+    rows = [({"a": 1, "b": 2.5, "c": "x", "d": None, "e": True}, 1), ({"a": Level.LOW}, Level.LOW)]
+    got = list(_river_records(rows, "Fake", SourceOptions()))
+    assert [(r.features, r.label) for r in got] == [(x, y) for x, y in rows]
+    for x, y, what in [({"a": [1]}, 1, "feature 'a' is a list"), ({"a": 1}, {}, "label is a dict")]:
+        with pytest.raises(SourceError, match=f"river:Fake, record 0: the {what}, but riverline"):
+            list(_river_records([(x, y)], "Fake", SourceOptions()))
