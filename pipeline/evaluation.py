@@ -5,8 +5,10 @@ demotion. Each prediction is adapted to what a metric takes: a probability dict 
 most likely class for label metrics, a hard label becomes a certain probability dict.
 
 >>> ev = Evaluator("Accuracy", (), window=2)
->>> ev.update(True, model={True: 0.9, False: 0.1}, fallback=False, served=False)
+>>> ev.update(True, model={True: 0.9, False: 0.1}, fallback=False, served=False)  # the model's
+True
 >>> ev.update(False, model={True: 0.2, False: 0.8}, fallback=False, served=False)
+False
 >>> ev.values()["model"], ev.values()["fallback"]
 ({'Accuracy': 1.0}, {'Accuracy': 0.5})
 """
@@ -14,7 +16,7 @@ most likely class for label metrics, a hard label becomes a certain probability 
 from __future__ import annotations
 
 from collections import Counter, deque
-from typing import Any
+from typing import Any, Final
 
 from river import metrics as river_metrics
 
@@ -86,35 +88,120 @@ def _adapted(y_pred: Any) -> tuple[Any, Any, Any] | None:
     return (y_pred, {y_pred: 1.0}, y_pred)
 
 
+class _Abstain:
+    def __repr__(self) -> str:
+        return "ABSTAIN"
+
+
+ABSTAIN: Final = _Abstain()  # no opinion (None could be a dict's most likely key)
+
+
+def _label(y_pred: Any) -> Any:
+    """``_adapted(y_pred)[0]``: the label a label metric takes, ABSTAIN for no opinion.
+
+    >>> _label({"a": 0.3, "b": 0.7}), _label(False), _label({}), _label(None)
+    ('b', False, ABSTAIN, ABSTAIN)
+    """
+    if y_pred is None:
+        return ABSTAIN
+    kind = type(y_pred)
+    if kind is dict:
+        # Same tie-break as river.base.Classifier.predict_one: the first key of the max.
+        return max(y_pred, key=y_pred.__getitem__) if y_pred else ABSTAIN
+    if kind in _PLAIN:
+        return y_pred  # never equal to {}
+    adapted = _adapted(y_pred)
+    return ABSTAIN if adapted is None else adapted[0]
+
+
+_PLAIN = frozenset({bool, int, float, str})
+
+
 class Windowed:
-    """A metric over the last ``size`` updates, kept exact with ``revert``."""
+    """A metric over the last ``size`` updates, kept exact with ``revert``.
+
+    River's ``Accuracy`` (the default gating metric) is kept as the count of hits among the
+    pairs in the window instead: its value is hits / pairs, which is what River's confusion
+    matrix divides too (sums of +1.0 and -1.0, exact integers), so the two agree to the last
+    digit, for a fraction of the work. The River metric is then rebuilt from the pairs when
+    asked for (``metric``, and in a checkpoint, which keeps its old shape).
+
+    >>> window = Windowed(river_metrics.Accuracy(), size=2)
+    >>> for y, p in ((True, True), (True, False), (False, False)):
+    ...     window.update(y, p)
+    >>> window.get(), window.metric.get(), len(window)
+    (0.5, 0.5, 2)
+    """
 
     def __init__(self, metric: river_metrics.base.Metric, size: int) -> None:
-        self.metric = metric
         self.size = size
         self.pairs: deque[tuple[Any, Any]] = deque()
+        self._metric: river_metrics.base.Metric | None = metric
+        self._hits: int | None = self._count_hits(metric)
+
+    def _count_hits(self, metric: river_metrics.base.Metric) -> int | None:
+        """Hits among the pairs, when ``metric`` is a plain Accuracy of exactly them."""
+        if type(metric) is not river_metrics.Accuracy:
+            return None
+        cm = metric.cm
+        hits = sum(1 for y_true, y_pred in self.pairs if y_true == y_pred)
+        n = len(self.pairs)
+        if cm.n_samples != n or cm.total_weight != n or cm.total_true_positives != hits:
+            return None  # weighted, or shared with something else: kept through River
+        return hits
+
+    @property
+    def metric(self) -> river_metrics.base.Metric:
+        metric = self._metric
+        if metric is None:
+            metric = self._metric = river_metrics.Accuracy()
+            for y_true, y_pred in self.pairs:
+                metric.update(y_true, y_pred)
+        return metric
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.pop("_calls", None)
-        return state
+        # The shape checkpoints always had: a River metric of the pairs, the size, the pairs.
+        return {"metric": self.metric, "size": self.size, "pairs": self.pairs}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        state.pop("_calls", None)
+        metric = state.pop("metric")
         self.__dict__.update(state)
+        self._metric = metric
+        self._hits = self._count_hits(metric)
 
     def update(self, y_true: Any, y_pred: Any) -> None:
-        calls = self.__dict__.get("_calls")
-        if calls is None:
-            calls = self.__dict__["_calls"] = (_updater(self.metric), _reverter(self.metric))
-        calls[0](y_true, y_pred)
         pairs = self.pairs
+        hits = self._hits
+        if hits is None:
+            calls = self.__dict__.get("_calls")
+            if calls is None:
+                metric = self.metric
+                calls = self.__dict__["_calls"] = (_updater(metric), _reverter(metric))
+            calls[0](y_true, y_pred)
+            pairs.append((y_true, y_pred))
+            if len(pairs) > self.size:
+                old_true, old_pred = pairs.popleft()
+                calls[1](old_true, old_pred)
+            return
+        self._metric = None  # rebuilt from the pairs when asked for
         pairs.append((y_true, y_pred))
+        if y_true == y_pred:
+            hits += 1
         if len(pairs) > self.size:
             old_true, old_pred = pairs.popleft()
-            calls[1](old_true, old_pred)
+            if old_true == old_pred:
+                hits -= 1
+        self._hits = hits
 
     def get(self) -> float:
-        return float(self.metric.get())
+        hits = self._hits
+        if hits is None:
+            return float(self.metric.get())
+        n = len(self.pairs)
+        # River's Accuracy: true positives / total weight, 0.0 before any update.
+        return hits / n if n else 0.0
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -168,8 +255,8 @@ class Evaluator:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.pop("_plans", None)
-        state.pop("_window_kind", None)
+        for derived in ("_plans", "_window_kind", "_labels_only"):
+            state.pop(derived, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -184,6 +271,19 @@ class Evaluator:
             plan = plans[key] = self._kinds(self.cumulative if key is None else self.slices[key])
         return plan
 
+    # Derived (not pickled): per role, the updates of its metrics when every metric, the
+    # windows' too, takes a label (Accuracy, F1, ...); False when one takes more.
+    _labels_only: tuple[list[Any], list[Any], list[Any]] | bool | None = None
+
+    def _label_updates(self) -> tuple[list[Any], list[Any], list[Any]] | bool:
+        plan = self._plan(None)
+        if self.slice_by is not None or _kind(self.window_model.metric) != 0:
+            return False
+        if any(kind != 0 for _, metrics in plan for kind, _ in metrics):
+            return False
+        model, fallback, served = ([update for _, update in metrics] for _, metrics in plan)
+        return model, fallback, served
+
     def update(
         self,
         y_true: Any,
@@ -191,7 +291,47 @@ class Evaluator:
         fallback: Any,
         served: Any,
         attributes: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> Any:
+        """Score the three predictions on ``y_true``; returns the model's label (its most
+        likely class, a regressor's value; ABSTAIN: no opinion), which the core's drift
+        detector reads too."""
+        updates = self._labels_only
+        if updates is None:
+            updates = self._labels_only = self._label_updates()
+        if updates is not False:
+            assert not isinstance(updates, bool)
+            # Every metric takes a label: each prediction's, worked out once.
+            by_model = _label(model)
+            by_fallback = _label(fallback)
+            if served is fallback:
+                by_served = by_fallback
+            elif served is model:
+                by_served = by_model
+            else:
+                by_served = _label(served)
+            if by_model is not ABSTAIN:
+                for update in updates[0]:
+                    update(y_true, by_model)
+            if by_fallback is not ABSTAIN:
+                for update in updates[1]:
+                    update(y_true, by_fallback)
+            if by_served is not ABSTAIN:
+                for update in updates[2]:
+                    update(y_true, by_served)
+            if by_model is not ABSTAIN and by_fallback is not ABSTAIN:
+                self.window_model.update(y_true, by_model)
+                self.window_fallback.update(y_true, by_fallback)
+            return by_model
+        return self._update(y_true, model, fallback, served, attributes)
+
+    def _update(
+        self,
+        y_true: Any,
+        model: Any,
+        fallback: Any,
+        served: Any,
+        attributes: dict[str, Any] | None = None,
+    ) -> Any:
         # The same as ``adapt`` for every metric, with each prediction adapted once per kind
         # (and once only when the served prediction is the model's or the fallback's).
         by_model = _adapted(model)
@@ -230,6 +370,7 @@ class Evaluator:
                 kind = self.__dict__["_window_kind"] = _kind(self.window_model.metric)
             self.window_model.update(y_true, by_model[kind])
             self.window_fallback.update(y_true, by_fallback[kind])
+        return ABSTAIN if by_model is None else by_model[0]
 
     def values(self) -> dict[str, dict[str, float]]:
         return {
@@ -241,6 +382,7 @@ class Evaluator:
         self.window_model = Windowed(make_metric(self.names[0]), self.window)
         self.window_fallback = Windowed(make_metric(self.names[0]), self.window)
         self.__dict__.pop("_window_kind", None)
+        self.__dict__.pop("_labels_only", None)
 
     def slice_values(self) -> dict[str, Any]:
         """Metrics per slice, and per role the gap between the best and worst slice.
@@ -276,11 +418,7 @@ class Evaluator:
 
     def windowed_values(self) -> tuple[float, float, int]:
         """``windowed()`` as a tuple, for the label path (no dict per label)."""
-        return (
-            float(self.window_model.metric.get()),
-            float(self.window_fallback.metric.get()),
-            len(self.window_model.pairs),
-        )
+        return (self.window_model.get(), self.window_fallback.get(), len(self.window_model.pairs))
 
 
 class RoleScore:
