@@ -208,6 +208,9 @@ class Windowed:
 
 
 OTHER_SLICE = "(other)"
+# Distinct (truth, model, fallback, served) labels counted before they are scored: bounds the
+# memory with many classes; with few, the matrices are brought up to date when read.
+_MAX_COUNTED = 256
 
 
 class Evaluator:
@@ -224,7 +227,7 @@ class Evaluator:
         max_slices: int = 100,
     ) -> None:
         self.names = (metric, *[m for m in extra_metrics if m != metric])
-        self.cumulative: dict[str, dict[str, river_metrics.base.Metric]] = self._fresh()
+        self.cumulative = self._fresh()
         self.slice_by = slice_by
         # Fairness: the same metrics per value of one event attribute (a group).
         self.slices: dict[str, dict[str, dict[str, river_metrics.base.Metric]]] = {}
@@ -233,6 +236,42 @@ class Evaluator:
         self.window = window
         self.window_model = Windowed(make_metric(metric), window)
         self.window_fallback = Windowed(make_metric(metric), window)
+
+    @property
+    def cumulative(self) -> dict[str, dict[str, river_metrics.base.Metric]]:
+        """Role -> metric name -> River metric, up to date (counted labels scored first)."""
+        self._flush()
+        return self.__dict__["cumulative"]  # type: ignore[no-any-return]
+
+    @cumulative.setter
+    def cumulative(self, value: dict[str, dict[str, river_metrics.base.Metric]]) -> None:
+        self.__dict__["cumulative"] = value
+
+    def _flush(self) -> None:
+        """Score the counted labels: one confusion-matrix update per distinct (truth,
+        prediction) pair and role, weighted by how many times it came.
+
+        The same matrix as one update per label: every cell, row, column, total and the true
+        positives are sums of ones, i.e. exact integers, in a float either way; cells are
+        created in the order their first label came; ``n_samples`` counts the labels.
+        """
+        counted: dict[tuple[Any, Any, Any, Any], int] | None = self.__dict__.get("_counted")
+        if not counted:
+            return
+        self.__dict__["_counted"] = {}
+        cumulative = self.__dict__["cumulative"]
+        for index, role in enumerate(self.ROLES, start=1):
+            pairs: dict[tuple[Any, Any], int] = {}
+            for key, n in counted.items():
+                pred = key[index]
+                if pred is not ABSTAIN:
+                    pair = (key[0], pred)
+                    pairs[pair] = pairs.get(pair, 0) + n
+            for metric in cumulative[role].values():
+                cm = metric.cm  # type: ignore[attr-defined]
+                for (y_true, y_pred), n in pairs.items():
+                    cm.update(y_true, y_pred, float(n))
+                    cm.n_samples += n - 1
 
     @property
     def primary(self) -> river_metrics.base.Metric:
@@ -254,8 +293,9 @@ class Evaluator:
         ]
 
     def __getstate__(self) -> dict[str, Any]:
+        self._flush()
         state = self.__dict__.copy()
-        for derived in ("_plans", "_window_kind", "_labels_only"):
+        for derived in ("_plans", "_window_kind", "_labels_only", "_counted"):
             state.pop(derived, None)
         return state
 
@@ -272,17 +312,24 @@ class Evaluator:
         return plan
 
     # Derived (not pickled): per role, the updates of its metrics when every metric, the
-    # windows' too, takes a label (Accuracy, F1, ...); False when one takes more.
-    _labels_only: tuple[list[Any], list[Any], list[Any]] | bool | None = None
+    # windows' too, takes a label (Accuracy, F1, ...), and whether all of them are counts in a
+    # River confusion matrix (Accuracy, MacroF1, ...: see _flush); False when one takes more.
+    _labels_only: tuple[list[Any], list[Any], list[Any], bool] | bool | None = None
 
-    def _label_updates(self) -> tuple[list[Any], list[Any], list[Any]] | bool:
+    def _label_updates(self) -> tuple[list[Any], list[Any], list[Any], bool] | bool:
         plan = self._plan(None)
         if self.slice_by is not None or _kind(self.window_model.metric) != 0:
             return False
         if any(kind != 0 for _, metrics in plan for kind, _ in metrics):
             return False
         model, fallback, served = ([update for _, update in metrics] for _, metrics in plan)
-        return model, fallback, served
+        counts = all(
+            type(metric).update is river_metrics.base.ClassificationMetric.update
+            and type(getattr(metric, "cm", None)) is river_metrics.ConfusionMatrix
+            for by_name in self.__dict__["cumulative"].values()
+            for metric in by_name.values()
+        )
+        return model, fallback, served, counts
 
     def update(
         self,
@@ -301,23 +348,42 @@ class Evaluator:
         if updates is not False:
             assert not isinstance(updates, bool)
             # Every metric takes a label: each prediction's, worked out once.
-            by_model = _label(model)
-            by_fallback = _label(fallback)
+            # _label, inlined for the usual types: a probability dict, a plain fallback label.
+            if type(model) is dict:
+                by_model = max(model, key=model.__getitem__) if model else ABSTAIN
+            else:
+                by_model = _label(model)
+            by_fallback = fallback if type(fallback) in _PLAIN else _label(fallback)
             if served is fallback:
                 by_served = by_fallback
             elif served is model:
                 by_served = by_model
             else:
                 by_served = _label(served)
-            if by_model is not ABSTAIN:
-                for update in updates[0]:
-                    update(y_true, by_model)
-            if by_fallback is not ABSTAIN:
-                for update in updates[1]:
-                    update(y_true, by_fallback)
-            if by_served is not ABSTAIN:
-                for update in updates[2]:
-                    update(y_true, by_served)
+            counted = self.__dict__.get("_counted") if updates[3] else None
+            if counted is None and updates[3]:
+                counted = self.__dict__["_counted"] = {}
+            if counted is not None:
+                # Counted now, scored in the matrices when someone reads them (_flush).
+                key = (y_true, by_model, by_fallback, by_served)
+                try:
+                    counted[key] = counted.get(key, 0) + 1
+                except TypeError:  # unhashable: River's update raises it, as it always did
+                    counted = None
+                    self._flush()
+                else:
+                    if len(counted) > _MAX_COUNTED:
+                        self._flush()
+            if counted is None:
+                if by_model is not ABSTAIN:
+                    for update in updates[0]:
+                        update(y_true, by_model)
+                if by_fallback is not ABSTAIN:
+                    for update in updates[1]:
+                        update(y_true, by_fallback)
+                if by_served is not ABSTAIN:
+                    for update in updates[2]:
+                        update(y_true, by_served)
             if by_model is not ABSTAIN and by_fallback is not ABSTAIN:
                 self.window_model.update(y_true, by_model)
                 self.window_fallback.update(y_true, by_fallback)
@@ -418,7 +484,13 @@ class Evaluator:
 
     def windowed_values(self) -> tuple[float, float, int]:
         """``windowed()`` as a tuple, for the label path (no dict per label)."""
-        return (self.window_model.get(), self.window_fallback.get(), len(self.window_model.pairs))
+        model, fallback = self.window_model, self.window_fallback
+        model_hits, fallback_hits = model._hits, fallback._hits
+        n = len(model.pairs)
+        if model_hits is None or fallback_hits is None or n == 0 or len(fallback.pairs) != n:
+            return (model.get(), fallback.get(), n)
+        # Windowed.get, inlined.
+        return (model_hits / n, fallback_hits / n, n)
 
 
 class RoleScore:

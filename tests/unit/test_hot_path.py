@@ -283,3 +283,61 @@ def test_join_horizon_skips_only_what_would_not_expire(
             gone[i] += len(queue)
     if ttl_events is not None:
         assert all(gone), gone  # each queue's expiry was exercised
+
+
+def confusion_state(metric: Any) -> tuple[Any, ...]:
+    """Everything a River confusion matrix holds, in its dicts' order."""
+    cm = metric.cm
+    data = [(y, list(row.items())) for y, row in cm.data.items()]
+    return (
+        data,
+        list(cm.sum_row.items()),
+        list(cm.sum_col.items()),
+        cm.n_samples,
+        cm.total_weight,
+        cm.total_true_positives,
+        type(cm.total_weight),
+    )
+
+
+@pytest.mark.parametrize("classes", [(True, False), ("a", "b", "c", "d", "e"), (0, 1, 2)])
+def test_counted_labels_leave_the_matrices_river_leaves(classes: tuple[Any, ...]) -> None:
+    """Labels counted and scored in bulk: every cell, sum and count as one update per label,
+    whenever the metrics are read (and across checkpoints)."""
+    fast = Evaluator("Accuracy", ("MacroF1", "MicroF1"), window=15)
+    slow = ReferenceEvaluation(fast.names, window=15)
+    rng = random.Random(len(classes))
+    for i in range(3000):
+        y = rng.choice(classes)
+        weights = [rng.random() for _ in classes]
+        model = None if i % 19 == 0 else dict(zip(classes, weights, strict=True))
+        fallback = None if i % 11 == 0 else rng.choice(classes)
+        served = rng.choice([model, fallback, rng.choice(classes), None])
+        fast.update(y, model, fallback, served)
+        slow.update(y, model, fallback, served)
+        if rng.random() < 0.01:
+            assert fast.values() == slow.values()
+        if rng.random() < 0.005:
+            fast = pickle.loads(pickle.dumps(fast))
+    assert fast.values() == slow.values()
+    assert fast.windowed() == slow.windowed()
+    for role, by_name in slow.cumulative.items():
+        for name, metric in by_name.items():
+            assert confusion_state(fast.cumulative[role][name]) == confusion_state(metric)
+
+
+def test_an_unhashable_label_fails_where_river_does() -> None:
+    ev = Evaluator("Accuracy", (), window=5)
+    ev.update(True, {True: 0.9, False: 0.1}, False, False)
+    with pytest.raises(TypeError):
+        ev.update(["not", "a", "label"], {True: 0.9, False: 0.1}, False, False)
+    with pytest.raises(TypeError):  # as before: adapting the answer raises, nothing is scored
+        ev.update(True, {True: 0.9, False: 0.1}, False, ["not", "a", "label"])
+    # What the code before counting left (River's update counts the sample, then fails).
+    assert [ev.cumulative[role]["Accuracy"].cm.n_samples for role in ev.ROLES] == [2, 1, 1]
+    assert ev.values() == {
+        "model": {"Accuracy": 1.0},
+        "fallback": {"Accuracy": 0.0},
+        "served": {"Accuracy": 0.0},
+    }
+    assert ev.windowed() == {"model": 1.0, "fallback": 0.0, "size": 1}
