@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, cast
 
-from river import base
+from river import base, drift
 
 from pipeline.config import RiverlineConfig
 from pipeline.evaluation import ABSTAIN, Evaluator
@@ -194,6 +194,15 @@ class LearningCore(ReviewLoop):
         self.server = Server(self.classifier, explain_top_k, pipeline)
         self.drift_demotes = drift_demotes
         self.history_max = history_max
+        # River's ADWIN keeps its window in a helper (Rust); reading it directly saves the
+        # property chain on every label. Any other detector, or another ADWIN: the property.
+        detector = state.drift_detector
+        self._adwin = detector if type(detector) is drift.ADWIN else None
+        self._adwin_helper = getattr(self._adwin, "_helper", None)
+        if self._adwin_helper is not None and not all(
+            hasattr(self._adwin_helper, name) for name in ("get_width", "get_total")
+        ):
+            self._adwin_helper = None
 
     @property
     def pipeline(self) -> str | None:
@@ -280,8 +289,11 @@ class LearningCore(ReviewLoop):
         ts = event.ts
         if ts > state.watermark:  # max(), without the call
             state.watermark = ts
-        # Null features are missing values: River models expect absent keys, not None.
-        x = {k: v for k, v in event.features.items() if v is not None}
+        # Null features are missing values: River models expect absent keys, not None. With
+        # none, the features themselves, as River's own loop hands them over (not copied).
+        x = event.features
+        if None in x.values():
+            x = {k: v for k, v in x.items() if v is not None}
         model_pred = self._model_prediction(x, outcome, origin)
         answer = self.fallback.constant or self.fallback.answer(x)
         fields, kept_model = self.server.serve(
@@ -454,7 +466,13 @@ class LearningCore(ReviewLoop):
             error = 0.0 if model_label == y else 1.0
         else:
             error = abs(float(y) - float(model_pred))
-        before = getattr(detector, "estimation", None)
+        helper = self._adwin_helper
+        if helper is not None and detector is self._adwin:
+            # ADWIN.estimation without its three properties: the same two numbers, divided.
+            width = helper.get_width()
+            before = 0.0 if width == 0 else helper.get_total() / width
+        else:
+            before = getattr(detector, "estimation", None)
         detector.update(error)
         if not detector.drift_detected:
             return

@@ -88,6 +88,20 @@ def _adapted(y_pred: Any) -> tuple[Any, Any, Any] | None:
     return (y_pred, {y_pred: 1.0}, y_pred)
 
 
+def argmax(proba: dict[Any, Any]) -> Any:
+    """``max(proba, key=proba.__getitem__)``: the first most likely class, as River's
+    ``predict_one`` picks it. Two classes (the usual case) without the call per key: the same
+    comparison, so the same answer, ties and NaN included.
+
+    >>> argmax({"a": 0.5, "b": 0.5}), argmax({"a": 0.2, "b": 0.7}), argmax({1: 0.1, 2: 0.2, 3: 0.7})
+    ('a', 'b', 3)
+    """
+    if len(proba) == 2:
+        first, second = proba
+        return second if proba[second] > proba[first] else first
+    return max(proba, key=proba.__getitem__)
+
+
 class _Abstain:
     def __repr__(self) -> str:
         return "ABSTAIN"
@@ -107,7 +121,7 @@ def _label(y_pred: Any) -> Any:
     kind = type(y_pred)
     if kind is dict:
         # Same tie-break as river.base.Classifier.predict_one: the first key of the max.
-        return max(y_pred, key=y_pred.__getitem__) if y_pred else ABSTAIN
+        return argmax(y_pred) if y_pred else ABSTAIN
     if kind in _PLAIN:
         return y_pred  # never equal to {}
     adapted = _adapted(y_pred)
@@ -350,7 +364,11 @@ class Evaluator:
             # Every metric takes a label: each prediction's, worked out once.
             # _label, inlined for the usual types: a probability dict, a plain fallback label.
             if type(model) is dict:
-                by_model = max(model, key=model.__getitem__) if model else ABSTAIN
+                if len(model) == 2:  # argmax, inlined
+                    first, second = model
+                    by_model = second if model[second] > model[first] else first
+                else:
+                    by_model = argmax(model) if model else ABSTAIN
             else:
                 by_model = _label(model)
             by_fallback = fallback if type(fallback) in _PLAIN else _label(fallback)
@@ -385,8 +403,30 @@ class Evaluator:
                     for update in updates[2]:
                         update(y_true, by_served)
             if by_model is not ABSTAIN and by_fallback is not ABSTAIN:
-                self.window_model.update(y_true, by_model)
-                self.window_fallback.update(y_true, by_fallback)
+                window_model, window_fallback = self.window_model, self.window_fallback
+                model_hits, fallback_hits = window_model._hits, window_fallback._hits
+                if model_hits is None or fallback_hits is None:
+                    window_model.update(y_true, by_model)
+                    window_fallback.update(y_true, by_fallback)
+                    return by_model
+                # Windowed.update for two Accuracy windows, inlined.
+                window_model._metric = window_fallback._metric = None
+                pairs_model, pairs_fallback = window_model.pairs, window_fallback.pairs
+                pairs_model.append((y_true, by_model))
+                pairs_fallback.append((y_true, by_fallback))
+                if y_true == by_model:
+                    model_hits += 1
+                if y_true == by_fallback:
+                    fallback_hits += 1
+                if len(pairs_model) > window_model.size:
+                    old_true, old_pred = pairs_model.popleft()
+                    if old_true == old_pred:
+                        model_hits -= 1
+                if len(pairs_fallback) > window_fallback.size:
+                    old_true, old_pred = pairs_fallback.popleft()
+                    if old_true == old_pred:
+                        fallback_hits -= 1
+                window_model._hits, window_fallback._hits = model_hits, fallback_hits
             return by_model
         return self._update(y_true, model, fallback, served, attributes)
 

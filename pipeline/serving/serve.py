@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.evaluation import argmax
 from pipeline.explain import contributions
 from pipeline.fallback import Answer
 from pipeline.gating import Gating
@@ -76,7 +77,7 @@ class Server:
         # answer carries neither the model's probabilities nor its confidence).
         if has_opinion and mode == "serving":
             if self.classifier:
-                hard = max(model_pred, key=model_pred.get)
+                hard = argmax(model_pred)
                 confidence = float(model_pred[hard])
             serves = gating.serves_model(confidence)
         else:
