@@ -83,6 +83,7 @@ OutcomeStatus = Literal["served", "learned", "parked", "duplicate", "rejected", 
 
 _NONE: tuple[()] = ()  # an outcome's lists until something is added to them
 _NO_REVIEW = cast("list[ReviewOutput]", _NONE)
+_blank = object.__new__  # an Outcome with its class defaults, without calling __init__
 
 
 def _added(items: Sequence[T], more: Sequence[T]) -> list[T]:
@@ -103,16 +104,18 @@ class Outcome:
     every record adds nothing, and four lists per record cost more than the record's join.
     """
 
-    __slots__ = (
-        "_prediction",
-        "decisions",
-        "expired",
-        "learned",
-        "prediction_fields",
-        "rejections",
-        "review",
-        "status",
-    )
+    # Defaults on the class: the hot path makes its outcomes with ``_blank(Outcome)``, which
+    # sets nothing (half the time of ``Outcome()``), then sets what differs.
+    _prediction: Prediction | None = None
+    prediction_fields: dict[str, Any] | None = None  # for an event that was served
+    status: OutcomeStatus = "served"
+    decisions: Sequence[Decision] = _NONE
+    rejections: Sequence[Rejection] = _NONE
+    expired: Sequence[Pending] = _NONE  # unlabelled events past their TTL
+    learned: bool = False  # a label was learned from (an event's label may have come first)
+    # Typed as the list the edge hands on (consumers.outputs.Outputs.review takes a list);
+    # it is one whenever it is not empty.
+    review: list[ReviewOutput] = _NO_REVIEW  # requests, held and human predictions
 
     def __init__(
         self,
@@ -120,21 +123,19 @@ class Outcome:
         status: OutcomeStatus = "served",
         decisions: list[Decision] | None = None,
         rejections: list[Rejection] | None = None,
-        expired: list[Pending] | None = None,  # unlabelled events past their TTL
-        learned: bool = False,  # a label was learned from (an event's label may have come first)
-        prediction_fields: dict[str, Any] | None = None,  # for an event that was served
-        review: list[ReviewOutput] | None = None,  # requests, held and human predictions
+        expired: list[Pending] | None = None,
+        learned: bool = False,
+        prediction_fields: dict[str, Any] | None = None,
+        review: list[ReviewOutput] | None = None,
     ) -> None:
         self._prediction = prediction
         self.prediction_fields = prediction_fields
         self.status = status
-        self.decisions: Sequence[Decision] = _NONE if decisions is None else decisions
-        self.rejections: Sequence[Rejection] = _NONE if rejections is None else rejections
-        self.expired: Sequence[Pending] = _NONE if expired is None else expired
+        self.decisions = _NONE if decisions is None else decisions
+        self.rejections = _NONE if rejections is None else rejections
+        self.expired = _NONE if expired is None else expired
         self.learned = learned
-        # Typed as the list the edge hands on (consumers.outputs.Outputs.review takes a list);
-        # it is one whenever it is not empty.
-        self.review: list[ReviewOutput] = _NO_REVIEW if review is None else review
+        self.review = _NO_REVIEW if review is None else review
 
     def decide(self, decision: Decision) -> None:
         self.decisions = _added(self.decisions, (decision,))
@@ -279,12 +280,12 @@ class LearningCore(ReviewLoop):
         join = state.join
         event_id = event.id
         if event_id in join.pending or event_id in join.joined:
-            outcome = Outcome(None, "rejected")
+            rejected = Outcome(None, "rejected")
             self._reject(
-                outcome, "duplicate_event", f"event id {event_id!r} was seen before", origin
+                rejected, "duplicate_event", f"event id {event_id!r} was seen before", origin
             )
-            return outcome
-        outcome = Outcome()
+            return rejected
+        outcome: Outcome = _blank(Outcome)
         state.events = events = state.events + 1
         ts = event.ts
         if ts > state.watermark:  # max(), without the call
@@ -340,7 +341,8 @@ class LearningCore(ReviewLoop):
 
     def on_label(self, label: Label, origin: Any = None) -> Outcome:
         state = self.state
-        outcome = Outcome(None, "learned")
+        outcome: Outcome = _blank(Outcome)
+        outcome.status = "learned"
         ts = label.ts
         if ts > state.watermark:
             state.watermark = ts
@@ -446,7 +448,8 @@ class LearningCore(ReviewLoop):
                 book.remember_answer(label.id, y, pending.x, bound)
         if state.drift_detector is not None and model_label is not ABSTAIN:
             self._watch_drift(model_pred, model_label, y, outcome)
-        decision = state.gating.observe(labels, *state.evaluator.windowed_values())
+        model_metric, fallback_metric, size = state.evaluator.windowed_values()
+        decision = state.gating.observe(labels, model_metric, fallback_metric, size)
         if decision is not None:
             outcome.decide(decision)
         if labels % state.history_every == 0:
