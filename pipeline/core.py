@@ -263,16 +263,6 @@ class LearningCore(ReviewLoop):
         self.state.dead_letters[reason] += 1
         outcome.reject(Rejection(reason, message, origin))
 
-    def _model_prediction(self, x: dict[str, Any], outcome: Outcome, origin: Any) -> Any:
-        model: Any = self.state.model
-        try:
-            return model.predict_proba_one(x) if self.classifier else model.predict_one(x)
-        except Exception as e:
-            # A model that chokes on one strange vector must not stop serving: no opinion.
-            self.state.model_errors += 1
-            self._reject(outcome, "model_error", f"predict raised {type(e).__name__}: {e}", origin)
-            return None
-
     def on_event(self, event: Event, origin: Any = None) -> Outcome:
         # The hot path: what each helper does is inlined where it is one test on the usual path
         # (nothing to expire, no review request waiting, no label that came first).
@@ -295,7 +285,14 @@ class LearningCore(ReviewLoop):
         x = event.features
         if None in x.values():
             x = {k: v for k, v in x.items() if v is not None}
-        model_pred = self._model_prediction(x, outcome, origin)
+        model: Any = state.model
+        try:
+            model_pred = model.predict_proba_one(x) if self.classifier else model.predict_one(x)
+        except Exception as e:
+            # A model that chokes on one strange vector must not stop serving: no opinion.
+            model_pred = None
+            state.model_errors += 1
+            self._reject(outcome, "model_error", f"predict raised {type(e).__name__}: {e}", origin)
         answer = self.fallback.constant or self.fallback.answer(x)
         fields, kept_model = self.server.serve(
             event, model_pred, answer, state.gating, state.model, state.learned

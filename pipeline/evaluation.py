@@ -225,6 +225,7 @@ OTHER_SLICE = "(other)"
 # Distinct (truth, model, fallback, served) labels counted before they are scored: bounds the
 # memory with many classes; with few, the matrices are brought up to date when read.
 _MAX_COUNTED = 256
+Counted = dict[tuple[Any, Any, Any, Any], int]  # (truth, model, fallback, served) -> labels
 
 
 class Evaluator:
@@ -269,14 +270,16 @@ class Evaluator:
         positives are sums of ones, i.e. exact integers, in a float either way; cells are
         created in the order their first label came; ``n_samples`` counts the labels.
         """
-        counted: dict[tuple[Any, Any, Any, Any], int] | None = self.__dict__.get("_counted")
+        updates = self.__dict__.get("_labels_only")
+        counted = updates[3] if isinstance(updates, tuple) else None
         if not counted:
             return
-        self.__dict__["_counted"] = {}
+        labels = list(counted.items())
+        counted.clear()
         cumulative = self.__dict__["cumulative"]
         for index, role in enumerate(self.ROLES, start=1):
             pairs: dict[tuple[Any, Any], int] = {}
-            for key, n in counted.items():
+            for key, n in labels:
                 pred = key[index]
                 if pred is not ABSTAIN:
                     pair = (key[0], pred)
@@ -309,7 +312,7 @@ class Evaluator:
     def __getstate__(self) -> dict[str, Any]:
         self._flush()
         state = self.__dict__.copy()
-        for derived in ("_plans", "_window_kind", "_labels_only", "_counted"):
+        for derived in ("_plans", "_window_kind", "_labels_only"):
             state.pop(derived, None)
         return state
 
@@ -325,12 +328,13 @@ class Evaluator:
             plan = plans[key] = self._kinds(self.cumulative if key is None else self.slices[key])
         return plan
 
-    # Derived (not pickled): per role, the updates of its metrics when every metric, the
-    # windows' too, takes a label (Accuracy, F1, ...), and whether all of them are counts in a
-    # River confusion matrix (Accuracy, MacroF1, ...: see _flush); False when one takes more.
-    _labels_only: tuple[list[Any], list[Any], list[Any], bool] | bool | None = None
+    # Derived (not pickled, flushed first): per role, the updates of its metrics when every
+    # metric, the windows' too, takes a label (Accuracy, F1, ...), and where all of them are
+    # counts in a River confusion matrix (Accuracy, MacroF1, ...), the labels counted since
+    # the matrices were last brought up to date (see _flush); False when a metric takes more.
+    _labels_only: tuple[list[Any], list[Any], list[Any], Counted | None] | bool | None = None
 
-    def _label_updates(self) -> tuple[list[Any], list[Any], list[Any], bool] | bool:
+    def _label_updates(self) -> tuple[list[Any], list[Any], list[Any], Counted | None] | bool:
         plan = self._plan(None)
         if self.slice_by is not None or _kind(self.window_model.metric) != 0:
             return False
@@ -343,7 +347,7 @@ class Evaluator:
             for by_name in self.__dict__["cumulative"].values()
             for metric in by_name.values()
         )
-        return model, fallback, served, counts
+        return model, fallback, served, {} if counts else None
 
     def update(
         self,
@@ -378,9 +382,7 @@ class Evaluator:
                 by_served = by_model
             else:
                 by_served = _label(served)
-            counted = self.__dict__.get("_counted") if updates[3] else None
-            if counted is None and updates[3]:
-                counted = self.__dict__["_counted"] = {}
+            counted = updates[3]
             if counted is not None:
                 # Counted now, scored in the matrices when someone reads them (_flush).
                 key = (y_true, by_model, by_fallback, by_served)
@@ -488,6 +490,7 @@ class Evaluator:
         self.window_model = Windowed(make_metric(self.names[0]), self.window)
         self.window_fallback = Windowed(make_metric(self.names[0]), self.window)
         self.__dict__.pop("_window_kind", None)
+        self._flush()  # the counted labels are kept with the derived updates dropped here
         self.__dict__.pop("_labels_only", None)
 
     def slice_values(self) -> dict[str, Any]:
