@@ -443,8 +443,25 @@ class LearningCore(ReviewLoop):
             if label.source == "human":
                 bound = review.config.max_pending if review is not None else 10_000
                 book.remember_answer(label.id, y, pending.x, bound)
-        if state.drift_detector is not None and model_label is not ABSTAIN:
-            self._watch_drift(model_pred, model_label, y, outcome)
+        detector = state.drift_detector
+        if detector is not None and model_label is not ABSTAIN:
+            # Feed the model's error to the drift detector; a detection may demote the model.
+            if self.classifier:
+                if type(model_pred) is not dict:
+                    model_label = max(model_pred, key=model_pred.__getitem__)
+                error = 0.0 if model_label == y else 1.0
+            else:
+                error = abs(float(y) - float(model_pred))
+            helper = self._adwin_helper
+            if helper is not None and detector is self._adwin:
+                # ADWIN.estimation without its three properties: the same two numbers, divided.
+                width = helper.get_width()
+                before = 0.0 if width == 0 else helper.get_total() / width
+            else:
+                before = getattr(detector, "estimation", None)
+            detector.update(error)
+            if detector.drift_detected:
+                self._drifted(detector, before, outcome)
         model_metric, fallback_metric, size = state.evaluator.windowed_values()
         decision = state.gating.observe(labels, model_metric, fallback_metric, size)
         if decision is not None:
@@ -452,30 +469,10 @@ class LearningCore(ReviewLoop):
         if labels % state.history_every == 0:
             self._sample_history()
 
-    def _watch_drift(self, model_pred: Any, model_label: Any, y: Any, outcome: Outcome) -> None:
-        """Feed the model's error to the drift detector; a detection may demote the model.
-
-        ``model_label`` is what the evaluator scored: the most likely class (a regressor's
-        value); the model had an opinion.
-        """
+    def _drifted(self, detector: Any, before: float | None, outcome: Outcome) -> None:
+        """The detector saw a change in the model's error: unless the error fell, start the
+        windows afresh and demote the model."""
         state = self.state
-        detector = state.drift_detector
-        if self.classifier:
-            if type(model_pred) is not dict:
-                model_label = max(model_pred, key=model_pred.__getitem__)
-            error = 0.0 if model_label == y else 1.0
-        else:
-            error = abs(float(y) - float(model_pred))
-        helper = self._adwin_helper
-        if helper is not None and detector is self._adwin:
-            # ADWIN.estimation without its three properties: the same two numbers, divided.
-            width = helper.get_width()
-            before = 0.0 if width == 0 else helper.get_total() / width
-        else:
-            before = getattr(detector, "estimation", None)
-        detector.update(error)
-        if not detector.drift_detected:
-            return
         after = getattr(detector, "estimation", None)
         if before is not None and after is not None and after <= before:
             return  # the error fell: the model got better, which is no reason to demote it
@@ -497,12 +494,12 @@ class LearningCore(ReviewLoop):
 
     def _sample_history(self) -> None:
         state = self.state
-        window = state.evaluator.windowed()
+        model_metric, fallback_metric, _ = state.evaluator.windowed_values()
         state.history.append(
             {
                 "label": state.labels,
-                "model": float(window["model"]),
-                "fallback": float(window["fallback"]),
+                "model": model_metric,
+                "fallback": fallback_metric,
                 "mode": state.gating.mode,
                 "served": dict(state.served_by),
                 "learned_by": dict(state.review.learned_by_source) if state.review else {},

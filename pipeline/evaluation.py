@@ -363,8 +363,7 @@ class Evaluator:
         updates = self._labels_only
         if updates is None:
             updates = self._labels_only = self._label_updates()
-        if updates is not False:
-            assert not isinstance(updates, bool)
+        if type(updates) is tuple:
             # Every metric takes a label: each prediction's, worked out once.
             # _label, inlined for the usual types: a probability dict, a plain fallback label.
             if type(model) is dict:
