@@ -76,10 +76,13 @@ class Server:
         # What the model would serve, worked out only where it may serve (the fallback's
         # answer carries neither the model's probabilities nor its confidence).
         if has_opinion and mode == "serving":
+            # gating.serves_model, inlined: a regressor's answer (no confidence) always serves.
             if self.classifier:
                 hard = argmax(model_pred)
                 confidence = float(model_pred[hard])
-            serves = gating.serves_model(confidence)
+                serves = confidence >= gating.config.confidence_threshold
+            else:
+                serves = True
         else:
             serves = False
         explanation = None
