@@ -435,12 +435,13 @@ class LearningCore(ReviewLoop):
         outcome.learned = True
         book = state.review
         if book is not None:
-            # _review_learned, inlined for ground truth (the usual label).
-            book.learned_by_source[label.source] += 1
+            # What the review loop keeps of a learned label (the usual one: ground truth).
+            source = label.source
+            book.learned_by_source[source] += 1
             review = self.review
             if review is not None and review.classifier and y not in book.classes:
                 book.see_class(y)
-            if label.source == "human":
+            if source == "human":
                 bound = review.config.max_pending if review is not None else 10_000
                 book.remember_answer(label.id, y, pending.x, bound)
         detector = state.drift_detector
