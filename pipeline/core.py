@@ -419,7 +419,7 @@ class LearningCore(ReviewLoop):
             else:
                 state.served_join.scored += 1
         model_pred = pending.model
-        model_label = state.evaluator.update(
+        model_label, model_metric, fallback_metric, size = state.evaluator.score(
             y, model_pred, pending.fallback, served, pending.attributes
         )
         model: Any = state.model
@@ -463,7 +463,8 @@ class LearningCore(ReviewLoop):
             detector.update(error)
             if detector.drift_detected:
                 self._drifted(detector, before, outcome)
-        model_metric, fallback_metric, size = state.evaluator.windowed_values()
+                # The windows may have started afresh.
+                model_metric, fallback_metric, size = state.evaluator.windowed_values()
         decision = state.gating.observe(labels, model_metric, fallback_metric, size)
         if decision is not None:
             outcome.decide(decision)

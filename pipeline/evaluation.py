@@ -360,6 +360,18 @@ class Evaluator:
         """Score the three predictions on ``y_true``; returns the model's label (its most
         likely class, a regressor's value; ABSTAIN: no opinion), which the core's drift
         detector reads too."""
+        return self.score(y_true, model, fallback, served, attributes)[0]
+
+    def score(
+        self,
+        y_true: Any,
+        model: Any,
+        fallback: Any,
+        served: Any,
+        attributes: dict[str, Any] | None = None,
+    ) -> tuple[Any, float, float, int]:
+        """``update``, then ``windowed_values()``: the model's label and the windows' values
+        after this label, in one call (the label path's)."""
         updates = self._labels_only
         if updates is None:
             updates = self._labels_only = self._label_updates()
@@ -409,7 +421,7 @@ class Evaluator:
                 if model_hits is None or fallback_hits is None:
                     window_model.update(y_true, by_model)
                     window_fallback.update(y_true, by_fallback)
-                    return by_model
+                    return (by_model, *self.windowed_values())
                 # Windowed.update for two Accuracy windows, inlined.
                 window_model._metric = window_fallback._metric = None
                 pairs_model, pairs_fallback = window_model.pairs, window_fallback.pairs
@@ -428,8 +440,11 @@ class Evaluator:
                     if old_true == old_pred:
                         fallback_hits -= 1
                 window_model._hits, window_fallback._hits = model_hits, fallback_hits
-            return by_model
-        return self._update(y_true, model, fallback, served, attributes)
+                n = len(pairs_model)
+                if n == len(pairs_fallback):  # windowed_values, inlined
+                    return by_model, model_hits / n, fallback_hits / n, n
+            return (by_model, *self.windowed_values())
+        return (self._update(y_true, model, fallback, served, attributes), *self.windowed_values())
 
     def _update(
         self,

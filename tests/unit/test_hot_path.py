@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from pipeline.checkpointing.store import compression_level
 from pipeline.config import load_config
 from pipeline.core import LearningCore
-from pipeline.evaluation import Evaluator, adapt
+from pipeline.evaluation import ABSTAIN, Evaluator, adapt
 from pipeline.join import DUPLICATE, JoinBuffer, Pending
 from pipeline.models import make_metric
 from pipeline.schemas import Event, Label, Prediction, encode
@@ -116,8 +116,10 @@ def test_evaluator_equals_adapting_per_metric(metric: str, extras: tuple[str, ..
         model = None if i % 17 == 0 else ({} if i % 23 == 0 else {True: p, False: 1 - p})
         fallback = None if i % 13 == 0 else rng.random() < 0.5
         served = rng.choice([model, fallback, rng.random() < 0.5])
-        fast.update(y, model, fallback, served)
+        label, *windows = fast.score(y, model, fallback, served)
         slow.update(y, model, fallback, served)
+        assert tuple(windows) == tuple(slow.windowed().values())
+        assert label == (ABSTAIN if not model else max(model, key=model.__getitem__))
         if i % 50 == 0:
             assert fast.windowed_values() == tuple(slow.windowed().values())
         if i == 250:  # a checkpoint in the middle: the derived plans are rebuilt after it
