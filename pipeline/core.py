@@ -20,13 +20,14 @@ True
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
-from river import base
+from river import base, drift
 
 from pipeline.config import RiverlineConfig
-from pipeline.evaluation import Evaluator
+from pipeline.evaluation import ABSTAIN, Evaluator
 from pipeline.fallback import Fallback
 from pipeline.gating import Decision, Gating
 from pipeline.join import DUPLICATE, JoinBuffer, Pending
@@ -76,7 +77,21 @@ class Rejection:
     origin: Any
 
 
+T = TypeVar("T")
+
 OutcomeStatus = Literal["served", "learned", "parked", "duplicate", "rejected", "scored"]
+
+_NONE: tuple[()] = ()  # an outcome's lists until something is added to them
+_NO_REVIEW = cast("list[ReviewOutput]", _NONE)
+_blank = object.__new__  # an Outcome with its class defaults, without calling __init__
+
+
+def _added(items: Sequence[T], more: Sequence[T]) -> list[T]:
+    """``items`` with ``more`` at the end: the same list, or a new one in place of ``_NONE``."""
+    if isinstance(items, list):
+        items.extend(more)
+        return items
+    return [*items, *more]
 
 
 class Outcome:
@@ -84,40 +99,55 @@ class Outcome:
 
     The served prediction is kept as its wire fields; the pydantic :class:`Prediction` is only
     built when someone asks for ``prediction`` (the consumer encodes the fields directly).
+    ``decisions``, ``rejections``, ``expired`` and ``review`` are read-only empty tuples until
+    something is added (with ``decide``, ``reject``, ``expire`` and ``add_review``): nearly
+    every record adds nothing, and four lists per record cost more than the record's join.
     """
 
-    __slots__ = (
-        "_prediction",
-        "decisions",
-        "expired",
-        "learned",
-        "prediction_fields",
-        "rejections",
-        "review",
-        "status",
-    )
+    # Defaults on the class: the hot path makes its outcomes with ``_blank(Outcome)``, which
+    # sets nothing (half the time of ``Outcome()``), then sets what differs.
+    _prediction: Prediction | None = None
+    prediction_fields: dict[str, Any] | None = None  # for an event that was served
+    status: OutcomeStatus = "served"
+    decisions: Sequence[Decision] = _NONE
+    rejections: Sequence[Rejection] = _NONE
+    expired: Sequence[Pending] = _NONE  # unlabelled events past their TTL
+    learned: bool = False  # a label was learned from (an event's label may have come first)
+    # Typed as the list the edge hands on (consumers.outputs.Outputs.review takes a list);
+    # it is one whenever it is not empty.
+    review: list[ReviewOutput] = _NO_REVIEW  # requests, held and human predictions
 
     def __init__(
         self,
         prediction: Prediction | None = None,
-        status: Literal[
-            "served", "learned", "parked", "duplicate", "rejected", "scored"
-        ] = "served",
+        status: OutcomeStatus = "served",
         decisions: list[Decision] | None = None,
         rejections: list[Rejection] | None = None,
-        expired: list[Pending] | None = None,  # unlabelled events past their TTL
-        learned: bool = False,  # a label was learned from (an event's label may have come first)
-        prediction_fields: dict[str, Any] | None = None,  # for an event that was served
-        review: list[ReviewOutput] | None = None,  # requests, held and human predictions
+        expired: list[Pending] | None = None,
+        learned: bool = False,
+        prediction_fields: dict[str, Any] | None = None,
+        review: list[ReviewOutput] | None = None,
     ) -> None:
         self._prediction = prediction
         self.prediction_fields = prediction_fields
         self.status = status
-        self.decisions: list[Decision] = [] if decisions is None else decisions
-        self.rejections: list[Rejection] = [] if rejections is None else rejections
-        self.expired: list[Pending] = [] if expired is None else expired
+        self.decisions = _NONE if decisions is None else decisions
+        self.rejections = _NONE if rejections is None else rejections
+        self.expired = _NONE if expired is None else expired
         self.learned = learned
-        self.review: list[ReviewOutput] = [] if review is None else review
+        self.review = _NO_REVIEW if review is None else review
+
+    def decide(self, decision: Decision) -> None:
+        self.decisions = _added(self.decisions, (decision,))
+
+    def reject(self, rejection: Rejection) -> None:
+        self.rejections = _added(self.rejections, (rejection,))
+
+    def expire(self, events: Sequence[Pending]) -> None:
+        self.expired = _added(self.expired, events)
+
+    def add_review(self, output: ReviewOutput) -> None:
+        self.review = _added(self.review, (output,))
 
     @property
     def prediction(self) -> Prediction | None:
@@ -139,8 +169,9 @@ class Outcome:
     def __repr__(self) -> str:
         return (
             f"Outcome(prediction={self.prediction!r}, status={self.status!r}, "
-            f"decisions={self.decisions!r}, rejections={self.rejections!r}, "
-            f"expired={self.expired!r}, learned={self.learned!r}, review={self.review!r})"
+            f"decisions={list(self.decisions)!r}, rejections={list(self.rejections)!r}, "
+            f"expired={list(self.expired)!r}, learned={self.learned!r}, "
+            f"review={list(self.review)!r})"
         )
 
 
@@ -164,6 +195,15 @@ class LearningCore(ReviewLoop):
         self.server = Server(self.classifier, explain_top_k, pipeline)
         self.drift_demotes = drift_demotes
         self.history_max = history_max
+        # River's ADWIN keeps its window in a helper (Rust); reading it directly saves the
+        # property chain on every label. Any other detector, or another ADWIN: the property.
+        detector = state.drift_detector
+        self._adwin = detector if type(detector) is drift.ADWIN else None
+        self._adwin_helper = getattr(self._adwin, "_helper", None)
+        if self._adwin_helper is not None and not all(
+            hasattr(self._adwin_helper, name) for name in ("get_width", "get_total")
+        ):
+            self._adwin_helper = None
 
     @property
     def pipeline(self) -> str | None:
@@ -221,91 +261,108 @@ class LearningCore(ReviewLoop):
 
     def _reject(self, outcome: Outcome, reason: str, message: str, origin: Any) -> None:
         self.state.dead_letters[reason] += 1
-        outcome.rejections.append(Rejection(reason, message, origin))
-
-    def _model_prediction(self, x: dict[str, Any], outcome: Outcome, origin: Any) -> Any:
-        model: Any = self.state.model
-        try:
-            return model.predict_proba_one(x) if self.classifier else model.predict_one(x)
-        except Exception as e:
-            # A model that chokes on one strange vector must not stop serving: no opinion.
-            self.state.model_errors += 1
-            self._reject(outcome, "model_error", f"predict raised {type(e).__name__}: {e}", origin)
-            return None
+        outcome.reject(Rejection(reason, message, origin))
 
     def on_event(self, event: Event, origin: Any = None) -> Outcome:
+        # The hot path: what each helper does is inlined where it is one test on the usual path
+        # (nothing to expire, no review request waiting, no label that came first).
         state = self.state
-        outcome = Outcome()
-        if state.join.has_event(event.id):
-            outcome.status = "rejected"
+        join = state.join
+        event_id = event.id
+        if event_id in join.pending or event_id in join.joined:
+            rejected = Outcome(None, "rejected")
             self._reject(
-                outcome, "duplicate_event", f"event id {event.id!r} was seen before", origin
+                rejected, "duplicate_event", f"event id {event_id!r} was seen before", origin
             )
-            return outcome
-        state.events += 1
-        state.watermark = max(state.watermark, event.ts)
-        # Null features are missing values: River models expect absent keys, not None.
-        x = {k: v for k, v in event.features.items() if v is not None}
-        model_pred = self._model_prediction(x, outcome, origin)
-        answer = self.fallback.answer(x)
+            return rejected
+        outcome: Outcome = _blank(Outcome)
+        state.events = events = state.events + 1
+        ts = event.ts
+        if ts > state.watermark:  # max(), without the call
+            state.watermark = ts
+        # Null features are missing values: River models expect absent keys, not None. With
+        # none, the features themselves, as River's own loop hands them over (not copied).
+        x = event.features
+        if None in x.values():
+            x = {k: v for k, v in x.items() if v is not None}
+        model: Any = state.model
+        try:
+            model_pred = model.predict_proba_one(x) if self.classifier else model.predict_one(x)
+        except Exception as e:
+            # A model that chokes on one strange vector must not stop serving: no opinion.
+            model_pred = None
+            state.model_errors += 1
+            self._reject(outcome, "model_error", f"predict raised {type(e).__name__}: {e}", origin)
+        answer = self.fallback.constant or self.fallback.answer(x)
         fields, kept_model = self.server.serve(
             event, model_pred, answer, state.gating, state.model, state.learned
         )
-        if isinstance(fields, Prediction):
-            outcome.prediction = fields
-            value, source = fields.prediction, fields.source
-        else:
+        if type(fields) is dict:
             outcome.prediction_fields = fields
             value, source = fields["prediction"], fields["source"]
+        else:
+            assert isinstance(fields, Prediction)
+            outcome.prediction = fields
+            value, source = fields.prediction, fields.source
         state.served_by[source] += 1
         served = value if source != "model" else kept_model
         if state.served_join is not None:
             # Scored once the predictors' answer is read (it may have been read already).
-            early = state.served_join.take_early(event.id)
+            early = state.served_join.take_early(event_id)
             served = UNPUBLISHED if early is None else state.served_join.answer(early, kept_model)
-        if self.review is not None and self.review.enabled:
+        review = self.review
+        if review is not None and review.enabled:
             self._review_event(event, x, model_pred, answer, outcome)
         pending = Pending(
-            event.id,
-            event.ts,
-            x,
-            kept_model,
-            answer.prediction,
-            served,
-            event.attributes,
-            origin=origin,
+            event_id, ts, x, kept_model, answer.prediction, served, event.attributes, events, origin
         )
-        parked, evicted = state.join.add_event(pending, state.events)
-        for old in evicted:
-            state.expired_unlabelled += 1
-            self._reject(
-                outcome,
-                "event_evicted",
-                f"join buffer full ({state.join.max_pending} pending): event {old.id!r} "
-                "dropped unlabelled",
-                old.origin,
-            )
+        parked, evicted = join.add_event(pending, events)
+        if evicted:
+            for old in evicted:
+                state.expired_unlabelled += 1
+                self._reject(
+                    outcome,
+                    "event_evicted",
+                    f"join buffer full ({join.max_pending} pending): event {old.id!r} "
+                    "dropped unlabelled",
+                    old.origin,
+                )
         if parked is not None:
-            self._learn(state.join.match(event.id), parked.label, outcome, parked.origin)  # type: ignore[arg-type]
-        self._expire(outcome)
-        self._review_tick(outcome)
+            self._learn(join.match(event_id), parked.label, outcome, parked.origin)  # type: ignore[arg-type]
+        if events >= join.horizon:
+            self._expire(outcome)
+        book = state.review
+        if book is not None and book.requested:
+            self._review_tick(outcome)
         return outcome
 
     def on_label(self, label: Label, origin: Any = None) -> Outcome:
         state = self.state
-        outcome = Outcome(status="learned")
-        state.watermark = max(state.watermark, label.ts)
-        if self._review_label(label, outcome):
+        outcome: Outcome = _blank(Outcome)
+        outcome.status = "learned"
+        ts = label.ts
+        if ts > state.watermark:
+            state.watermark = ts
+        join = state.join
+        book = state.review
+        # _review_label has nothing to do for ground truth while no request or answer waits.
+        if (
+            book is not None
+            and (book.requested or book.awaiting_truth or label.source != "ground_truth")
+            and self._review_label(label, outcome)
+        ):
             self._expire(outcome)
             self._review_tick(outcome)
             return outcome
-        found = state.join.match(label.id)
-        if found is DUPLICATE:
+        found = join.match(label.id)
+        if type(found) is Pending:
+            self._learn(found, label, outcome, origin)
+        elif found is DUPLICATE:
             state.duplicate_labels += 1
             outcome.status = "duplicate"
-        elif found is None:
+        else:
             outcome.status = "parked"
-            for old in state.join.park_label(label, state.events, origin):
+            for old in join.park_label(label, state.events, origin):
                 state.expired_labels += 1
                 self._reject(
                     outcome,
@@ -313,11 +370,10 @@ class LearningCore(ReviewLoop):
                     f"too many labels wait for their events: {old.label.id!r} dropped",
                     old.origin,
                 )
-        else:
-            assert isinstance(found, Pending)
-            self._learn(found, label, outcome, origin)
-        self._expire(outcome)
-        self._review_tick(outcome)
+        if state.events >= join.horizon:
+            self._expire(outcome)
+        if book is not None and book.requested:
+            self._review_tick(outcome)
         return outcome
 
     def on_prediction(self, published: Published) -> Outcome:
@@ -362,7 +418,10 @@ class LearningCore(ReviewLoop):
                 state.served_join.wait(pending.id, y, pending.model, pending.attributes)
             else:
                 state.served_join.scored += 1
-        state.evaluator.update(y, pending.model, pending.fallback, served, pending.attributes)
+        model_pred = pending.model
+        model_label, model_metric, fallback_metric, size = state.evaluator.score(
+            y, model_pred, pending.fallback, served, pending.attributes
+        )
         model: Any = state.model
         try:
             model.learn_one(pending.x, y)
@@ -372,31 +431,50 @@ class LearningCore(ReviewLoop):
             self._reject(
                 outcome, "model_error", f"learn_one raised {type(e).__name__}: {e}", origin
             )
-        state.labels += 1
+        state.labels = labels = state.labels + 1
         outcome.learned = True
-        self._review_learned(pending, label)
-        self._watch_drift(pending.model, y, outcome)
-        model_metric, fallback_metric, size = state.evaluator.windowed_values()
-        decision = state.gating.observe(state.labels, model_metric, fallback_metric, size)
+        book = state.review
+        if book is not None:
+            # What the review loop keeps of a learned label (the usual one: ground truth).
+            source = label.source
+            book.learned_by_source[source] += 1
+            review = self.review
+            if review is not None and review.classifier and y not in book.classes:
+                book.see_class(y)
+            if source == "human":
+                bound = review.config.max_pending if review is not None else 10_000
+                book.remember_answer(label.id, y, pending.x, bound)
+        detector = state.drift_detector
+        if detector is not None and model_label is not ABSTAIN:
+            # Feed the model's error to the drift detector; a detection may demote the model.
+            if self.classifier:
+                if type(model_pred) is not dict:
+                    model_label = max(model_pred, key=model_pred.__getitem__)
+                error = 0.0 if model_label == y else 1.0
+            else:
+                error = abs(float(y) - float(model_pred))
+            helper = self._adwin_helper
+            if helper is not None and detector is self._adwin:
+                # ADWIN.estimation without its three properties: the same two numbers, divided.
+                width = helper.get_width()
+                before = 0.0 if width == 0 else helper.get_total() / width
+            else:
+                before = getattr(detector, "estimation", None)
+            detector.update(error)
+            if detector.drift_detected:
+                self._drifted(detector, before, outcome)
+                # The windows may have started afresh.
+                model_metric, fallback_metric, size = state.evaluator.windowed_values()
+        decision = state.gating.observe(labels, model_metric, fallback_metric, size)
         if decision is not None:
-            outcome.decisions.append(decision)
-        if state.labels % state.history_every == 0:
+            outcome.decide(decision)
+        if labels % state.history_every == 0:
             self._sample_history()
 
-    def _watch_drift(self, model_pred: Any, y: Any, outcome: Outcome) -> None:
-        """Feed the model's error to the drift detector; a detection may demote the model."""
+    def _drifted(self, detector: Any, before: float | None, outcome: Outcome) -> None:
+        """The detector saw a change in the model's error: unless the error fell, start the
+        windows afresh and demote the model."""
         state = self.state
-        detector = state.drift_detector
-        if detector is None or model_pred is None or model_pred == {}:
-            return
-        if self.classifier:
-            error = 0.0 if max(model_pred, key=model_pred.__getitem__) == y else 1.0
-        else:
-            error = abs(float(y) - float(model_pred))
-        before = getattr(detector, "estimation", None)
-        detector.update(error)
-        if not detector.drift_detected:
-            return
         after = getattr(detector, "estimation", None)
         if before is not None and after is not None and after <= before:
             return  # the error fell: the model got better, which is no reason to demote it
@@ -414,16 +492,16 @@ class LearningCore(ReviewLoop):
                 f"drift detected by {name}",
             )
             if decision is not None:
-                outcome.decisions.append(decision)
+                outcome.decide(decision)
 
     def _sample_history(self) -> None:
         state = self.state
-        window = state.evaluator.windowed()
+        model_metric, fallback_metric, _ = state.evaluator.windowed_values()
         state.history.append(
             {
                 "label": state.labels,
-                "model": float(window["model"]),
-                "fallback": float(window["fallback"]),
+                "model": model_metric,
+                "fallback": fallback_metric,
                 "mode": state.gating.mode,
                 "served": dict(state.served_by),
                 "learned_by": dict(state.review.learned_by_source) if state.review else {},
@@ -437,7 +515,7 @@ class LearningCore(ReviewLoop):
         state = self.state
         expired, orphans = state.join.expire(state.watermark, state.events)
         state.expired_unlabelled += len(expired)
-        outcome.expired.extend(expired)
+        outcome.expire(expired)
         for parked in orphans:
             state.expired_labels += 1
             self._reject(

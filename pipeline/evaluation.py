@@ -5,8 +5,10 @@ demotion. Each prediction is adapted to what a metric takes: a probability dict 
 most likely class for label metrics, a hard label becomes a certain probability dict.
 
 >>> ev = Evaluator("Accuracy", (), window=2)
->>> ev.update(True, model={True: 0.9, False: 0.1}, fallback=False, served=False)
+>>> ev.update(True, model={True: 0.9, False: 0.1}, fallback=False, served=False)  # the model's
+True
 >>> ev.update(False, model={True: 0.2, False: 0.8}, fallback=False, served=False)
+False
 >>> ev.values()["model"], ev.values()["fallback"]
 ({'Accuracy': 1.0}, {'Accuracy': 0.5})
 """
@@ -14,7 +16,7 @@ most likely class for label metrics, a hard label becomes a certain probability 
 from __future__ import annotations
 
 from collections import Counter, deque
-from typing import Any
+from typing import Any, Final
 
 from river import metrics as river_metrics
 
@@ -86,41 +88,144 @@ def _adapted(y_pred: Any) -> tuple[Any, Any, Any] | None:
     return (y_pred, {y_pred: 1.0}, y_pred)
 
 
+def argmax(proba: dict[Any, Any]) -> Any:
+    """``max(proba, key=proba.__getitem__)``: the first most likely class, as River's
+    ``predict_one`` picks it. Two classes (the usual case) without the call per key: the same
+    comparison, so the same answer, ties and NaN included.
+
+    >>> argmax({"a": 0.5, "b": 0.5}), argmax({"a": 0.2, "b": 0.7}), argmax({1: 0.1, 2: 0.2, 3: 0.7})
+    ('a', 'b', 3)
+    """
+    if len(proba) == 2:
+        first, second = proba
+        return second if proba[second] > proba[first] else first
+    return max(proba, key=proba.__getitem__)
+
+
+class _Abstain:
+    def __repr__(self) -> str:
+        return "ABSTAIN"
+
+
+ABSTAIN: Final = _Abstain()  # no opinion (None could be a dict's most likely key)
+
+
+def _label(y_pred: Any) -> Any:
+    """``_adapted(y_pred)[0]``: the label a label metric takes, ABSTAIN for no opinion.
+
+    >>> _label({"a": 0.3, "b": 0.7}), _label(False), _label({}), _label(None)
+    ('b', False, ABSTAIN, ABSTAIN)
+    """
+    if y_pred is None:
+        return ABSTAIN
+    kind = type(y_pred)
+    if kind is dict:
+        # Same tie-break as river.base.Classifier.predict_one: the first key of the max.
+        return argmax(y_pred) if y_pred else ABSTAIN
+    if kind in _PLAIN:
+        return y_pred  # never equal to {}
+    adapted = _adapted(y_pred)
+    return ABSTAIN if adapted is None else adapted[0]
+
+
+_PLAIN = frozenset({bool, int, float, str})
+
+
 class Windowed:
-    """A metric over the last ``size`` updates, kept exact with ``revert``."""
+    """A metric over the last ``size`` updates, kept exact with ``revert``.
+
+    River's ``Accuracy`` (the default gating metric) is kept as the count of hits among the
+    pairs in the window instead: its value is hits / pairs, which is what River's confusion
+    matrix divides too (sums of +1.0 and -1.0, exact integers), so the two agree to the last
+    digit, for a fraction of the work. The River metric is then rebuilt from the pairs when
+    asked for (``metric``, and in a checkpoint, which keeps its old shape).
+
+    >>> window = Windowed(river_metrics.Accuracy(), size=2)
+    >>> for y, p in ((True, True), (True, False), (False, False)):
+    ...     window.update(y, p)
+    >>> window.get(), window.metric.get(), len(window)
+    (0.5, 0.5, 2)
+    """
 
     def __init__(self, metric: river_metrics.base.Metric, size: int) -> None:
-        self.metric = metric
         self.size = size
         self.pairs: deque[tuple[Any, Any]] = deque()
+        self._metric: river_metrics.base.Metric | None = metric
+        self._hits: int | None = self._count_hits(metric)
+
+    def _count_hits(self, metric: river_metrics.base.Metric) -> int | None:
+        """Hits among the pairs, when ``metric`` is a plain Accuracy of exactly them."""
+        if type(metric) is not river_metrics.Accuracy:
+            return None
+        cm = metric.cm
+        hits = sum(1 for y_true, y_pred in self.pairs if y_true == y_pred)
+        n = len(self.pairs)
+        if cm.n_samples != n or cm.total_weight != n or cm.total_true_positives != hits:
+            return None  # weighted, or shared with something else: kept through River
+        return hits
+
+    @property
+    def metric(self) -> river_metrics.base.Metric:
+        metric = self._metric
+        if metric is None:
+            metric = self._metric = river_metrics.Accuracy()
+            for y_true, y_pred in self.pairs:
+                metric.update(y_true, y_pred)
+        return metric
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.pop("_calls", None)
-        return state
+        # The shape checkpoints always had: a River metric of the pairs, the size, the pairs.
+        return {"metric": self.metric, "size": self.size, "pairs": self.pairs}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        state.pop("_calls", None)
+        metric = state.pop("metric")
         self.__dict__.update(state)
+        self._metric = metric
+        self._hits = self._count_hits(metric)
 
     def update(self, y_true: Any, y_pred: Any) -> None:
-        calls = self.__dict__.get("_calls")
-        if calls is None:
-            calls = self.__dict__["_calls"] = (_updater(self.metric), _reverter(self.metric))
-        calls[0](y_true, y_pred)
         pairs = self.pairs
+        hits = self._hits
+        if hits is None:
+            calls = self.__dict__.get("_calls")
+            if calls is None:
+                metric = self.metric
+                calls = self.__dict__["_calls"] = (_updater(metric), _reverter(metric))
+            calls[0](y_true, y_pred)
+            pairs.append((y_true, y_pred))
+            if len(pairs) > self.size:
+                old_true, old_pred = pairs.popleft()
+                calls[1](old_true, old_pred)
+            return
+        self._metric = None  # rebuilt from the pairs when asked for
         pairs.append((y_true, y_pred))
+        if y_true == y_pred:
+            hits += 1
         if len(pairs) > self.size:
             old_true, old_pred = pairs.popleft()
-            calls[1](old_true, old_pred)
+            if old_true == old_pred:
+                hits -= 1
+        self._hits = hits
 
     def get(self) -> float:
-        return float(self.metric.get())
+        hits = self._hits
+        if hits is None:
+            return float(self.metric.get())
+        n = len(self.pairs)
+        # River's Accuracy: true positives / total weight, 0.0 before any update.
+        return hits / n if n else 0.0
 
     def __len__(self) -> int:
         return len(self.pairs)
 
 
 OTHER_SLICE = "(other)"
+# Distinct (truth, model, fallback, served) labels counted before they are scored: bounds the
+# memory with many classes; with few, the matrices are brought up to date when read.
+_MAX_COUNTED = 256
+Counted = dict[tuple[Any, Any, Any, Any], int]  # (truth, model, fallback, served) -> labels
 
 
 class Evaluator:
@@ -137,7 +242,7 @@ class Evaluator:
         max_slices: int = 100,
     ) -> None:
         self.names = (metric, *[m for m in extra_metrics if m != metric])
-        self.cumulative: dict[str, dict[str, river_metrics.base.Metric]] = self._fresh()
+        self.cumulative = self._fresh()
         self.slice_by = slice_by
         # Fairness: the same metrics per value of one event attribute (a group).
         self.slices: dict[str, dict[str, dict[str, river_metrics.base.Metric]]] = {}
@@ -146,6 +251,44 @@ class Evaluator:
         self.window = window
         self.window_model = Windowed(make_metric(metric), window)
         self.window_fallback = Windowed(make_metric(metric), window)
+
+    @property
+    def cumulative(self) -> dict[str, dict[str, river_metrics.base.Metric]]:
+        """Role -> metric name -> River metric, up to date (counted labels scored first)."""
+        self._flush()
+        return self.__dict__["cumulative"]  # type: ignore[no-any-return]
+
+    @cumulative.setter
+    def cumulative(self, value: dict[str, dict[str, river_metrics.base.Metric]]) -> None:
+        self.__dict__["cumulative"] = value
+
+    def _flush(self) -> None:
+        """Score the counted labels: one confusion-matrix update per distinct (truth,
+        prediction) pair and role, weighted by how many times it came.
+
+        The same matrix as one update per label: every cell, row, column, total and the true
+        positives are sums of ones, i.e. exact integers, in a float either way; cells are
+        created in the order their first label came; ``n_samples`` counts the labels.
+        """
+        updates = self.__dict__.get("_labels_only")
+        counted = updates[3] if isinstance(updates, tuple) else None
+        if not counted:
+            return
+        labels = list(counted.items())
+        counted.clear()
+        cumulative = self.__dict__["cumulative"]
+        for index, role in enumerate(self.ROLES, start=1):
+            pairs: dict[tuple[Any, Any], int] = {}
+            for key, n in labels:
+                pred = key[index]
+                if pred is not ABSTAIN:
+                    pair = (key[0], pred)
+                    pairs[pair] = pairs.get(pair, 0) + n
+            for metric in cumulative[role].values():
+                cm = metric.cm  # type: ignore[attr-defined]
+                for (y_true, y_pred), n in pairs.items():
+                    cm.update(y_true, y_pred, float(n))
+                    cm.n_samples += n - 1
 
     @property
     def primary(self) -> river_metrics.base.Metric:
@@ -167,9 +310,10 @@ class Evaluator:
         ]
 
     def __getstate__(self) -> dict[str, Any]:
+        self._flush()
         state = self.__dict__.copy()
-        state.pop("_plans", None)
-        state.pop("_window_kind", None)
+        for derived in ("_plans", "_window_kind", "_labels_only"):
+            state.pop(derived, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -184,6 +328,27 @@ class Evaluator:
             plan = plans[key] = self._kinds(self.cumulative if key is None else self.slices[key])
         return plan
 
+    # Derived (not pickled, flushed first): per role, the updates of its metrics when every
+    # metric, the windows' too, takes a label (Accuracy, F1, ...), and where all of them are
+    # counts in a River confusion matrix (Accuracy, MacroF1, ...), the labels counted since
+    # the matrices were last brought up to date (see _flush); False when a metric takes more.
+    _labels_only: tuple[list[Any], list[Any], list[Any], Counted | None] | bool | None = None
+
+    def _label_updates(self) -> tuple[list[Any], list[Any], list[Any], Counted | None] | bool:
+        plan = self._plan(None)
+        if self.slice_by is not None or _kind(self.window_model.metric) != 0:
+            return False
+        if any(kind != 0 for _, metrics in plan for kind, _ in metrics):
+            return False
+        model, fallback, served = ([update for _, update in metrics] for _, metrics in plan)
+        counts = all(
+            type(metric).update is river_metrics.base.ClassificationMetric.update
+            and type(getattr(metric, "cm", None)) is river_metrics.ConfusionMatrix
+            for by_name in self.__dict__["cumulative"].values()
+            for metric in by_name.values()
+        )
+        return model, fallback, served, {} if counts else None
+
     def update(
         self,
         y_true: Any,
@@ -191,7 +356,104 @@ class Evaluator:
         fallback: Any,
         served: Any,
         attributes: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> Any:
+        """Score the three predictions on ``y_true``; returns the model's label (its most
+        likely class, a regressor's value; ABSTAIN: no opinion), which the core's drift
+        detector reads too."""
+        return self.score(y_true, model, fallback, served, attributes)[0]
+
+    def score(
+        self,
+        y_true: Any,
+        model: Any,
+        fallback: Any,
+        served: Any,
+        attributes: dict[str, Any] | None = None,
+    ) -> tuple[Any, float, float, int]:
+        """``update``, then ``windowed_values()``: the model's label and the windows' values
+        after this label, in one call (the label path's)."""
+        updates = self._labels_only
+        if updates is None:
+            updates = self._labels_only = self._label_updates()
+        if type(updates) is tuple:
+            # Every metric takes a label: each prediction's, worked out once.
+            # _label, inlined for the usual types: a probability dict, a plain fallback label.
+            if type(model) is dict:
+                if len(model) == 2:  # argmax, inlined
+                    first, second = model
+                    by_model = second if model[second] > model[first] else first
+                else:
+                    by_model = argmax(model) if model else ABSTAIN
+            else:
+                by_model = _label(model)
+            by_fallback = fallback if type(fallback) in _PLAIN else _label(fallback)
+            if served is fallback:
+                by_served = by_fallback
+            elif served is model:
+                by_served = by_model
+            else:
+                by_served = _label(served)
+            counted = updates[3]
+            if counted is not None:
+                # Counted now, scored in the matrices when someone reads them (_flush).
+                key = (y_true, by_model, by_fallback, by_served)
+                try:
+                    counted[key] = counted.get(key, 0) + 1
+                except TypeError:  # unhashable: River's update raises it, as it always did
+                    counted = None
+                    self._flush()
+                else:
+                    if len(counted) > _MAX_COUNTED:
+                        self._flush()
+            if counted is None:
+                if by_model is not ABSTAIN:
+                    for update in updates[0]:
+                        update(y_true, by_model)
+                if by_fallback is not ABSTAIN:
+                    for update in updates[1]:
+                        update(y_true, by_fallback)
+                if by_served is not ABSTAIN:
+                    for update in updates[2]:
+                        update(y_true, by_served)
+            if by_model is not ABSTAIN and by_fallback is not ABSTAIN:
+                window_model, window_fallback = self.window_model, self.window_fallback
+                model_hits, fallback_hits = window_model._hits, window_fallback._hits
+                if model_hits is None or fallback_hits is None:
+                    window_model.update(y_true, by_model)
+                    window_fallback.update(y_true, by_fallback)
+                    return (by_model, *self.windowed_values())
+                # Windowed.update for two Accuracy windows, inlined.
+                window_model._metric = window_fallback._metric = None
+                pairs_model, pairs_fallback = window_model.pairs, window_fallback.pairs
+                pairs_model.append((y_true, by_model))
+                pairs_fallback.append((y_true, by_fallback))
+                if y_true == by_model:
+                    model_hits += 1
+                if y_true == by_fallback:
+                    fallback_hits += 1
+                if len(pairs_model) > window_model.size:
+                    old_true, old_pred = pairs_model.popleft()
+                    if old_true == old_pred:
+                        model_hits -= 1
+                if len(pairs_fallback) > window_fallback.size:
+                    old_true, old_pred = pairs_fallback.popleft()
+                    if old_true == old_pred:
+                        fallback_hits -= 1
+                window_model._hits, window_fallback._hits = model_hits, fallback_hits
+                n = len(pairs_model)
+                if n == len(pairs_fallback):  # windowed_values, inlined
+                    return by_model, model_hits / n, fallback_hits / n, n
+            return (by_model, *self.windowed_values())
+        return (self._update(y_true, model, fallback, served, attributes), *self.windowed_values())
+
+    def _update(
+        self,
+        y_true: Any,
+        model: Any,
+        fallback: Any,
+        served: Any,
+        attributes: dict[str, Any] | None = None,
+    ) -> Any:
         # The same as ``adapt`` for every metric, with each prediction adapted once per kind
         # (and once only when the served prediction is the model's or the fallback's).
         by_model = _adapted(model)
@@ -230,6 +492,7 @@ class Evaluator:
                 kind = self.__dict__["_window_kind"] = _kind(self.window_model.metric)
             self.window_model.update(y_true, by_model[kind])
             self.window_fallback.update(y_true, by_fallback[kind])
+        return ABSTAIN if by_model is None else by_model[0]
 
     def values(self) -> dict[str, dict[str, float]]:
         return {
@@ -241,6 +504,8 @@ class Evaluator:
         self.window_model = Windowed(make_metric(self.names[0]), self.window)
         self.window_fallback = Windowed(make_metric(self.names[0]), self.window)
         self.__dict__.pop("_window_kind", None)
+        self._flush()  # the counted labels are kept with the derived updates dropped here
+        self.__dict__.pop("_labels_only", None)
 
     def slice_values(self) -> dict[str, Any]:
         """Metrics per slice, and per role the gap between the best and worst slice.
@@ -276,11 +541,13 @@ class Evaluator:
 
     def windowed_values(self) -> tuple[float, float, int]:
         """``windowed()`` as a tuple, for the label path (no dict per label)."""
-        return (
-            float(self.window_model.metric.get()),
-            float(self.window_fallback.metric.get()),
-            len(self.window_model.pairs),
-        )
+        model, fallback = self.window_model, self.window_fallback
+        model_hits, fallback_hits = model._hits, fallback._hits
+        n = len(model.pairs)
+        if model_hits is None or fallback_hits is None or n == 0 or len(fallback.pairs) != n:
+            return (model.get(), fallback.get(), n)
+        # Windowed.get, inlined.
+        return (model_hits / n, fallback_hits / n, n)
 
 
 class RoleScore:

@@ -99,6 +99,9 @@ class Fallback:
         self._last = (
             Answer(default, "default", None) if default is not None else Answer(None, "none", None)
         )
+        # With no rules and no callable every answer is the last link's: callers on the hot
+        # path take it from here instead of calling ``answer``.
+        self.constant: Answer | None = self._last if not rules and function is None else None
 
     @classmethod
     def from_config(cls, config: FallbackConfig) -> Fallback:

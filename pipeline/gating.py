@@ -57,16 +57,21 @@ class Gating:
         self, label_index: int, model: float, fallback: float, window_size: int
     ) -> Decision | None:
         """Called after each learned label with the windowed metrics."""
-        if self.mode == "cold":
-            self.mode = "shadow"
+        mode = self.mode
+        if mode == "cold":
+            self.mode = mode = "shadow"
         if window_size == 0:
             return None
-        advantage = self.advantage(model, fallback)
-        margin = self.config.margin
-        # Promotion also needs a window of evidence (after a drift the windows restart).
-        enough = window_size >= min(self.config.window, max(self.config.min_labels, 1))
-        ready = label_index >= self.config.min_labels and enough
-        if self.mode == "shadow" and ready and advantage > margin:
+        # advantage(), inlined: this runs on every label.
+        advantage = model - fallback if self.bigger_is_better else fallback - model
+        config = self.config
+        margin = config.margin
+        if mode == "shadow":
+            if not advantage > margin or label_index < config.min_labels:
+                return None
+            # Promotion also needs a window of evidence (after a drift the windows restart).
+            if window_size < min(config.window, max(config.min_labels, 1)):
+                return None
             return self._decide(
                 "promotion",
                 label_index,
@@ -74,7 +79,7 @@ class Gating:
                 fallback,
                 f"model beats fallback by more than {margin}",
             )
-        if self.mode == "serving" and advantage < -margin:
+        if mode == "serving" and advantage < -margin:
             return self._decide(
                 "demotion",
                 label_index,

@@ -56,7 +56,27 @@ class _Duplicate:
 DUPLICATE: Final = _Duplicate()
 
 
+# A horizon no event count reaches: nothing can expire by count.
+_NEVER: Final = 1 << 62
+
+
 class JoinBuffer:
+    """The three queues (events, parked labels, joined ids), each in arrival order.
+
+    ``horizon`` is an event count before which no queue's front can expire (0: look now). It
+    lets ``expire`` answer "nothing" without looking, which is nearly every call: it is a lower
+    bound on every front's expiry, kept by lowering it wherever a front can move earlier (an
+    insert into an empty queue, a joined id evicted from the front) and set again from the
+    fronts when ``expire`` looks. Only with a count TTL alone: time-to-live in seconds compares
+    times, so with ``ttl_seconds`` set every call looks. Not pickled: a restored buffer looks
+    at once. Event numbers must arrive in order (the core's event count); if they ever do not,
+    every call looks.
+    """
+
+    horizon = 0  # class defaults: what a restored (or old) buffer starts from
+    _newest = -1  # the largest event number added, to see an out-of-order one
+    _unordered = False
+
     def __init__(
         self,
         ttl_events: int | None = 100_000,
@@ -71,8 +91,25 @@ class JoinBuffer:
         self.parked: OrderedDict[str, ParkedLabel] = OrderedDict()
         self.joined: OrderedDict[str, tuple[float, int]] = OrderedDict()
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for derived in ("horizon", "_newest", "_unordered"):
+            state.pop(derived, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        for queue in (self.pending, self.parked):
+            if queue:
+                self._newest = max(self._newest, queue[next(reversed(queue))].number)
+
     def __len__(self) -> int:
         return len(self.pending)
+
+    def _lower_horizon(self, number: int) -> None:
+        """A front may now be the entry of event ``number``: it expires from number+ttl+1."""
+        if self.ttl_events is not None and number + self.ttl_events + 1 < self.horizon:
+            self.horizon = number + self.ttl_events + 1
 
     def has_event(self, event_id: str) -> bool:
         return event_id in self.pending or event_id in self.joined
@@ -81,11 +118,21 @@ class JoinBuffer:
         """Buffer an event; returns its label if that came first, and the events evicted
         (oldest first) to stay within ``max_pending``."""
         pending.number = number
-        parked = self.parked.pop(pending.id, None)
-        self.pending[pending.id] = pending
+        if number < self._newest:
+            self._unordered = True
+            self.horizon = 0
+        else:
+            self._newest = number
+        queue = self.pending
+        if not queue:
+            self._lower_horizon(number)
+        parked = self.parked.pop(pending.id, None) if self.parked else None
+        queue[pending.id] = pending
+        if self.max_pending is None or len(queue) <= self.max_pending:
+            return parked, []
         evicted: list[Pending] = []
-        while self.max_pending is not None and len(self.pending) > self.max_pending:
-            evicted.append(self.pending.popitem(last=False)[1])
+        while len(queue) > self.max_pending:
+            evicted.append(queue.popitem(last=False)[1])
         return parked, evicted
 
     def match(self, event_id: str) -> Pending | _Duplicate | None:
@@ -93,9 +140,14 @@ class JoinBuffer:
         pending = self.pending.pop(event_id, None)
         if pending is not None:
             joined = self.joined
+            if not joined:
+                self._lower_horizon(pending.number)
             joined[event_id] = (pending.ts, pending.number)
             if self.max_pending is not None and len(joined) > self.max_pending:
                 joined.popitem(last=False)
+                # Joined ids are in the order their labels came, not their events: the next
+                # front may be due sooner than the one evicted.
+                self._lower_horizon(joined[next(iter(joined))][1])
             return pending
         if event_id in self.joined or event_id in self.parked:
             return DUPLICATE
@@ -103,6 +155,13 @@ class JoinBuffer:
 
     def park_label(self, label: Label, number: int, origin: Any = None) -> list[ParkedLabel]:
         """Keep a label until its event comes; returns labels evicted to stay in bounds."""
+        if number < self._newest:
+            self._unordered = True
+            self.horizon = 0
+        else:
+            self._newest = number
+        if not self.parked:
+            self._lower_horizon(number)
         self.parked[label.id] = ParkedLabel(label, number, origin)
         evicted: list[ParkedLabel] = []
         while self.max_pending is not None and len(self.parked) > self.max_pending:
@@ -117,9 +176,11 @@ class JoinBuffer:
     def expire(self, now_ts: float, now_number: int) -> tuple[list[Pending], list[ParkedLabel]]:
         """Drop what outlived the TTL; returns the unlabelled events and orphan labels.
 
-        Each queue is in arrival order, so only its front is looked at: O(1) per call when
-        nothing expires, which is nearly every call. The rule is ``_expired``'s, inlined.
+        Each queue is in arrival order, so only its front is looked at, and not even that
+        before ``horizon``. The rule is ``_expired``'s, inlined.
         """
+        if now_number < self.horizon:
+            return [], []
         # now_number - number > ttl_events, for ints, is number < min_number.
         min_number = now_number - self.ttl_events if self.ttl_events is not None else -1
         ttl_s = self.ttl_seconds if self.ttl_seconds is not None else float("inf")
@@ -143,4 +204,22 @@ class JoinBuffer:
             if number >= min_number and not now_ts - ts > ttl_s:
                 break
             joined.popitem(last=False)
+        self._set_horizon()
         return events, labels
+
+    def _set_horizon(self) -> None:
+        """The earliest event count at which a front can expire, from the fronts as they are."""
+        if self.ttl_seconds is not None or self._unordered:
+            self.horizon = 0
+            return
+        if self.ttl_events is None:
+            self.horizon = _NEVER
+            return
+        first = _NEVER
+        if self.pending:
+            first = self.pending[next(iter(self.pending))].number
+        if self.parked:
+            first = min(first, self.parked[next(iter(self.parked))].number)
+        if self.joined:
+            first = min(first, self.joined[next(iter(self.joined))][1])
+        self.horizon = first + self.ttl_events + 1 if first < _NEVER else _NEVER

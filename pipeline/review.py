@@ -196,6 +196,7 @@ class ReviewPolicy:
         classes: tuple[Any, ...] | None = None,
     ) -> None:
         self.config = config
+        self.enabled = config.policy != "none"  # read on every event
         # The allowed classes (validation.labels) if configured; the request adds those seen.
         self.classes: list[Any] = list(classes or ()) if classifier else []
         self.pipeline = pipeline
@@ -207,10 +208,6 @@ class ReviewPolicy:
                 "invalid configuration:\n  review.policy: entropy needs a classifier "
                 "(class probabilities); use uncertain or unserved for a regressor"
             )
-
-    @property
-    def enabled(self) -> bool:
-        return self.config.policy != "none"
 
     def wants(
         self, book: ReviewBook, x: dict[str, Any], model_pred: Any, served_by_model: bool

@@ -45,7 +45,6 @@ from pipeline.schemas import (
 if TYPE_CHECKING:
     from pipeline.core import CoreState, Outcome
     from pipeline.fallback import Answer
-    from pipeline.join import Pending
 
 
 class ReviewLoop:
@@ -116,7 +115,7 @@ class ReviewLoop:
             requested_at=event.ts,
             deadline=deadline,
         )
-        outcome.review.append(ReviewOutput(key, request))
+        outcome.add_review(ReviewOutput(key, request))
 
     def _unserve(self, source: str) -> None:
         served = self.state.served_by
@@ -162,11 +161,11 @@ class ReviewLoop:
         if entry.held is not None:
             book.counts["served_human"] += 1
             self.state.served_by["human"] += 1
-            outcome.review.append(ReviewOutput(entry.key, served))
+            outcome.add_review(ReviewOutput(entry.key, served))
         else:
             # Label mode: the person's answer supersedes what was served (downstream keeps the
             # latest prediction per id).
-            outcome.review.append(ReviewOutput(entry.key, served))
+            outcome.add_review(ReviewOutput(entry.key, served))
         if entry.truth is not _NO_TRUTH:
             book.human.update(entry.truth, label.label)
             return True  # ground truth came first: it taught the model already
@@ -191,25 +190,13 @@ class ReviewLoop:
             state.dead_letters["model_error"] += 1
             from pipeline.core import Rejection
 
-            outcome.rejections.append(
+            outcome.reject(
                 Rejection("model_error", f"learn_one raised {type(e).__name__}: {e}", None)
             )
         state.labels += 1
         book.learned_by_source["ground_truth"] += 1
         book.counts["corrections"] += 1
         outcome.learned = True
-
-    def _review_learned(self, pending: Pending, label: Label) -> None:
-        """Called by ``_learn`` after the model learned from ``label``."""
-        book = self.state.review
-        if book is None:
-            return
-        book.learned_by_source[label.source] += 1
-        if self.review is not None and self.review.classifier:
-            book.see_class(label.label)
-        if label.source == "human":
-            bound = self.review.config.max_pending if self.review is not None else 10_000
-            book.remember_answer(label.id, label.label, pending.x, bound)
 
     def _review_tick(self, outcome: Outcome) -> None:
         """Expire requests whose deadline the watermark passed; serve what they held."""
@@ -228,4 +215,4 @@ class ReviewLoop:
                 held = entry.held.model_copy(update={"deadline_passed": True})
                 book.counts["served_deadline"] += 1
                 self.state.served_by[held.source] += 1
-                outcome.review.append(ReviewOutput(entry.key, held))
+                outcome.add_review(ReviewOutput(entry.key, held))

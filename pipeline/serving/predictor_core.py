@@ -137,7 +137,7 @@ class ServingCore:
             self.model_errors += 1
             self.dead_letters["model_error"] += 1
             message = f"predict raised {type(e).__name__}: {e}"
-            outcome.rejections.append(Rejection("model_error", message, origin))
+            outcome.reject(Rejection("model_error", message, origin))
             return None
 
     def report(self) -> dict[str, Any]:

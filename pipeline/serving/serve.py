@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.evaluation import argmax
 from pipeline.explain import contributions
 from pipeline.fallback import Answer
 from pipeline.gating import Gating
@@ -65,11 +66,29 @@ class Server:
         confidence: float | None = None
         proba: dict[str, float] | None = None
         hard = model_pred
-        has_opinion = model_pred is not None and model_pred != {}
-        if self.classifier:
-            if has_opinion:
-                hard = max(model_pred, key=model_pred.get)
+        if model_pred is None:
+            has_opinion = False
+        elif type(model_pred) is dict:
+            has_opinion = len(model_pred) > 0
+        else:
+            has_opinion = model_pred != {}
+        mode = gating.mode
+        # What the model would serve, worked out only where it may serve (the fallback's
+        # answer carries neither the model's probabilities nor its confidence).
+        if has_opinion and mode == "serving":
+            # gating.serves_model, inlined: a regressor's answer (no confidence) always serves.
+            if self.classifier:
+                hard = argmax(model_pred)
                 confidence = float(model_pred[hard])
+                serves = confidence >= gating.config.confidence_threshold
+            else:
+                serves = True
+        else:
+            serves = False
+        explanation = None
+        if serves:
+            source, value = "model", hard
+            if self.classifier:
                 keys = self._proba_keys
                 proba = {}
                 for k, v in model_pred.items():
@@ -77,20 +96,10 @@ class Server:
                     if key is None:
                         key = keys[k] = proba_key(k)
                     proba[key] = float(v)
-            else:
-                hard = None
-        explanation = None
-        if has_opinion and gating.serves_model(confidence):
-            source, value = "model", hard
             if self.explain_top_k is not None:
                 explanation = contributions(model, dict(event.features), self.explain_top_k)
         else:
-            source, value, confidence, proba = (
-                answer.source,
-                answer.prediction,
-                answer.confidence,
-                None,
-            )
+            source, value, confidence = answer.source, answer.prediction, answer.confidence
         # In Prediction's field order: encode_fields gives the same bytes as encode(Prediction).
         fields = {
             "id": event.id,
@@ -100,7 +109,7 @@ class Server:
             "source": source,
             "model_version": model_version,
             "confidence": confidence,
-            "mode": gating.mode,
+            "mode": mode,
             "explanation": explanation,
             "pipeline": self.pipeline,
             "deadline_passed": None,

@@ -41,6 +41,13 @@ def run_core(core: LearningCore, source: str, delay: str) -> None:
             "Accuracy",
             7,
         ),
+        (  # the speed benchmark's setup (benchmarks/run.py): labels counted, windows of hits
+            "river:Bananas",
+            datasets.Bananas,
+            "preprocessing.StandardScaler | linear_model.LogisticRegression",
+            "Accuracy",
+            50,
+        ),
         (
             "river:TrumpApproval",
             datasets.TrumpApproval,

@@ -4,7 +4,7 @@ import os
 import pickle
 import random
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any
 
 import pytest
@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from pipeline.checkpointing.store import compression_level
 from pipeline.config import load_config
 from pipeline.core import LearningCore
-from pipeline.evaluation import Evaluator, adapt
+from pipeline.evaluation import ABSTAIN, Evaluator, adapt
 from pipeline.join import DUPLICATE, JoinBuffer, Pending
 from pipeline.models import make_metric
 from pipeline.schemas import Event, Label, Prediction, encode
@@ -62,47 +62,77 @@ def test_published_prediction_bytes_equal_the_validated_model(
     assert served_by_model > 0  # both the model's and the fallback's answers were encoded
 
 
-def reference_update(ev: Evaluator, y: Any, model: Any, fallback: Any, served: Any) -> None:
-    """The evaluation as it was: adapt per metric, update through the metric."""
-    for role, y_pred in (("model", model), ("fallback", fallback), ("served", served)):
-        for metric in ev.cumulative[role].values():
-            pred = adapt(metric, y_pred)
-            if pred is not None:
-                metric.update(y, pred)
-    model_pred = adapt(ev.window_model.metric, model)
-    fallback_pred = adapt(ev.window_fallback.metric, fallback)
-    if model_pred is not None and fallback_pred is not None:
-        for window, pred in ((ev.window_model, model_pred), (ev.window_fallback, fallback_pred)):
-            window.metric.update(y, pred)
-            window.pairs.append((y, pred))
-            if len(window.pairs) > window.size:
-                window.metric.revert(*window.pairs.popleft())
+class ReferenceEvaluation:
+    """The evaluation as it was: River's metrics alone, each prediction adapted per metric,
+    the windows kept with River's update and revert."""
+
+    def __init__(self, names: tuple[str, ...], window: int) -> None:
+        self.cumulative = {
+            role: {name: make_metric(name) for name in names}
+            for role in ("model", "fallback", "served")
+        }
+        self.windows = {role: make_metric(names[0]) for role in ("model", "fallback")}
+        self.pairs: dict[str, deque[tuple[Any, Any]]] = {"model": deque(), "fallback": deque()}
+        self.size = window
+
+    def update(self, y: Any, model: Any, fallback: Any, served: Any) -> None:
+        for role, y_pred in (("model", model), ("fallback", fallback), ("served", served)):
+            for metric in self.cumulative[role].values():
+                pred = adapt(metric, y_pred)
+                if pred is not None:
+                    metric.update(y, pred)
+        model_pred = adapt(self.windows["model"], model)
+        fallback_pred = adapt(self.windows["fallback"], fallback)
+        if model_pred is not None and fallback_pred is not None:
+            for role, pred in (("model", model_pred), ("fallback", fallback_pred)):
+                self.windows[role].update(y, pred)
+                self.pairs[role].append((y, pred))
+                if len(self.pairs[role]) > self.size:
+                    self.windows[role].revert(*self.pairs[role].popleft())
+
+    def values(self) -> dict[str, dict[str, float]]:
+        return {
+            role: {name: float(m.get()) for name, m in by_name.items()}
+            for role, by_name in self.cumulative.items()
+        }
+
+    def windowed(self) -> dict[str, float | int]:
+        return {
+            "model": float(self.windows["model"].get()),
+            "fallback": float(self.windows["fallback"].get()),
+            "size": len(self.pairs["model"]),
+        }
 
 
 @pytest.mark.parametrize("metric", ["Accuracy", "ROCAUC", "LogLoss", "F1", "MacroF1"])
-def test_evaluator_equals_adapting_per_metric(metric: str) -> None:
-    extras = ("Accuracy", "LogLoss", "F1")
+@pytest.mark.parametrize("extras", [("Accuracy", "LogLoss", "F1"), (), ("F1", "MacroF1")])
+def test_evaluator_equals_adapting_per_metric(metric: str, extras: tuple[str, ...]) -> None:
     fast = Evaluator(metric, extras, window=20)
-    slow = Evaluator(metric, extras, window=20)
+    slow = ReferenceEvaluation(fast.names, window=20)
     rng = random.Random(7)
     for i in range(500):
         y = rng.random() < 0.4
         p = rng.random()
         model = None if i % 17 == 0 else ({} if i % 23 == 0 else {True: p, False: 1 - p})
         fallback = None if i % 13 == 0 else rng.random() < 0.5
-        served = rng.choice([model, fallback])
-        fast.update(y, model, fallback, served)
-        reference_update(slow, y, model, fallback, served)
+        served = rng.choice([model, fallback, rng.random() < 0.5])
+        label, *windows = fast.score(y, model, fallback, served)
+        slow.update(y, model, fallback, served)
+        assert tuple(windows) == tuple(slow.windowed().values())
+        assert label == (ABSTAIN if not model else max(model, key=model.__getitem__))
+        if i % 50 == 0:
+            assert fast.windowed_values() == tuple(slow.windowed().values())
         if i == 250:  # a checkpoint in the middle: the derived plans are rebuilt after it
             fast = pickle.loads(pickle.dumps(fast))
     assert fast.values() == slow.values()
     assert fast.windowed() == slow.windowed()
-    assert fast.windowed_values() == (
-        slow.windowed()["model"],
-        slow.windowed()["fallback"],
-        slow.windowed()["size"],
-    )
-    assert "_plans" not in pickle.loads(pickle.dumps(fast)).__dict__
+    assert fast.windowed_values() == tuple(slow.windowed().values())
+    restored = pickle.loads(pickle.dumps(fast))
+    for key in ("_plans", "_labels_only", "_window_kind"):
+        assert key not in restored.__dict__
+    # The window's River metric, rebuilt from its pairs, says what River's own said.
+    assert restored.window_model.metric.get() == slow.windows["model"].get()
+    assert restored.windowed() == slow.windowed()
 
 
 def reference_expire(
@@ -203,3 +233,113 @@ def test_joined_ids_stay_bounded_without_a_ttl() -> None:
         buf.match(str(n))
     assert list(buf.joined) == ["8", "9", "10"]
     assert buf.match("10") is DUPLICATE
+
+
+@pytest.mark.parametrize(
+    ("ttl_events", "ttl_seconds", "max_pending"),
+    [(30, None, 1000), (30, None, 12), (5, None, 8), (40, None, 3), (None, None, 6), (25, 0.7, 20)],
+)
+@pytest.mark.parametrize("seed", range(4))
+def test_join_horizon_skips_only_what_would_not_expire(
+    ttl_events: int | None, ttl_seconds: float | None, max_pending: int, seed: int
+) -> None:
+    """Every operation, in random order and mixes (labels before and long after their events,
+    in any order, duplicates, evictions, the buffer drained, checkpoints): the buffer answers
+    what one that looks every time answers."""
+    buf = JoinBuffer(ttl_events, ttl_seconds, max_pending=max_pending)
+    rng = random.Random(seed)
+    watermark = float("-inf")
+    n = 0
+    gone = [0, 0, 0]
+    for step in range(8000):
+        if step % 400 == 0:  # a new mix of operations
+            p_event, p_match, p_park = rng.random(), rng.random(), rng.random() / 3
+            total = p_event + p_match + p_park + 0.05
+            p_event, p_match, p_park = p_event / total, p_match / total, p_park / total
+        op = rng.random()
+        if op < p_event:
+            n += rng.choice([1, 1, 1, 2, 7])  # events the core did not buffer (duplicates)
+            ts = n * 0.1 + rng.uniform(-0.5, 0.5)
+            watermark = max(watermark, ts)
+            buf.add_event(Pending(f"e{n}", ts, {}, None, None, None), n)
+        elif op < p_event + p_match:
+            if buf.pending and rng.random() < 0.7:
+                buf.match(rng.choice(list(buf.pending)))  # any waiting event, oldest or not
+            else:
+                buf.match(f"e{n - rng.randint(0, 3 * (ttl_events or 20))}")
+        elif op < p_event + p_match + p_park:
+            label = Label(id=f"e{n + rng.randint(1, 5)}", ts=max(watermark, 0.0), label=True)
+            if buf.match(label.id) is None:
+                buf.park_label(label, n)
+        else:
+            n += rng.randint(0, 2 * (ttl_events or 20))  # a gap: the fronts come due
+        if step % 500 == 0:
+            buf = pickle.loads(pickle.dumps(buf))
+        expected = reference_expire(buf, watermark, n)
+        joined_before = list(buf.joined)
+        events, labels = buf.expire(watermark, n)
+        assert [p.id for p in events] == expected[0]
+        assert [p.label.id for p in labels] == expected[1]
+        assert list(buf.joined) == joined_before[len(expected[2]) :]
+        for i, queue in enumerate(expected):
+            gone[i] += len(queue)
+    if ttl_events is not None:
+        assert all(gone), gone  # each queue's expiry was exercised
+
+
+def confusion_state(metric: Any) -> tuple[Any, ...]:
+    """Everything a River confusion matrix holds, in its dicts' order."""
+    cm = metric.cm
+    data = [(y, list(row.items())) for y, row in cm.data.items()]
+    return (
+        data,
+        list(cm.sum_row.items()),
+        list(cm.sum_col.items()),
+        cm.n_samples,
+        cm.total_weight,
+        cm.total_true_positives,
+        type(cm.total_weight),
+    )
+
+
+@pytest.mark.parametrize("classes", [(True, False), ("a", "b", "c", "d", "e"), (0, 1, 2)])
+def test_counted_labels_leave_the_matrices_river_leaves(classes: tuple[Any, ...]) -> None:
+    """Labels counted and scored in bulk: every cell, sum and count as one update per label,
+    whenever the metrics are read (and across checkpoints)."""
+    fast = Evaluator("Accuracy", ("MacroF1", "MicroF1"), window=15)
+    slow = ReferenceEvaluation(fast.names, window=15)
+    rng = random.Random(len(classes))
+    for i in range(3000):
+        y = rng.choice(classes)
+        weights = [rng.random() for _ in classes]
+        model = None if i % 19 == 0 else dict(zip(classes, weights, strict=True))
+        fallback = None if i % 11 == 0 else rng.choice(classes)
+        served = rng.choice([model, fallback, rng.choice(classes), None])
+        fast.update(y, model, fallback, served)
+        slow.update(y, model, fallback, served)
+        if rng.random() < 0.01:
+            assert fast.values() == slow.values()
+        if rng.random() < 0.005:
+            fast = pickle.loads(pickle.dumps(fast))
+    assert fast.values() == slow.values()
+    assert fast.windowed() == slow.windowed()
+    for role, by_name in slow.cumulative.items():
+        for name, metric in by_name.items():
+            assert confusion_state(fast.cumulative[role][name]) == confusion_state(metric)
+
+
+def test_an_unhashable_label_fails_where_river_does() -> None:
+    ev = Evaluator("Accuracy", (), window=5)
+    ev.update(True, {True: 0.9, False: 0.1}, False, False)
+    with pytest.raises(TypeError):
+        ev.update(["not", "a", "label"], {True: 0.9, False: 0.1}, False, False)
+    with pytest.raises(TypeError):  # as before: adapting the answer raises, nothing is scored
+        ev.update(True, {True: 0.9, False: 0.1}, False, ["not", "a", "label"])
+    # What the code before counting left (River's update counts the sample, then fails).
+    assert [ev.cumulative[role]["Accuracy"].cm.n_samples for role in ev.ROLES] == [2, 1, 1]
+    assert ev.values() == {
+        "model": {"Accuracy": 1.0},
+        "fallback": {"Accuracy": 0.0},
+        "served": {"Accuracy": 0.0},
+    }
+    assert ev.windowed() == {"model": 1.0, "fallback": 0.0, "size": 1}
