@@ -22,6 +22,11 @@ River, no download), on the same model spec and labels 50 events late:
    while the consumer runs; event-to-prediction latency from send time to the prediction
    handed to the producer.
 
+In-process loops run with the garbage-collector settings of a running consumer
+(``consumers.gc_policy.tune_for_streaming``: what is alive when the loop starts is frozen, young
+objects are collected every 10,000 allocations), the bare loop as well; ``--gc default`` keeps
+CPython's defaults for every loop.
+
 Throughputs are events per second; ratios divide by the bare loop measured in the same run on
 the same dataset, so machines of different speeds (and a busy machine) give comparable ratios.
 """
@@ -29,6 +34,7 @@ the same dataset, so machines of different speeds (and a busy machine) give comp
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import pickle
@@ -38,7 +44,8 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -46,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from river import datasets
 
+from consumers.gc_policy import tune_for_streaming
 from consumers.outputs import Outputs
 from consumers.processing import RecordProcessor
 from consumers.run import Consumer
@@ -93,13 +101,32 @@ def records(dataset: str, n: int) -> list[SourceRecord]:
     ]
 
 
+GC_SETTINGS = {"mode": "streaming"}
+
+
+@contextmanager
+def consumer_gc() -> Iterator[None]:
+    """The collector as a running consumer has it (unless ``--gc default``), then as before."""
+    if GC_SETTINGS["mode"] == "default":
+        yield
+        return
+    threshold = gc.get_threshold()
+    tune_for_streaming()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+
+
 def bare_loop(data: list[SourceRecord]) -> float:
     model: Any = parse_model_spec(SPEC)
-    started = CLOCK()
-    for r in data:
-        model.predict_proba_one(r.features)
-        model.learn_one(r.features, r.label)
-    return len(data) / (CLOCK() - started)
+    with consumer_gc():
+        started = CLOCK()
+        for r in data:
+            model.predict_proba_one(r.features)
+            model.learn_one(r.features, r.label)
+        return len(data) / (CLOCK() - started)
 
 
 def emissions_of(data: list[SourceRecord]) -> list[Emission]:
@@ -118,13 +145,14 @@ def parsed_stream(data: list[SourceRecord]) -> list[Event | Label]:
 def core_loop(parsed: list[Event | Label], cfg: RiverlineConfig, events: int) -> float:
     core = LearningCore.from_config(cfg)
     on_event, on_label = core.on_event, core.on_label
-    started = CLOCK()
-    for item in parsed:
-        if type(item) is Event:
-            on_event(item)
-        else:
-            on_label(item)  # type: ignore[arg-type]
-    return events / (CLOCK() - started)
+    with consumer_gc():
+        started = CLOCK()
+        for item in parsed:
+            if type(item) is Event:
+                on_event(item)
+            else:
+                on_label(item)  # type: ignore[arg-type]
+        return events / (CLOCK() - started)
 
 
 class FakeRecord(NamedTuple):
@@ -412,10 +440,22 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s for the latency run")
     parser.add_argument("--in-process-only", action="store_true", help="skip broker stages")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--gc",
+        choices=("streaming", "default"),
+        default="streaming",
+        help="in-process loops with a running consumer's collector settings, or CPython's",
+    )
     args = parser.parse_args()
+    GC_SETTINGS["mode"] = args.gc
     redis_url = resolve_redis_url("redis://127.0.0.1:6379/0")
     cfg_core = config("unused:9092", redis_url)
-    results: dict[str, Any] = {"events": args.events, "repeats": args.repeats, "model": SPEC}
+    results: dict[str, Any] = {
+        "events": args.events,
+        "repeats": args.repeats,
+        "model": SPEC,
+        "gc": args.gc,
+    }
     names = [d.strip() for d in args.datasets.split(",") if d.strip()]
     for name in names:
         data = records(name, args.events)
@@ -425,7 +465,8 @@ def main() -> None:
         for _ in range(args.repeats):
             bare.append(bare_loop(data))
             core.append(core_loop(parsed, cfg_core, len(data)))
-            stages.append(stages_in_process(data, cfg_core, redis_url))
+            with consumer_gc():
+                stages.append(stages_in_process(data, cfg_core, redis_url))
         results[name] = {
             "bare_events_per_s": statistics.median(bare),
             "core_events_per_s": statistics.median(core),
