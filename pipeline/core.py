@@ -197,13 +197,14 @@ class LearningCore(ReviewLoop):
         self.history_max = history_max
         # River's ADWIN keeps its window in a helper (Rust); reading it directly saves the
         # property chain on every label. Any other detector, or another ADWIN: the property.
+        # The helper is looked up on every label, never kept: ADWIN replaces it when it resets
+        # after a detection, and a kept one would give the old window's estimate.
         detector = state.drift_detector
         self._adwin = detector if type(detector) is drift.ADWIN else None
-        self._adwin_helper = getattr(self._adwin, "_helper", None)
-        if self._adwin_helper is not None and not all(
-            hasattr(self._adwin_helper, name) for name in ("get_width", "get_total")
-        ):
-            self._adwin_helper = None
+        helper = getattr(self._adwin, "_helper", None)
+        self._adwin_has_helper = helper is not None and all(
+            hasattr(helper, name) for name in ("get_width", "get_total")
+        )
 
     @property
     def pipeline(self) -> str | None:
@@ -453,9 +454,11 @@ class LearningCore(ReviewLoop):
                 error = 0.0 if model_label == y else 1.0
             else:
                 error = abs(float(y) - float(model_pred))
-            helper = self._adwin_helper
-            if helper is not None and detector is self._adwin:
+            adwin = self._adwin
+            before: float | None
+            if self._adwin_has_helper and adwin is not None and detector is adwin:
                 # ADWIN.estimation without its three properties: the same two numbers, divided.
+                helper = adwin._helper
                 width = helper.get_width()
                 before = 0.0 if width == 0 else helper.get_total() / width
             else:

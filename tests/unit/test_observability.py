@@ -140,3 +140,33 @@ def test_slices_beyond_the_cap_share_one_other_slice() -> None:
     assert sorted(slices) == ["(other)", "u0", "u1", "u2"]
     # Seven users share the other slice; the fallback (always True) was right for u4, u6, u8.
     assert slices["(other)"]["fallback"]["Accuracy"] == pytest.approx(3 / 7)
+
+
+def test_the_drift_demo_demotes_at_the_drift_after_an_earlier_detection_it_ignored() -> None:
+    """configs/drift.yaml's stream, in process. ADWIN first fires at label 1856 on a falling
+    error (ignored: no reason to demote), and replaces its window then; the detection at the
+    drift must still compare its estimate before and after on the detector's current window."""
+    from pathlib import Path
+
+    from pipeline.config import load_config
+    from producers.schedule import LabelDelay, schedule
+    from producers.sources import SourceOptions, open_source
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(root / "configs/drift.yaml", {"name": "drift-unit"}, environ={})
+    core = LearningCore.from_config(cfg)
+    records = open_source("synth:SEA:seed=7,n=8000,drift_at=4000", SourceOptions())
+    for emission in schedule(records, LabelDelay(events=10)):
+        record = emission.record
+        if emission.kind == "event":
+            core.on_event(Event(id=record.id, ts=emission.ts, features=record.features))
+        else:
+            core.on_label(Label(id=record.id, ts=emission.ts, label=record.label))
+    report = core.report()
+    decisions = sorted(report["promotions"] + report["demotions"], key=lambda d: d["label_index"])
+    assert [(d["kind"], d["label_index"]) for d in decisions] == [
+        ("promotion", 200),
+        ("demotion", 4192),
+        ("promotion", 4392),
+    ]
+    assert [d["label_index"] for d in report["drift"]] == [4192]
