@@ -2,6 +2,7 @@
 
     python benchmarks/transport.py [--repeats 3] [--events 20000] [--json out.json]
         [--clients kafka-python,confluent] [--datasets Shuttle,Bananas] [--replay-only]
+        [--e2e-only]
 
 For each Kafka client (``kafka.client``), on the embedded broker and the local Redis:
 
@@ -18,6 +19,8 @@ Medians of ``--repeats`` runs. The machine may be shared: note the load with the
 ``--replay-only`` measures only 3., after an unmeasured warm-up run per client, the clients
 interleaved within each repeat, with the process's CPU time per record beside the rate (CPU
 time includes the topics' creation and the producer's connection, which the rate does not).
+``--e2e-only`` measures only 1., the same way: a warm-up run per client, the clients interleaved,
+with the consumer's CPU time per event (its ``run()``, group join and idle stop included).
 """
 
 from __future__ import annotations
@@ -109,13 +112,44 @@ def end_to_end(
     cfg = config(bootstrap, redis_url, client)
     published = publish(cfg, bootstrap, schedule(iter(data), LabelDelay(events=DELAY)))
     consumer = Consumer(cfg, bootstrap, connect(redis_url), until_idle=0.5)
+    cpu = time.process_time()
     report = consumer.run()
+    cpu = time.process_time() - cpu
     cleanup(cfg, bootstrap, redis_url)
     assert report["events"] == len(data), report
     return {
         "events_per_s": len(data) / report["run"]["active_seconds"],
         "replay_records_per_s": (published.events + published.labels) / published.seconds,
+        "consumer_cpu_us_per_event": cpu / len(data) * 1e6,
     }
+
+
+def main_e2e_only(args: argparse.Namespace, clients: list[str], redis_url: str) -> None:
+    results: dict[str, Any] = {"events": args.events, "repeats": args.repeats}
+    results["load_average"] = os.getloadavg()
+    with EmbeddedBroker() as broker:
+        for client in clients:  # a fresh broker's first topics and connections: not measured
+            end_to_end(records("Bananas", 2000), broker.bootstrap, redis_url, client)
+        for dataset in args.datasets.split(","):
+            data = records(dataset, args.events)
+            runs: dict[str, list[dict[str, float]]] = {c: [] for c in clients}
+            for _ in range(args.repeats):
+                for client in clients:
+                    runs[client].append(end_to_end(data, broker.bootstrap, redis_url, client))
+            for client in clients:
+                row = {k: median([r[k] for r in runs[client]]) for k in runs[client][0]}
+                row["runs"] = [r["events_per_s"] for r in runs[client]]
+                results[f"{dataset}/{client}"] = row
+                print(
+                    f"{dataset:<8} {client:<13} end to end {row['events_per_s']:>7.0f} ev/s "
+                    f"({', '.join(f'{r:.0f}' for r in row['runs'])})  "
+                    f"consumer cpu {row['consumer_cpu_us_per_event']:.1f} us/ev",
+                    flush=True,
+                )
+    results["load_average_after"] = os.getloadavg()
+    print(f"load average before {results['load_average']}, after {os.getloadavg()}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
 
 
 def replay_only(
@@ -200,11 +234,15 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=5.0)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--replay-only", action="store_true", help="only the replay publish rate")
+    parser.add_argument("--e2e-only", action="store_true", help="only the end-to-end rate")
     args = parser.parse_args()
     clients = [c for c in args.clients.split(",") if c != "confluent" or confluent_installed()]
     redis_url = resolve_redis_url("redis://127.0.0.1:6379/0")
     if args.replay_only:
         main_replay_only(args, clients, redis_url)
+        return
+    if args.e2e_only:
+        main_e2e_only(args, clients, redis_url)
         return
     results: dict[str, Any] = {
         "events": args.events,

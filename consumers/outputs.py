@@ -61,7 +61,7 @@ class Outputs:
             else:
                 topic = self.topics.predictions
                 self.published += 1
-            self.durable.send(topic, out.key.encode(), encode(out.record))
+            self.durable.send(topic, out.key.encode(), encode(out.record), None)
 
     def dead_letter(self, origin: Origin | None, reason: str, message: str) -> None:
         """Publish an unusable record, with its reason and original bytes."""
@@ -78,7 +78,7 @@ class Outputs:
             rejected_at=time.time(),
             pipeline=self.pipeline,
         )
-        self.durable.send(self.topics.dead_letters, origin.key, encode(letter))
+        self.durable.send(self.topics.dead_letters, origin.key, encode(letter), None)
 
     def flush(self, attempts: int | None = None) -> bool:
         """True once the broker acknowledged every send so far."""

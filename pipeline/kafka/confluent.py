@@ -36,9 +36,11 @@ from pipeline.kafka.transport import (
     OnDelivery,
     OnError,
     OnPartitions,
+    Output,
     Partition,
     Record,
     Send,
+    SendOutput,
     TransportError,
 )
 
@@ -389,17 +391,80 @@ class ConfluentProducer:
 
         return send
 
+    def tracked_sender(self) -> _TrackedSender:
+        return _TrackedSender(self.client)
+
     def flush(self, timeout_s: float) -> None:
         left = self.client.flush(timeout_s)
         if left:
             raise FlushTimeout(f"{left} records still in flight after {timeout_s:.0f}s")
 
     def abort(self) -> None:
-        self.client.purge(in_queue=True, in_flight=True, blocking=False)
-        self.client.flush(0)
+        # Every record still queued or in flight gets its delivery report, failed with
+        # _PURGE_QUEUE or _PURGE_INFLIGHT, served by this flush: a tracked sender then knows
+        # every record it must send again.
+        self.client.purge(in_queue=True, in_flight=True, blocking=True)
+        self.client.flush(_PURGED_REPORTS_S)
 
     def close(self) -> None:
         self.client.flush(30)
+
+
+# Serving the delivery reports of purged records takes milliseconds; this only bounds it.
+_PURGED_REPORTS_S = 30.0
+
+
+class _TrackedSender:
+    """:class:`pipeline.kafka.transport.TrackedSender`: one delivery callback for every record,
+    a failed record read back from its report (an acknowledgement costs one call).
+
+    Every record produced gets exactly one delivery report, served by ``poll``/``flush`` on this
+    thread; so once the producer holds nothing (a flush returned, or a purge's reports were
+    served) the failures collected are all the records not acknowledged.
+    """
+
+    def __init__(self, client: Producer) -> None:
+        self._client = client
+        failed: list[Output] = []
+        self._failed = failed
+
+        def report(error: KafkaError | None, message: Message) -> None:
+            if error is not None:
+                at = message.partition()  # -1: failed before its partition was chosen
+                if at is not None and at < 0:
+                    at = None
+                # A produced message has its topic and value.
+                failed.append((message.topic(), message.key(), message.value(), at))  # type: ignore[arg-type]
+
+        # produce() positionally (its keywords cost a third of its time): topic, value, key,
+        # partition, callback.
+        produce, poll = client.produce, client.poll
+        unserved = 0
+
+        def send(topic: str, key: bytes | None, value: bytes, partition: int | None) -> None:
+            nonlocal unserved
+            at = -1 if partition is None else partition
+            while True:
+                try:
+                    produce(topic, value, key, at, report)
+                    break
+                except BufferError:
+                    poll(0.05)  # the local queue is full: let deliveries drain it
+            unserved += 1
+            if unserved >= 1000:
+                unserved = 0
+                poll(0)  # serve delivery reports as we go
+
+        self.send: SendOutput = send
+
+    def unacknowledged(self) -> list[Output]:
+        left = len(self._client)
+        if left:
+            # Not reported yet, so neither known delivered nor known failed: never guessed.
+            raise TransportError(f"{left} records neither acknowledged nor reported failed")
+        failed = self._failed[:]
+        del self._failed[:]
+        return failed
 
 
 class _Report:

@@ -24,9 +24,11 @@ from pipeline.kafka.transport import (
     OnDelivery,
     OnError,
     OnPartitions,
+    Output,
     Partition,
     Record,
     Send,
+    SendOutput,
     TransportError,
     stable_partition,
 )
@@ -36,6 +38,9 @@ log = logging.getLogger(__name__)
 # Records up to this size (key and value; the replay's two headers are a few bytes) skip
 # KafkaProducer.send's checks in the bulk sender: its size check could not refuse them.
 _SMALL_RECORD = 64 * 1024
+# A tracked sender drops its acknowledged records once it keeps this many (and twice as many as
+# were still unacknowledged at the last drop): memory bounded by what is in flight.
+_TRIM_AT = 10_000
 
 
 def _common(config: KafkaConfig, bootstrap: str) -> dict[str, Any]:
@@ -193,14 +198,7 @@ class KafkaPythonProducer:
         kafka-python major version, takes ``send``."""
         client = self.client
         config = client.config
-        transactions = client._transaction_manager
-        if (
-            kafka.__version__.split(".")[0] != "3"
-            or config["key_serializer"] is not None
-            or config["value_serializer"] is not None
-            or type(config["partitioner"]) is not DefaultPartitioner
-            or (transactions is not None and transactions.is_transactional())
-        ):
+        if not self._may_append():
             return self._sender(on_error)
         append, wakeup = client._accumulator.append, client._sender.wakeup
         metadata = client._metadata
@@ -238,6 +236,21 @@ class KafkaPythonProducer:
                 wakeup()
 
         return send
+
+    def _may_append(self) -> bool:
+        """Whether records may skip ``KafkaProducer.send`` for its accumulator (see sender)."""
+        config = self.client.config
+        transactions = self.client._transaction_manager
+        return not (
+            kafka.__version__.split(".")[0] != "3"
+            or config["key_serializer"] is not None
+            or config["value_serializer"] is not None
+            or type(config["partitioner"]) is not DefaultPartitioner
+            or (transactions is not None and transactions.is_transactional())
+        )
+
+    def tracked_sender(self) -> _TrackedSender:
+        return _TrackedSender(self)
 
     def _sender(self, on_error: OnError) -> Send:
         """:meth:`sender` through ``KafkaProducer.send``."""
@@ -280,6 +293,83 @@ class KafkaPythonProducer:
 
     def close(self) -> None:
         self.client.close()
+
+
+class _TrackedSender:
+    """:class:`pipeline.kafka.transport.TrackedSender`: each record kept with kafka-python's
+    future for it, no callback added; a record whose future did not succeed is unacknowledged.
+
+    Looking at the futures rather than waiting for their errbacks keeps this exact after an
+    abort that could not stop the IO thread in time (a future it left pending counts as not
+    acknowledged), and adds no work per record on the IO thread. Small keyed records go to the
+    accumulator as in :meth:`KafkaPythonProducer.sender`.
+    """
+
+    def __init__(self, producer: KafkaPythonProducer) -> None:
+        client = producer.client
+        kept: list[tuple[Any, str, bytes | None, bytes, int | None]] = []
+        self._kept = kept
+        keep = kept.append
+        client_send = client.send
+        trim_at = _TRIM_AT
+
+        def trim() -> None:
+            nonlocal trim_at
+            kept[:] = [k for k in kept if not (k[0].is_done and k[0].exception is None)]
+            trim_at = max(_TRIM_AT, 2 * len(kept))
+
+        if not producer._may_append():
+
+            def send_each(
+                topic: str, key: bytes | None, value: bytes, partition: int | None
+            ) -> None:
+                future = client_send(topic, key=key, value=value, partition=partition)
+                keep((future, topic, key, value, partition))
+                if len(kept) >= trim_at:
+                    trim()
+
+            self.send: SendOutput = send_each
+            return
+
+        append, wakeup = client._accumulator.append, client._sender.wakeup
+        metadata = client._metadata
+        small = min(_SMALL_RECORD, client.config["max_request_size"] // 2)
+        partition_counts: dict[str, int] = {}
+        checked: dict[tuple[str, int], TP] = {}
+        no_headers: Headers = []
+
+        def send(topic: str, key: bytes | None, value: bytes, partition: int | None) -> None:
+            count = partition_counts.get(topic)
+            if count is None or key is None or len(key) + len(value) > small:
+                # The first record of a topic waits for its metadata in send(); an unkeyed one
+                # takes the partitioner's random choice there.
+                future = client_send(topic, key=key, value=value, partition=partition)
+                if count is None:
+                    partitions = metadata.partitions_for_topic(topic)
+                    if partitions:
+                        partition_counts[topic] = len(partitions)
+            else:
+                at = partition
+                if at is None:
+                    at = stable_partition(key, count) if count > 1 else 0
+                tp = checked.get((topic, at))
+                if tp is None:
+                    if at not in (metadata.partitions_for_topic(topic) or ()):
+                        raise ValueError(f"Unrecognized partition {at} for topic {topic}")
+                    tp = checked[topic, at] = TP(topic, at)
+                future, full, new_batch, _ = append(tp, None, key, value, no_headers)
+                if full or new_batch:
+                    wakeup()
+            keep((future, topic, key, value, partition))
+            if len(kept) >= trim_at:
+                trim()
+
+        self.send = send
+
+    def unacknowledged(self) -> list[Output]:
+        missing = [(t, k, v, p) for f, t, k, v, p in self._kept if not f.succeeded()]
+        self._kept.clear()
+        return missing
 
 
 class KafkaPythonTransport:

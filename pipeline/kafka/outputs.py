@@ -3,38 +3,49 @@
 kafka-python retries a send for a while, then fails its future, and nobody looks at that future
 unless we do; after a broker outage a producer can also stay stuck with batches that never
 complete. A checkpoint moves the input offsets past the records whose outputs (predictions, dead
-letters) were sent, so it may only be written once all of those are acknowledged. So every
-output is kept until its acknowledgement; :meth:`DurableOutputs.flush` sends again what failed,
-replaces a producer that stopped answering, and tells the caller when it could not deliver.
+letters) were sent, so it may only be written once all of those are acknowledged. So
+:meth:`DurableOutputs.flush` waits for the producer, sends again what was not acknowledged,
+replaces a producer that stopped answering (what it held counts as not acknowledged), and tells
+the caller when it could not deliver.
+
+Per record only the client's own work is done: the producer's
+:meth:`~pipeline.kafka.transport.Producer.tracked_sender` keeps no object of ours per record and
+is asked, at flush, which records the broker did not acknowledge.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
-from pipeline.kafka.transport import FlushTimeout, Producer
+from pipeline.kafka.transport import FlushTimeout, Output, Producer, SendOutput, TrackedSender
 
 log = logging.getLogger(__name__)
 
-# topic, key, value, partition (None: the client's partitioner)
-Output = tuple[str, bytes | None, bytes, int | None]
+__all__ = ["DurableOutputs", "Output"]
 
 
 class DurableOutputs:
     """Send records; :meth:`flush` returns once every one of them was acknowledged.
 
+    ``send(topic, key, value, partition=None)`` is the tracked sender's own (rebound when the
+    producer is replaced); sends and flushes come from one thread.
+
     >>> class FlakyProducer:  # the first send of each record fails, as in a broker outage
     ...     def __init__(self):
-    ...         self.delivered, self.seen = [], set()
-    ...     def send(self, topic, key, value, *, partition=None, on_delivery=None, **_):
-    ...         ok = value in self.seen
-    ...         self.seen.add(value)
-    ...         if ok:
+    ...         self.delivered, self.seen, self.failed = [], set(), []
+    ...     def tracked_sender(self):
+    ...         return self
+    ...     def send(self, topic, key, value, partition=None):
+    ...         if value in self.seen:
     ...             self.delivered.append(value)
-    ...         on_delivery(None if ok else RuntimeError("broker down"))
+    ...         else:
+    ...             self.failed.append((topic, key, value, partition))
+    ...         self.seen.add(value)
+    ...     def unacknowledged(self):
+    ...         failed, self.failed = self.failed, []
+    ...         return failed
     ...     def flush(self, timeout_s):
     ...         pass
     ...     def abort(self):
@@ -43,12 +54,14 @@ class DurableOutputs:
     ...         pass
     >>> producer = FlakyProducer()
     >>> outputs = DurableOutputs(lambda: producer, backoff_s=0.0)
-    >>> outputs.send("predictions", b"k", b"v1", partition=0)
+    >>> outputs.send("predictions", b"k", b"v1", 0)
     >>> outputs.flush()
     True
     >>> producer.delivered, outputs.resent
     ([b'v1'], 1)
     """
+
+    send: SendOutput
 
     def __init__(
         self,
@@ -57,29 +70,17 @@ class DurableOutputs:
         flush_timeout_s: float = 30.0,
     ) -> None:
         self.make_producer = make_producer
-        self.producer = make_producer()
         self.backoff_s = backoff_s
         self.flush_timeout_s = flush_timeout_s
         self.resent = 0
-        self._pending: dict[int, Output] = {}
-        self._next = 0
-        # kafka-python acknowledges on its IO thread; confluent-kafka inside send/flush.
-        self._lock = threading.Lock()
+        # Known not acknowledged, to be sent again by the next flush.
+        self._unacknowledged: list[Output] = []
+        self._use(make_producer())
 
-    def send(
-        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
-    ) -> None:
-        with self._lock:
-            number = self._next
-            self._next += 1
-            self._pending[number] = (topic, key, value, partition)
-        self.producer.send(
-            topic, key, value, partition=partition, on_delivery=_Acknowledge(self, number)
-        )
-
-    def _acknowledged(self, number: int) -> None:
-        with self._lock:
-            self._pending.pop(number, None)
+    def _use(self, producer: Producer) -> None:
+        self.producer = producer
+        self._tracked: TrackedSender = producer.tracked_sender()
+        self.send = self._tracked.send  # type: ignore[method-assign]
 
     def flush(self, attempts: int | None = None) -> bool:
         """Block until everything sent so far is acknowledged; False if ``attempts`` ran out.
@@ -94,32 +95,34 @@ class DurableOutputs:
                 self.producer.flush(self.flush_timeout_s)
             except FlushTimeout:
                 stuck = True
-            with self._lock:
-                unacknowledged, self._pending = self._pending, {}
-            if not unacknowledged:
+                self._replace_producer()
+            else:
+                self._unacknowledged.extend(self._tracked.unacknowledged())
+            if not self._unacknowledged:
                 return True
             tried += 1
             if attempts is not None and tried > attempts:
-                with self._lock:
-                    self._pending.update(unacknowledged)
                 return False
             log.warning(
                 "%d outputs not acknowledged%s: sending them again",
-                len(unacknowledged),
-                " (producer stuck: replacing it)" if stuck else "",
+                len(self._unacknowledged),
+                " (producer stuck: replaced it)" if stuck else "",
             )
-            if stuck:
-                self._replace_producer()
             time.sleep(self.backoff_s)
-            self.resent += len(unacknowledged)
-            for topic, key, value, partition in unacknowledged.values():
-                self.send(topic, key, value, partition)
+            again, self._unacknowledged = self._unacknowledged, []
+            self.resent += len(again)
+            send = self.send
+            for topic, key, value, partition in again:
+                send(topic, key, value, partition)
 
     def _replace_producer(self) -> None:
-        # The stuck batches are dropped: their records were sent again here; one that did reach
-        # the broker is at worst a duplicate, never a loss.
-        old, self.producer = self.producer, self.make_producer()
+        # Aborted, the stuck producer reports everything it held as not acknowledged: sent again
+        # through the new one. One that did reach the broker is at worst a duplicate, never a
+        # loss.
+        old, tracked = self.producer, self._tracked
         old.abort()
+        self._unacknowledged.extend(tracked.unacknowledged())
+        self._use(self.make_producer())
 
     def close(self) -> None:
         try:
@@ -128,16 +131,3 @@ class DurableOutputs:
             self.producer.abort()
             return
         self.producer.close()
-
-
-class _Acknowledge:
-    """A send's delivery report: only an acknowledgement counts (a failure is resent at flush)."""
-
-    __slots__ = ("number", "outputs")
-
-    def __init__(self, outputs: DurableOutputs, number: int) -> None:
-        self.outputs, self.number = outputs, number
-
-    def __call__(self, error: Exception | None) -> None:
-        if error is None:
-            self.outputs._acknowledged(self.number)

@@ -34,6 +34,9 @@ OnError = Callable[[Exception], None]
 # A bulk send: topic, key, value, partition (None: the Java client's murmur2 partition of the
 # key, see stable_partition), headers, timestamp in ms.
 Send = Callable[[str, bytes, bytes, int | None, Headers, int], None]
+# A durable output: topic, key, value, partition (None: the client's partitioner).
+Output = tuple[str, bytes | None, bytes, int | None]
+SendOutput = Callable[[str, bytes | None, bytes, int | None], None]
 
 # After this long a send has succeeded or failed; a flush that takes much longer is stuck.
 # kafka-python requires it above linger_ms + request_timeout_ms (30 s by default).
@@ -104,6 +107,20 @@ class Consumer(Protocol):
     def close(self) -> None: ...
 
 
+class TrackedSender(Protocol):
+    """Sends records (positional, one thread) and tells which of them the broker did not
+    acknowledge, with as little work per record as the client allows: no callback object of
+    ours per record, and nothing done per acknowledgement outside the client."""
+
+    send: SendOutput
+
+    def unacknowledged(self) -> list[Output]:
+        """The records sent since the last call that the broker did not acknowledge (failed,
+        or never answered), in the order sent; forgotten here. Exact once the producer's
+        :meth:`~Producer.flush` returned, or after its :meth:`~Producer.abort`."""
+        ...
+
+
 class Producer(Protocol):
     """Sends records; ``on_delivery`` reports each one's acknowledgement or failure."""
 
@@ -126,12 +143,18 @@ class Producer(Protocol):
         :func:`stable_partition`."""
         ...
 
+    def tracked_sender(self) -> TrackedSender:
+        """The send of the durable outputs (:mod:`pipeline.kafka.outputs`): at most one per
+        producer, whose other sends it does not see."""
+        ...
+
     def flush(self, timeout_s: float) -> None:
         """Wait for every send so far to complete (either way); FlushTimeout if stuck."""
         ...
 
     def abort(self) -> None:
-        """Close without waiting: what is in flight is dropped (a stuck producer)."""
+        """Close without waiting: what is in flight is dropped (a stuck producer), and counted
+        as not acknowledged by the tracked sender."""
         ...
 
     def close(self) -> None: ...
