@@ -176,6 +176,9 @@ class NullProducer:
         if on_delivery is not None:
             on_delivery(None)
 
+    def tracked_sender(self) -> NullTrackedSender:
+        return NullTrackedSender()
+
     def flush(self, timeout_s: float) -> None:
         pass
 
@@ -184,6 +187,16 @@ class NullProducer:
 
     def close(self) -> None:
         pass
+
+
+class NullTrackedSender:
+    """The durable outputs' sender on the null producer: every record acknowledged at once."""
+
+    def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None) -> None:
+        pass
+
+    def unacknowledged(self) -> list[Any]:
+        return []
 
 
 def wire_records(data: list[SourceRecord], cfg: RiverlineConfig) -> list[FakeRecord]:
