@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import kafka
@@ -191,21 +191,9 @@ class KafkaPythonProducer:
             future.add_errback(on_delivery)
 
     def sender(self, on_error: OnError) -> Send:
-        """Small records go straight to the producer's accumulator, as ``KafkaProducer.send``
-        puts them there after its checks (argument types, metadata, partition, record size,
-        serializers, transactions), which are made once per topic and partition here instead
-        of per record: they cost as much as the append itself. Anything else, and any other
-        kafka-python major version, takes ``send``."""
-        client = self.client
-        config = client.config
-        if not self._may_append():
-            return self._sender(on_error)
-        append, wakeup = client._accumulator.append, client._sender.wakeup
-        metadata = client._metadata
-        small = min(_SMALL_RECORD, config["max_request_size"] // 2)
-        partition_counts: dict[str, int] = {}
-        checked: dict[tuple[str, int], TP] = {}
-        fallback = self._sender(on_error)
+        """Small records go straight to the producer's accumulator (see
+        :meth:`_record_appender`); a failure is reported to ``on_error``."""
+        append_record = self._record_appender()
 
         def send(
             topic: str,
@@ -215,14 +203,66 @@ class KafkaPythonProducer:
             headers: Headers,
             timestamp_ms: int,
         ) -> None:
+            append_record(topic, key, value, partition, headers, timestamp_ms).add_errback(on_error)
+
+        return send
+
+    def _record_appender(self) -> Callable[..., Any]:
+        """``(topic, key, value, partition, headers, timestamp_ms) -> future``, for the bulk
+        and the tracked senders.
+
+        Small keyed records go straight to the producer's accumulator, as ``KafkaProducer.send``
+        puts them there after its checks (argument types, metadata, partition, record size,
+        serializers, transactions), which are made once per topic and partition here instead
+        of per record: they cost as much as the append itself. Anything else, and any other
+        kafka-python major version, takes ``send``.
+        """
+        client = self.client
+        client_send = client.send
+
+        def send_one(
+            topic: str,
+            key: bytes | None,
+            value: bytes,
+            partition: int | None,
+            headers: Headers | None,
+            timestamp_ms: int | None,
+        ) -> Any:
+            return client_send(
+                topic,
+                key=key,
+                value=value,
+                partition=partition,
+                headers=headers,
+                timestamp_ms=timestamp_ms,
+            )
+
+        if not self._may_append():
+            return send_one
+        append, wakeup = client._accumulator.append, client._sender.wakeup
+        metadata = client._metadata
+        small = min(_SMALL_RECORD, client.config["max_request_size"] // 2)
+        partition_counts: dict[str, int] = {}
+        checked: dict[tuple[str, int], TP] = {}
+
+        def append_one(
+            topic: str,
+            key: bytes | None,
+            value: bytes,
+            partition: int | None,
+            headers: Headers,
+            timestamp_ms: int | None,
+        ) -> Any:
             count = partition_counts.get(topic)
-            if count is None or len(key) + len(value) > small:
-                # The first record of a topic waits for its metadata in send().
-                fallback(topic, key, value, partition, headers, timestamp_ms)
-                partitions = metadata.partitions_for_topic(topic)
-                if partitions:
-                    partition_counts[topic] = len(partitions)
-                return
+            if count is None or key is None or len(key) + len(value) > small:
+                # The first record of a topic waits for its metadata in send(); an unkeyed one
+                # takes the partitioner's choice there.
+                future = send_one(topic, key, value, partition, headers, timestamp_ms)
+                if count is None:
+                    partitions = metadata.partitions_for_topic(topic)
+                    if partitions:
+                        partition_counts[topic] = len(partitions)
+                return future
             if partition is None:
                 partition = stable_partition(key, count) if count > 1 else 0
             tp = checked.get((topic, partition))
@@ -231,14 +271,15 @@ class KafkaPythonProducer:
                     raise ValueError(f"Unrecognized partition {partition} for topic {topic}")
                 tp = checked[topic, partition] = TP(topic, partition)
             future, full, new_batch, _ = append(tp, timestamp_ms, key, value, headers)
-            future.add_errback(on_error)
             if full or new_batch:
                 wakeup()
+            return future
 
-        return send
+        return append_one
 
     def _may_append(self) -> bool:
-        """Whether records may skip ``KafkaProducer.send`` for its accumulator (see sender)."""
+        """Whether records may skip ``KafkaProducer.send`` for its accumulator (see
+        :meth:`_record_appender`)."""
         config = self.client.config
         transactions = self.client._transaction_manager
         return not (
@@ -251,30 +292,6 @@ class KafkaPythonProducer:
 
     def tracked_sender(self) -> _TrackedSender:
         return _TrackedSender(self)
-
-    def _sender(self, on_error: OnError) -> Send:
-        """:meth:`sender` through ``KafkaProducer.send``."""
-        client_send = self.client.send
-
-        def send(
-            topic: str,
-            key: bytes,
-            value: bytes,
-            partition: int | None,
-            headers: Headers,
-            timestamp_ms: int,
-        ) -> None:
-            future = client_send(
-                topic,
-                key=key,
-                value=value,
-                partition=partition,
-                headers=headers,
-                timestamp_ms=timestamp_ms,
-            )
-            future.add_errback(on_error)
-
-        return send
 
     def flush(self, timeout_s: float) -> None:
         try:
@@ -302,69 +319,29 @@ class _TrackedSender:
     Looking at the futures rather than waiting for their errbacks keeps this exact after an
     abort that could not stop the IO thread in time (a future it left pending counts as not
     acknowledged), and adds no work per record on the IO thread. Small keyed records go to the
-    accumulator as in :meth:`KafkaPythonProducer.sender`.
+    accumulator (:meth:`KafkaPythonProducer._record_appender`).
     """
 
     def __init__(self, producer: KafkaPythonProducer) -> None:
-        client = producer.client
         kept: list[tuple[Any, str, bytes | None, bytes, int | None]] = []
         self._kept = kept
         keep = kept.append
-        client_send = client.send
+        append_record = producer._record_appender()
         trim_at = _TRIM_AT
+        no_headers: Headers = []
 
         def trim() -> None:
             nonlocal trim_at
             kept[:] = [k for k in kept if not (k[0].is_done and k[0].exception is None)]
             trim_at = max(_TRIM_AT, 2 * len(kept))
 
-        if not producer._may_append():
-
-            def send_each(
-                topic: str, key: bytes | None, value: bytes, partition: int | None
-            ) -> None:
-                future = client_send(topic, key=key, value=value, partition=partition)
-                keep((future, topic, key, value, partition))
-                if len(kept) >= trim_at:
-                    trim()
-
-            self.send: SendOutput = send_each
-            return
-
-        append, wakeup = client._accumulator.append, client._sender.wakeup
-        metadata = client._metadata
-        small = min(_SMALL_RECORD, client.config["max_request_size"] // 2)
-        partition_counts: dict[str, int] = {}
-        checked: dict[tuple[str, int], TP] = {}
-        no_headers: Headers = []
-
         def send(topic: str, key: bytes | None, value: bytes, partition: int | None) -> None:
-            count = partition_counts.get(topic)
-            if count is None or key is None or len(key) + len(value) > small:
-                # The first record of a topic waits for its metadata in send(); an unkeyed one
-                # takes the partitioner's random choice there.
-                future = client_send(topic, key=key, value=value, partition=partition)
-                if count is None:
-                    partitions = metadata.partitions_for_topic(topic)
-                    if partitions:
-                        partition_counts[topic] = len(partitions)
-            else:
-                at = partition
-                if at is None:
-                    at = stable_partition(key, count) if count > 1 else 0
-                tp = checked.get((topic, at))
-                if tp is None:
-                    if at not in (metadata.partitions_for_topic(topic) or ()):
-                        raise ValueError(f"Unrecognized partition {at} for topic {topic}")
-                    tp = checked[topic, at] = TP(topic, at)
-                future, full, new_batch, _ = append(tp, None, key, value, no_headers)
-                if full or new_batch:
-                    wakeup()
+            future = append_record(topic, key, value, partition, no_headers, None)
             keep((future, topic, key, value, partition))
             if len(kept) >= trim_at:
                 trim()
 
-        self.send = send
+        self.send: SendOutput = send
 
     def unacknowledged(self) -> list[Output]:
         missing = [(t, k, v, p) for f, t, k, v, p in self._kept if not f.succeeded()]
