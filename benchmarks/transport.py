@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,34 +125,6 @@ def end_to_end(
     }
 
 
-def main_e2e_only(args: argparse.Namespace, clients: list[str], redis_url: str) -> None:
-    results: dict[str, Any] = {"events": args.events, "repeats": args.repeats}
-    results["load_average"] = os.getloadavg()
-    with EmbeddedBroker() as broker:
-        for client in clients:  # a fresh broker's first topics and connections: not measured
-            end_to_end(records("Bananas", 2000), broker.bootstrap, redis_url, client)
-        for dataset in args.datasets.split(","):
-            data = records(dataset, args.events)
-            runs: dict[str, list[dict[str, float]]] = {c: [] for c in clients}
-            for _ in range(args.repeats):
-                for client in clients:
-                    runs[client].append(end_to_end(data, broker.bootstrap, redis_url, client))
-            for client in clients:
-                row = {k: median([r[k] for r in runs[client]]) for k in runs[client][0]}
-                row["runs"] = [r["events_per_s"] for r in runs[client]]
-                results[f"{dataset}/{client}"] = row
-                print(
-                    f"{dataset:<8} {client:<13} end to end {row['events_per_s']:>7.0f} ev/s "
-                    f"({', '.join(f'{r:.0f}' for r in row['runs'])})  "
-                    f"consumer cpu {row['consumer_cpu_us_per_event']:.1f} us/ev",
-                    flush=True,
-                )
-    results["load_average_after"] = os.getloadavg()
-    print(f"load average before {results['load_average']}, after {os.getloadavg()}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-
-
 def replay_only(
     data: list[SourceRecord], bootstrap: str, redis_url: str, client: str
 ) -> dict[str, float]:
@@ -165,28 +138,41 @@ def replay_only(
     return {"records_per_s": count / published.seconds, "cpu_us_per_record": cpu / count * 1e6}
 
 
-def main_replay_only(args: argparse.Namespace, clients: list[str], redis_url: str) -> None:
+Measure = Callable[[list[SourceRecord], str, str, str], dict[str, float]]
+
+
+def main_interleaved(
+    args: argparse.Namespace,
+    clients: list[str],
+    redis_url: str,
+    measure: Measure,
+    describe: Callable[[dict[str, Any]], str],
+    rate_key: str,
+) -> None:
+    """``--e2e-only`` and ``--replay-only``: ``measure`` per dataset, the clients interleaved in
+    each repeat, medians; ``rate_key`` names the figure listed run by run."""
     results: dict[str, Any] = {"events": args.events, "repeats": args.repeats}
     results["load_average"] = os.getloadavg()
     with EmbeddedBroker() as broker:
         # A fresh broker's first topics and a process's first connections are slower: not what
         # is measured.
         for client in clients:
-            replay_only(records("Bananas", 2000), broker.bootstrap, redis_url, client)
+            measure(records("Bananas", 2000), broker.bootstrap, redis_url, client)
         for dataset in args.datasets.split(","):
             data = records(dataset, args.events)
             runs: dict[str, list[dict[str, float]]] = {c: [] for c in clients}
             for _ in range(args.repeats):
                 for client in clients:
-                    runs[client].append(replay_only(data, broker.bootstrap, redis_url, client))
+                    runs[client].append(measure(data, broker.bootstrap, redis_url, client))
             for client in clients:
-                row = {k: median([r[k] for r in runs[client]]) for k in runs[client][0]}
-                row["runs"] = [r["records_per_s"] for r in runs[client]]
+                row: dict[str, Any] = {
+                    k: median([r[k] for r in runs[client]]) for k in runs[client][0]
+                }
+                row["runs"] = [r[rate_key] for r in runs[client]]
                 results[f"{dataset}/{client}"] = row
                 print(
-                    f"{dataset:<8} {client:<13} replay {row['records_per_s']:>8.0f} rec/s "
-                    f"({', '.join(f'{r:.0f}' for r in row['runs'])})  "
-                    f"cpu {row['cpu_us_per_record']:.1f} us/rec",
+                    f"{dataset:<8} {client:<13} {describe(row)} "
+                    f"({', '.join(f'{r:.0f}' for r in row['runs'])})",
                     flush=True,
                 )
     results["load_average_after"] = os.getloadavg()
@@ -239,10 +225,30 @@ def main() -> None:
     clients = [c for c in args.clients.split(",") if c != "confluent" or confluent_installed()]
     redis_url = resolve_redis_url("redis://127.0.0.1:6379/0")
     if args.replay_only:
-        main_replay_only(args, clients, redis_url)
+        main_interleaved(
+            args,
+            clients,
+            redis_url,
+            replay_only,
+            lambda row: (
+                f"replay {row['records_per_s']:>8.0f} rec/s, "
+                f"cpu {row['cpu_us_per_record']:.1f} us/rec"
+            ),
+            "records_per_s",
+        )
         return
     if args.e2e_only:
-        main_e2e_only(args, clients, redis_url)
+        main_interleaved(
+            args,
+            clients,
+            redis_url,
+            end_to_end,
+            lambda row: (
+                f"end to end {row['events_per_s']:>7.0f} ev/s, "
+                f"consumer cpu {row['consumer_cpu_us_per_event']:.1f} us/ev"
+            ),
+            "events_per_s",
+        )
         return
     results: dict[str, Any] = {
         "events": args.events,
