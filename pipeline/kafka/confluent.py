@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import (
@@ -307,6 +307,29 @@ class ConfluentConsumer:
         self.client.close()
 
 
+def _queued(client: Producer) -> Callable[..., None]:
+    """``client.produce(...)`` that waits out a full local queue (letting delivery reports drain
+    it) and serves delivery reports every 1,000 records: every send path of a producer goes
+    through one of these, so they share one count."""
+    produce, poll = client.produce, client.poll
+    unserved = 0
+
+    def produce_one(*args: Any, **kwargs: Any) -> None:
+        nonlocal unserved
+        while True:
+            try:
+                produce(*args, **kwargs)
+                break
+            except BufferError:
+                poll(0.05)  # the local queue is full: let deliveries drain it
+        unserved += 1
+        if unserved >= 1000:
+            unserved = 0
+            poll(0)  # serve delivery reports as we go
+
+    return produce_one
+
+
 class ConfluentProducer:
     """:class:`pipeline.kafka.transport.Producer` on librdkafka's producer."""
 
@@ -325,7 +348,7 @@ class ConfluentProducer:
             **translate(overrides),
         }
         self.client = Producer(options)
-        self._unserved = 0
+        self._produce = _queued(self.client)
 
     def send(
         self,
@@ -346,27 +369,16 @@ class ConfluentProducer:
             kwargs["headers"] = headers
         if timestamp_ms is not None:
             kwargs["timestamp"] = timestamp_ms
-        while True:
-            try:
-                self.client.produce(topic, **kwargs)
-                break
-            except BufferError:
-                self.client.poll(0.05)  # the local queue is full: let deliveries drain it
-        self._unserved += 1
-        if self._unserved >= 1000:
-            self._unserved = 0
-            self.client.poll(0)  # serve delivery reports as we go
+        self._produce(topic, **kwargs)
 
     def sender(self, on_error: OnError) -> Send:
         # One delivery callback for every record, and no partition computed in Python: for a key
         # without an explicit partition, librdkafka's murmur2_random is the Java client's murmur2.
         # produce() positionally: its keywords cost a third of its time. The order is its C
         # keyword list's, unchanged since headers came (topic, value, key, partition, callback,
-        # on_delivery, timestamp, headers). (The ignore: a list of (str, bytes) is one of the
-        # accepted header forms, but lists are invariant.)
-        produce, poll = self.client.produce, self.client.poll
+        # on_delivery, timestamp, headers).
+        produce = self._produce
         report = _ErrorReport(on_error)
-        unserved = 0
 
         def send(
             topic: str,
@@ -376,23 +388,13 @@ class ConfluentProducer:
             headers: Headers,
             timestamp_ms: int,
         ) -> None:
-            nonlocal unserved
             at = -1 if partition is None else partition
-            while True:
-                try:
-                    produce(topic, value, key, at, report, None, timestamp_ms, headers)  # type: ignore[arg-type]
-                    break
-                except BufferError:
-                    poll(0.05)  # the local queue is full: let deliveries drain it
-            unserved += 1
-            if unserved >= 1000:
-                unserved = 0
-                poll(0)  # serve delivery reports as we go
+            produce(topic, value, key, at, report, None, timestamp_ms, headers)
 
         return send
 
     def tracked_sender(self) -> _TrackedSender:
-        return _TrackedSender(self.client)
+        return _TrackedSender(self.client, self._produce)
 
     def flush(self, timeout_s: float) -> None:
         left = self.client.flush(timeout_s)
@@ -423,7 +425,7 @@ class _TrackedSender:
     served) the failures collected are all the records not acknowledged.
     """
 
-    def __init__(self, client: Producer) -> None:
+    def __init__(self, client: Producer, produce: Callable[..., None]) -> None:
         self._client = client
         failed: list[Output] = []
         self._failed = failed
@@ -438,22 +440,9 @@ class _TrackedSender:
 
         # produce() positionally (its keywords cost a third of its time): topic, value, key,
         # partition, callback.
-        produce, poll = client.produce, client.poll
-        unserved = 0
 
         def send(topic: str, key: bytes | None, value: bytes, partition: int | None) -> None:
-            nonlocal unserved
-            at = -1 if partition is None else partition
-            while True:
-                try:
-                    produce(topic, value, key, at, report)
-                    break
-                except BufferError:
-                    poll(0.05)  # the local queue is full: let deliveries drain it
-            unserved += 1
-            if unserved >= 1000:
-                unserved = 0
-                poll(0)  # serve delivery reports as we go
+            produce(topic, value, key, -1 if partition is None else partition, report)
 
         self.send: SendOutput = send
 
