@@ -19,7 +19,7 @@ from pipeline.gating import Decision
 from pipeline.kafka.records import KIND_EVENT, KIND_PREDICTION, Incoming
 from pipeline.schemas import Event, InvalidRecord
 from pipeline.served import Published
-from pipeline.telemetry import LatencyQuantiles, PipelineMetrics
+from pipeline.telemetry import LatencyHistogram, PipelineMetrics
 
 if TYPE_CHECKING:
     from pipeline.serving.predictor_core import ServingCore
@@ -51,8 +51,8 @@ class RecordProcessor:
         self.config = config
         self.on_learned = on_learned
         self.serve = serve
-        self.latency_ms = LatencyQuantiles()  # record sent -> prediction produced
-        self.processing_ms = LatencyQuantiles()
+        self.latency_ms = LatencyHistogram()  # record sent -> prediction produced
+        self.processing_ms = LatencyHistogram()
         self.last_record_at: float | None = None
         self._label_type_logged = False
         self.unreadable_predictions = 0
@@ -121,7 +121,7 @@ class RecordProcessor:
 
 def observe_latency(
     metrics: PipelineMetrics,
-    latency_ms: LatencyQuantiles,
+    latency_ms: LatencyHistogram,
     incoming: Incoming,
     event: Event,
     now: float,
@@ -158,12 +158,12 @@ class PredictionProcessor:
         self.metrics = metrics
         # Events and predictions by source are the serving core's counts; these are the rest.
         self.dead_letters: Counter[str] = Counter()
-        self.latency_ms = LatencyQuantiles()  # record sent -> prediction produced
-        self.processing_ms = LatencyQuantiles()
+        self.latency_ms = LatencyHistogram()  # record sent -> prediction produced
+        self.processing_ms = LatencyHistogram()
         self.last_record_at: float | None = None
         # model version -> wall time it was published; observed at its first prediction
         self.awaiting_first_use: dict[int, float] = {}
-        self.version_to_first_use_ms = LatencyQuantiles()
+        self.version_to_first_use_ms = LatencyHistogram()
 
     def process(self, incoming: Incoming) -> None:
         started = time.perf_counter()

@@ -1,4 +1,6 @@
-"""Latency as a distribution: streaming p50/p90/p99 in constant memory (River's P² quantiles).
+"""Latency as a distribution: streaming p50/p90/p99 in constant memory, either from River's P²
+quantiles (:class:`LatencyQuantiles`) or from a log-bucket histogram (:class:`LatencyHistogram`,
+the consumer's per-record figures: cheaper per value and within 0.5% of the exact quantile).
 
 >>> lat = LatencyQuantiles()
 >>> for ms in range(1, 1001):
@@ -10,9 +12,11 @@
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from typing import Any
 
+import numpy as np
 from river import stats
 
 from pipeline.health import HealthServer, Readiness
@@ -37,6 +41,83 @@ class LatencyQuantiles:
         for q, estimator in self.estimators.items():
             value = estimator.get()
             out[f"p{round(q * 100)}"] = float(value) if value is not None and self.count else 0.0
+        out["max"] = self.maximum
+        return out
+
+
+class LatencyHistogram:
+    """p50/p90/p99 (and count, max) of non-negative values, from a fixed log-bucket histogram.
+
+    The buckets' edges are the powers of ``G = 1.01``, from a nanosecond to three centuries in
+    milliseconds (``LOWEST`` and below: one bucket, reported as 0); a
+    quantile is reported as the geometric middle of the bucket that holds its rank, kept within
+    the smallest and largest value seen. So the quantile of rank ``ceil(q * count)`` comes back
+    within ``sqrt(G) - 1`` (0.5%) of its value; River's P² estimate, one per quantile, may be off
+    by much more (15% on a latency run's p50) and costs three updates per value.
+
+    ``update`` only appends: values are put into buckets by the thousand, with numpy.
+
+    >>> lat = LatencyHistogram()
+    >>> for ms in range(1, 1001):
+    ...     lat.update(float(ms))
+    >>> summary = lat.summary()
+    >>> summary["count"], summary["max"]
+    (1000, 1000.0)
+    >>> [round(summary[p], 1) for p in ("p50", "p90", "p99")]  # exactly: 500, 900, 990
+    [499.7, 898.8, 992.8]
+    """
+
+    GROWTH = 1.01
+    LOWEST = 1e-6
+    HIGHEST = 1e13
+    _SCALE = 1.0 / math.log(GROWTH)
+    _OFFSET = 1 - math.floor(math.log(LOWEST) * _SCALE)
+    BUCKETS = _OFFSET + math.ceil(math.log(HIGHEST) * _SCALE) + 1
+    _FOLD_EVERY = 4096
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(self.BUCKETS, dtype=np.int64)
+        self.count = 0
+        self.maximum = 0.0
+        self.minimum = math.inf
+        self._pending: list[float] = []
+
+    def update(self, value: float) -> None:
+        pending = self._pending
+        pending.append(value)
+        if len(pending) >= self._FOLD_EVERY:
+            self._fold()
+
+    def _fold(self) -> None:
+        if not self._pending:
+            return
+        values = np.array(self._pending, dtype=np.float64)
+        self._pending.clear()
+        # NaN and anything at or below LOWEST go to bucket 0, anything beyond HIGHEST to the last.
+        index = np.floor(np.log(np.fmax(values, self.LOWEST)) * self._SCALE) + self._OFFSET
+        index = np.fmin(np.fmax(index, 0.0), self.BUCKETS - 1.0)
+        index[values <= self.LOWEST] = 0.0
+        self.counts += np.bincount(index.astype(np.intp), minlength=self.BUCKETS)
+        self.count += len(values)
+        # As max() and min() value by value: a NaN changes neither.
+        self.maximum = max(self.maximum, float(np.fmax.reduce(values)))
+        self.minimum = min(self.minimum, float(np.fmin.reduce(values)))
+
+    def quantile(self, q: float) -> float:
+        """The value of rank ``ceil(q * count)``, within 0.5%; 0.0 before any value."""
+        self._fold()
+        if not self.count:
+            return 0.0
+        rank = max(1, math.ceil(q * self.count))
+        bucket = int(np.searchsorted(np.cumsum(self.counts), rank))
+        middle = 0.0 if bucket == 0 else self.GROWTH ** (bucket - self._OFFSET + 0.5)
+        return min(max(middle, self.minimum), self.maximum)
+
+    def summary(self) -> dict[str, float | int]:
+        self._fold()
+        out: dict[str, float | int] = {"count": self.count}
+        for q in QUANTILES:
+            out[f"p{round(q * 100)}"] = self.quantile(q)
         out["max"] = self.maximum
         return out
 

@@ -1,5 +1,6 @@
 """The lean hot path gives exactly what the straightforward code gave."""
 
+import math
 import os
 import pickle
 import random
@@ -17,7 +18,7 @@ from pipeline.evaluation import ABSTAIN, Evaluator, adapt
 from pipeline.join import DUPLICATE, JoinBuffer, Pending
 from pipeline.models import make_metric
 from pipeline.schemas import Event, Label, Prediction, encode
-from pipeline.telemetry import HistogramBatch
+from pipeline.telemetry import HistogramBatch, LatencyHistogram
 
 
 def core_for(**overrides: Any) -> LearningCore:
@@ -204,6 +205,50 @@ def test_histogram_batch_equals_observing_each_value() -> None:
     assert registry.get_sample_value("batched_seconds_sum", {"clock": "wall"}) == pytest.approx(
         registry.get_sample_value("one_seconds_sum", {"clock": "wall"})
     )
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        lambda rng: rng.lognormvariate(0.0, 2.0),  # latency-like: a long right tail
+        lambda rng: rng.uniform(0.0, 100.0),
+        lambda rng: rng.choice([0.0, 0.0, 2.5, 1e9]),  # zeros, ties, a huge outlier
+        lambda rng: rng.expovariate(1.0) * 1e-5,  # below a microsecond, some at LOWEST and under
+        lambda rng: rng.choice([0.5, 2.0, math.inf, -1.0, 1e20]),  # outside the buckets' range
+    ],
+)
+def test_latency_histogram_is_within_half_a_percent_of_the_exact_quantile(draw: Any) -> None:
+    rng = random.Random(11)
+    histogram = LatencyHistogram()
+    seen: list[float] = []
+    for n in (1, 7, 5000, 12_345):  # before, at and across the bulk folds
+        for _ in range(n):
+            value = draw(rng)
+            histogram.update(value)
+            seen.append(value)
+        seen.sort()
+        summary = histogram.summary()
+        assert summary["count"] == len(seen)
+        assert summary["max"] == max(0.0, seen[-1])
+        for q in (0.5, 0.9, 0.99):
+            exact = seen[math.ceil(q * len(seen)) - 1]
+            got = summary[f"p{round(q * 100)}"]
+            if LatencyHistogram.LOWEST < exact <= LatencyHistogram.HIGHEST:
+                assert abs(got / exact - 1) <= math.sqrt(LatencyHistogram.GROWTH) - 1 + 1e-12
+            elif exact > LatencyHistogram.HIGHEST:
+                assert got > LatencyHistogram.HIGHEST  # past the last bucket: at least its edge
+            else:
+                assert seen[0] <= got <= LatencyHistogram.LOWEST  # at or below a nanosecond
+
+
+def test_latency_histogram_before_any_value_reports_zeros() -> None:
+    assert LatencyHistogram().summary() == {
+        "count": 0,
+        "p50": 0.0,
+        "p90": 0.0,
+        "p99": 0.0,
+        "max": 0.0,
+    }
 
 
 def test_checkpoint_compression_level_follows_the_data() -> None:
