@@ -110,18 +110,7 @@ def _common(config: KafkaConfig, bootstrap: str) -> dict[str, Any]:
 _librdkafka_log = logging.getLogger("librdkafka")
 
 
-def _record(m: Message) -> Record:
-    kind, ts = m.timestamp()
-    # A consumed message always has its topic, partition and offset; headers come as a list.
-    return Record(
-        m.topic(),  # type: ignore[arg-type]
-        m.partition(),  # type: ignore[arg-type]
-        m.offset(),  # type: ignore[arg-type]
-        m.key(),
-        m.value(),
-        ts if kind else None,
-        m.headers(),  # type: ignore[arg-type]
-    )
+_tuple_new = tuple.__new__  # Record's own __new__ is a Python function: one call more
 
 
 class ConfluentConsumer:
@@ -201,6 +190,10 @@ class ConfluentConsumer:
             if self.batch > 1:
                 messages.extend(self.client.consume(self.batch - 1, 0))
         batches: dict[Partition, list[Record]] = {}
+        # A batch comes in runs of one partition's messages: the run's list is kept at hand.
+        topic: str | None = None
+        number = -1
+        records: list[Record] = []
         for m in messages:
             error = m.error()
             if error is not None:
@@ -213,11 +206,27 @@ class ConfluentConsumer:
                 else:
                     log.warning("fetch error: %s", error)
                 continue
-            record = _record(m)
-            partition = (record.topic, record.partition)
-            records = batches.get(partition)
-            if records is None:
-                records = batches[partition] = []
+            # A consumed message always has its topic, partition and offset; headers come as a
+            # list.
+            kind, ts = m.timestamp()
+            record = _tuple_new(
+                Record,
+                (
+                    m.topic(),
+                    m.partition(),
+                    m.offset(),
+                    m.key(),
+                    m.value(),
+                    ts if kind else None,
+                    m.headers(),
+                ),
+            )
+            if record[1] != number or record[0] != topic:
+                topic, number = record[0], record[1]
+                partition = (topic, number)
+                records = batches.get(partition)  # type: ignore[assignment]
+                if records is None:
+                    records = batches[partition] = []
             records.append(record)
         for partition, records in batches.items():
             self._position[partition] = records[-1].offset + 1
