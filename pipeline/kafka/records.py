@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from pipeline.kafka.transport import Record
 from pipeline.ordering import EVENT_RANK, LABEL_RANK, PREDICTION_RANK, Item
 from pipeline.schemas import InvalidRecord
 from pipeline.served import parse_published
@@ -87,7 +88,10 @@ def seq_and_sent(record: Any) -> tuple[int | None, int | None]:
     >>> seq_and_sent(SimpleNamespace(headers=[("seq", b"3"), ("sent_ms", b"x")]))
     (3, None)
     """
-    headers = record.headers
+    return _seq_and_sent(record.headers)
+
+
+def _seq_and_sent(headers: Any) -> tuple[int | None, int | None]:
     # What riverline's replay writes, in its order: read without the general loop.
     if headers and len(headers) == 2:
         (first, seq_raw), (second, sent_raw) = headers
@@ -121,30 +125,40 @@ def _as_int(value: Any) -> int | None:
         return None
 
 
+_tuple_new = tuple.__new__  # a NamedTuple's own __new__ is a Python function: one call more
+_INVALID_TS = float("-inf")
+
+
 def to_item(record: Any, kind: str, validator: Validator) -> Item:
-    """Parse and check a consumer record into a merge item (an invalid one sorts first)."""
+    """Parse and check a consumer record into a merge item (an invalid one sorts first).
+
+    ``record`` is a transport :class:`~pipeline.kafka.transport.Record`, or anything with its
+    attributes.
+    """
+    if type(record) is Record:
+        topic, partition, offset, key, value, timestamp, headers = record
+    else:
+        topic, partition, offset = record.topic, record.partition, record.offset
+        key, value, timestamp, headers = record.key, record.value, record.timestamp, record.headers
     parsed: Any
     try:
         if kind == KIND_EVENT:
-            parsed = validator.event(record.value)
+            parsed = validator.event(value)
+            rank = EVENT_RANK
         elif kind == KIND_LABEL:
-            parsed = validator.label(record.value)
+            parsed = validator.label(value)
+            rank = LABEL_RANK
         else:
-            parsed = parse_published(record.value)
+            rank = RANKS[kind]
+            parsed = parse_published(value)
         ts = parsed.ts
     except InvalidRecord as e:
         parsed = e
+        rank = RANKS[kind]
         # First in line: a bad record's time (if any) must not hold back the valid records
         # behind it in its partition; it only goes to the dead-letter topic.
-        ts = float("-inf")
-    seq, sent_ms = seq_and_sent(record)
-    topic, partition, offset, timestamp = (
-        record.topic,
-        record.partition,
-        record.offset,
-        record.timestamp,
-    )
-    origin = Origin(topic, partition, offset, timestamp, record.key, record.value)
+        ts = _INVALID_TS
+    seq, sent_ms = _seq_and_sent(headers)
+    origin = _tuple_new(Origin, (topic, partition, offset, timestamp, key, value))
     incoming = Incoming(kind, origin, parsed, sent_ms or timestamp)
-    key = (ts, RANKS[kind], seq if seq is not None else -1)
-    return Item(key, (topic, partition), offset, incoming)
+    return Item((ts, rank, seq if seq is not None else -1), (topic, partition), offset, incoming)

@@ -19,7 +19,17 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import ValidationConfig
-from pipeline.kafka.records import SENT_HEADER, SEQ_HEADER, int_header, seq_and_sent
+from pipeline.kafka.records import (
+    KIND_EVENT,
+    KIND_LABEL,
+    SENT_HEADER,
+    SEQ_HEADER,
+    Origin,
+    int_header,
+    seq_and_sent,
+    to_item,
+)
+from pipeline.kafka.transport import Record
 from pipeline.schemas import (
     MAX_ID_LENGTH,
     Event,
@@ -32,7 +42,7 @@ from pipeline.schemas import (
     parse_event,
     parse_label,
 )
-from pipeline.validation import Validator
+from pipeline.validation import Validator, check_event, check_size
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -328,6 +338,71 @@ def test_the_validator_refuses_as_before() -> None:
         validator.label(b'{"id":"1","ts":0,"label":2}')
     assert err.value.reason == "label_not_allowed"
     assert validator.label(b'{"id":"1","ts":0,"label":1.0}').label == 1.0
+
+
+def reference_event(raw: bytes | None, limits: ValidationConfig, now: float) -> Event:
+    """The validator's event path as it was: every check, one after the other."""
+    check_size(raw, limits)
+    event = parse_event(raw)
+    check_event(event, limits, now)
+    return event
+
+
+@SETTINGS
+@example({"s": "x" * 14}, 13, 1, 0.0, True)  # a character too long, in a short record
+@example({"s": "x" * 14}, 14, 1, 0.0, True)
+@given(
+    st.dictionaries(
+        st.text(max_size=3),
+        st.one_of(
+            st.text(max_size=40),
+            st.text('é\n"\\\U0001f600a', max_size=40),  # escaped or wider than a byte
+            st.integers(),
+            st.none(),
+        ),
+        max_size=5,
+    ),
+    st.one_of(st.integers(1, 16), st.integers(30, 160)),  # below and above the record's size
+    st.integers(1, 6),
+    st.sampled_from([0.0, 1e9, 2e9]),
+    st.booleans(),
+)
+def test_the_validator_checks_events_as_check_event(
+    features: dict[str, Any], max_string: int, max_features: int, ts: float, ascii_only: bool
+) -> None:
+    """Skipping the string lengths of a record shorter than the limit changes no outcome."""
+    limits = ValidationConfig(
+        max_string_length=max_string, max_features=max_features, max_future_seconds=3600.0
+    )
+    validator = Validator(limits, regression=False, clock=lambda: 1e9)
+    record = {"id": "1", "ts": ts, "features": features}
+    raw = json.dumps(record, ensure_ascii=ascii_only, separators=(",", ":")).encode()
+    assert outcome(validator.event, raw) == outcome(lambda r: reference_event(r, limits, 1e9), raw)
+
+
+def test_to_item_reads_a_record_as_any_object_with_its_fields() -> None:
+    validator = Validator(ValidationConfig(), regression=False)
+    headers = [(SEQ_HEADER, b"4"), (SENT_HEADER, b"1700000000123")]
+    for kind, value in (
+        (KIND_EVENT, b'{"id":"1","ts":5,"features":{"x":1}}'),
+        (KIND_LABEL, b'{"id":"1","ts":5,"label":true}'),
+        (KIND_EVENT, b'{"id":"1"}'),
+    ):
+        record = Record("t", 2, 9, b"k", value, 1_700_000_000_000, headers)
+        items = [to_item(r, kind, validator) for r in (record, SimpleNamespace(**record._asdict()))]
+        for item in items:
+            assert type(item.payload.origin) is Origin
+        first, second = ((i.key, i.partition, i.offset, i.payload) for i in items)
+        assert first[:3] == second[:3]
+        assert type(first[3].parsed) is type(second[3].parsed)
+        assert repr(first[3].parsed) == repr(second[3].parsed)
+        assert (first[3].kind, first[3].origin, first[3].sent_ms) == (
+            second[3].kind,
+            second[3].origin,
+            second[3].sent_ms,
+        )
+        assert first[3].origin == ("t", 2, 9, 1_700_000_000_000, b"k", value)
+        assert first[3].sent_ms == 1700000000123
 
 
 header_lists = st.lists(
