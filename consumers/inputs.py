@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from pipeline.kafka.records import to_item
 from pipeline.kafka.transport import Consumer as KafkaConsumer
@@ -59,6 +59,7 @@ class Inputs:
         # Next offset to buffer per partition: a fetch that went stale across a rebalance
         # (revoked, re-assigned, seeked) must not buffer a record twice.
         self.expected: dict[Partition, int | None] = {}
+        self._lag_gauges: dict[Partition, Any] = {}  # the lag metric's child per partition
         self.on_assigned_hooks: list[Callable[[list[Partition]], None]] = []
         self.on_revoked_hooks: list[Callable[[list[Partition]], None]] = []
 
@@ -101,19 +102,26 @@ class Inputs:
         """Poll once, parse what came, and buffer it in the merge; the number buffered."""
         batches = self.kafka.poll(timeout_ms=timeout_ms)
         kinds, validator = self.kinds, self.validator
-        parsed = [
-            (partition, [to_item(r, kinds[partition[0]], validator) for r in records])
-            for partition, records in batches.items()
-        ]
+        parsed = []
+        for partition, records in batches.items():
+            kind = kinds[partition[0]]
+            parsed.append((partition, [to_item(r, kind, validator) for r in records]))
         # Outside the lock: position() may wait for the IO thread, which may wait for the lock.
         lags = {}
+        gauges = self._lag_gauges
         for partition in self.kafka.assignment():
             # Fetch responses carry the high watermark; Tansu answers ListOffsets wrongly.
             lag = self.kafka.lag(partition)
             lags[partition] = lag
             if lag is not None:
-                topic, number = partition
-                self.metrics.lag.labels(topic=topic, partition=str(number)).set(lag)
+                gauge = gauges.get(partition)
+                if gauge is None:
+                    # The labelled child kept: labels() looks it up under a lock, every fetch.
+                    topic, number = partition
+                    gauge = gauges[partition] = self.metrics.lag.labels(
+                        topic=topic, partition=str(number)
+                    )
+                gauge.set(lag)
         self.lags = lags
         count = 0
         with self.lock:
@@ -121,7 +129,11 @@ class Inputs:
                 if partition not in self.expected:
                     continue  # revoked since this fetch
                 expected = self.expected[partition]
-                fresh = [i for i in items if expected is None or i.offset >= expected]
+                # A partition's records come in offset order: all are fresh if the first is.
+                if expected is None or (items and items[0].offset >= expected):
+                    fresh = items
+                else:
+                    fresh = [i for i in items if i.offset >= expected]
                 if fresh:
                     self.expected[partition] = fresh[-1].offset + 1
                     self.merge.push(partition, fresh)

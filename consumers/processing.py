@@ -10,6 +10,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from consumers.outputs import Outputs
@@ -17,7 +18,7 @@ from pipeline.config import RiverlineConfig
 from pipeline.core import LearningCore, Outcome
 from pipeline.gating import Decision
 from pipeline.kafka.records import KIND_EVENT, KIND_PREDICTION, Incoming
-from pipeline.schemas import Event, InvalidRecord
+from pipeline.schemas import Event, InvalidRecord, Label
 from pipeline.served import Published
 from pipeline.telemetry import LatencyHistogram, PipelineMetrics
 
@@ -59,20 +60,28 @@ class RecordProcessor:
         self.on_decision: Callable[[Decision], None] | None = None  # a learner republishes
 
     def process(self, incoming: Incoming) -> None:
-        started = time.perf_counter()
+        started = perf_counter()
         parsed = incoming.parsed
-        if isinstance(parsed, InvalidRecord):
+        kind = type(parsed)  # the common kinds first, by type (none has a subclass)
+        if kind is Label:
+            self._on_label(incoming, parsed)
+        elif kind is Event:
+            self._on_event(incoming, parsed)
+        elif isinstance(parsed, InvalidRecord):
             self._invalid(incoming, parsed)
         elif isinstance(parsed, Event):
             self._on_event(incoming, parsed)
         elif isinstance(parsed, Published):
             self.core.on_prediction(parsed)
         else:
-            learn_started = time.perf_counter()
-            outcome = self.core.on_label(parsed, incoming.origin)
-            self.metrics.learn_batch.observe(time.perf_counter() - learn_started)
-            self._after(outcome)
-        self.processing_ms.update((time.perf_counter() - started) * 1000.0)
+            self._on_label(incoming, parsed)
+        self.processing_ms.update((perf_counter() - started) * 1000.0)
+
+    def _on_label(self, incoming: Incoming, label: Label) -> None:
+        learn_started = perf_counter()
+        outcome = self.core.on_label(label, incoming.origin)
+        self.metrics.learn_batch.observe(perf_counter() - learn_started)
+        self._after(outcome)
 
     def _invalid(self, incoming: Incoming, parsed: InvalidRecord) -> None:
         if incoming.kind == KIND_PREDICTION:
@@ -95,14 +104,18 @@ class RecordProcessor:
             self.outputs.dead_letter(incoming.origin, parsed.reason, str(parsed))
 
     def _on_event(self, incoming: Incoming, event: Event) -> None:
-        predict_started = time.perf_counter()
-        outcome = self.core.on_event(event, incoming.origin)
-        self.metrics.predict_batch.observe(time.perf_counter() - predict_started)
+        origin = incoming.origin
+        predict_started = perf_counter()
+        outcome = self.core.on_event(event, origin)
+        self.metrics.predict_batch.observe(perf_counter() - predict_started)
         if self.serve:
             payload = outcome.prediction_json()
             if payload is not None:
+                key = event.key  # event.partition_key, without the property's call
                 # Co-partitioned: the event's own partition number, when the topic has it.
-                self.outputs.prediction(event.partition_key.encode(), payload, incoming.partition)
+                self.outputs.prediction(
+                    (event.id if key is None else key).encode(), payload, origin.partition
+                )
                 observe_latency(self.metrics, self.latency_ms, incoming, event, time.time())
         self._after(outcome)
 
@@ -166,19 +179,19 @@ class PredictionProcessor:
         self.version_to_first_use_ms = LatencyHistogram()
 
     def process(self, incoming: Incoming) -> None:
-        started = time.perf_counter()
+        started = perf_counter()
         parsed = incoming.parsed
         if isinstance(parsed, InvalidRecord):
             self.dead_letters[parsed.reason] += 1
             self.outputs.dead_letter(incoming.origin, parsed.reason, str(parsed))
         elif isinstance(parsed, Event):
             self._on_event(incoming, parsed)
-        self.processing_ms.update((time.perf_counter() - started) * 1000.0)
+        self.processing_ms.update((perf_counter() - started) * 1000.0)
 
     def _on_event(self, incoming: Incoming, event: Event) -> None:
-        predict_started = time.perf_counter()
+        predict_started = perf_counter()
         outcome = self.serving.on_event(event, incoming.origin)
-        self.metrics.predict_batch.observe(time.perf_counter() - predict_started)
+        self.metrics.predict_batch.observe(perf_counter() - predict_started)
         payload = outcome.prediction_json()
         if payload is not None:
             self.outputs.prediction(event.partition_key.encode(), payload, incoming.partition)

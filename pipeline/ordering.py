@@ -138,15 +138,20 @@ class OrderedMerge:
 
     def pop(self) -> Item | None:
         """The next record in order, or None if nothing may go yet."""
-        if not self.heap or self._blocked():
+        heap = self.heap
+        if not heap or (self.empty_since and self._blocked()):
             return None
-        _, rank, partition = heapq.heappop(self.heap)
+        _, rank, partition = heap[0]
         buffer = self.buffers[partition]
         item = buffer.popleft()
         if buffer:
-            heapq.heappush(self.heap, (buffer[0].key, rank, partition))
-        elif not self.never_wait(partition):
-            self.empty_since[partition] = self.clock()
+            # One sift instead of a pop and a push: the entries are all different (one per
+            # partition), so the heap gives them in the same order whatever its layout.
+            heapq.heapreplace(heap, (buffer[0].key, rank, partition))
+        else:
+            heapq.heappop(heap)
+            if not self.never_wait(partition):
+                self.empty_since[partition] = self.clock()
         return item
 
     def __len__(self) -> int:
