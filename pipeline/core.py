@@ -175,6 +175,26 @@ class Outcome:
         )
 
 
+def _inlinable_adwin(detector: Any) -> bool:
+    """Whether ``detector`` is River's ADWIN as the label path inlines it: ``update`` resets on
+    a past detection and asks its helper (Rust) for the next; ``drift_detected`` and
+    ``estimation`` read the flag and the helper's width and total. Checked on the code, so
+    another River release that changes any of it gets the plain calls."""
+    if type(detector) is not drift.ADWIN:
+        return False
+    helper = getattr(detector, "_helper", None)
+    flag = getattr(type(detector), "drift_detected", None)
+    return (
+        all(hasattr(helper, name) for name in ("get_width", "get_total", "update"))
+        and isinstance(getattr(detector, "_drift_detected", None), bool)
+        and isinstance(flag, property)
+        and flag.fget is not None
+        and flag.fget.__code__.co_names == ("_drift_detected",)
+        and set(drift.ADWIN.update.__code__.co_names)
+        == {"drift_detected", "_reset", "_drift_detected", "_helper", "update"}
+    )
+
+
 class LearningCore(ReviewLoop):
     def __init__(
         self,
@@ -200,11 +220,7 @@ class LearningCore(ReviewLoop):
         # The helper is looked up on every label, never kept: ADWIN replaces it when it resets
         # after a detection, and a kept one would give the old window's estimate.
         detector = state.drift_detector
-        self._adwin = detector if type(detector) is drift.ADWIN else None
-        helper = getattr(self._adwin, "_helper", None)
-        self._adwin_has_helper = helper is not None and all(
-            hasattr(helper, name) for name in ("get_width", "get_total")
-        )
+        self._adwin = detector if _inlinable_adwin(detector) else None
 
     @property
     def pipeline(self) -> str | None:
@@ -314,10 +330,9 @@ class LearningCore(ReviewLoop):
         review = self.review
         if review is not None and review.enabled:
             self._review_event(event, x, model_pred, answer, outcome)
-        pending = Pending(
+        parked, evicted = join.add(
             event_id, ts, x, kept_model, answer.prediction, served, event.attributes, events, origin
         )
-        parked, evicted = join.add_event(pending, events)
         if evicted:
             for old in evicted:
                 state.expired_unlabelled += 1
@@ -454,17 +469,22 @@ class LearningCore(ReviewLoop):
                 error = 0.0 if model_label == y else 1.0
             else:
                 error = abs(float(y) - float(model_pred))
-            adwin = self._adwin
             before: float | None
-            if self._adwin_has_helper and adwin is not None and detector is adwin:
+            if detector is self._adwin:
                 # ADWIN.estimation without its three properties: the same two numbers, divided.
-                helper = adwin._helper
+                helper = detector._helper
                 width = helper.get_width()
                 before = 0.0 if width == 0 else helper.get_total() / width
+                # ADWIN.update and drift_detected, inlined (checked in _inlinable_adwin). The
+                # helper is read again: the reset replaces it.
+                if detector._drift_detected:
+                    detector._reset()
+                detected = detector._drift_detected = detector._helper.update(error)
             else:
                 before = getattr(detector, "estimation", None)
-            detector.update(error)
-            if detector.drift_detected:
+                detector.update(error)
+                detected = detector.drift_detected
+            if detected:
                 self._drifted(detector, before, outcome)
                 # The windows may have started afresh.
                 model_metric, fallback_metric, size = state.evaluator.windowed_values()

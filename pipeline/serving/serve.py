@@ -66,16 +66,15 @@ class Server:
         confidence: float | None = None
         proba: dict[str, float] | None = None
         hard = model_pred
-        if model_pred is None:
-            has_opinion = False
-        elif type(model_pred) is dict:
-            has_opinion = len(model_pred) > 0
-        else:
-            has_opinion = model_pred != {}
         mode = gating.mode
         # What the model would serve, worked out only where it may serve (the fallback's
-        # answer carries neither the model's probabilities nor its confidence).
-        if has_opinion and mode == "serving":
+        # answer carries neither the model's probabilities nor its confidence), and only
+        # where it has an opinion (an empty answer is none).
+        if (
+            mode == "serving"
+            and model_pred is not None
+            and (len(model_pred) > 0 if type(model_pred) is dict else model_pred != {})
+        ):
             # gating.serves_model, inlined: a regressor's answer (no confidence) always serves.
             if self.classifier:
                 hard = argmax(model_pred)
