@@ -12,13 +12,13 @@ the prediction's own fields.
 >>> server = Server(classifier=True, explain_top_k=None, pipeline="doc")
 >>> gate = Gating(GatingConfig(), bigger_is_better=True)
 >>> event = Event(id="1", ts=5.0, features={"x": 1.0})
->>> fields, kept = server.serve(event, {True: 0.9, False: 0.1}, Answer(False, "default", None),
-...                             gate, model=None, model_version=7)
+>>> fields, kept = server.serve("1", 5.0, event, {True: 0.9, False: 0.1},
+...                             Answer(False, "default", None), gate, model=None, model_version=7)
 >>> fields["source"], fields["prediction"], fields["model_version"], fields["mode"]
 ('default', False, 7, 'cold')
 >>> gate.mode = "serving"
->>> fields, kept = server.serve(event, {True: 0.9, False: 0.1}, Answer(False, "default", None),
-...                             gate, model=None, model_version=7)
+>>> fields, kept = server.serve("1", 5.0, event, {True: 0.9, False: 0.1},
+...                             Answer(False, "default", None), gate, model=None, model_version=7)
 >>> encode_fields(fields)[:86]
 b'{"id":"1","ts":5.0,"prediction":true,"proba":{"true":0.9,"false":0.1},"source":"model"'
 """
@@ -54,6 +54,8 @@ class Server:
 
     def serve(
         self,
+        event_id: str,
+        ts: float,
         event: Event,
         model_pred: Any,
         answer: Answer,
@@ -62,7 +64,8 @@ class Server:
         model_version: int,
     ) -> tuple[dict[str, Any] | Prediction, Any]:
         """The prediction's fields (a :class:`Prediction` when a field is unusual) and the
-        model's raw answer, kept for scoring."""
+        model's raw answer, kept for scoring. ``event_id`` and ``ts`` are ``event``'s, which
+        the caller has read already."""
         confidence: float | None = None
         proba: dict[str, float] | None = None
         hard = model_pred
@@ -101,8 +104,8 @@ class Server:
             source, value, confidence = answer.source, answer.prediction, answer.confidence
         # In Prediction's field order: encode_fields gives the same bytes as encode(Prediction).
         fields = {
-            "id": event.id,
-            "ts": event.ts,
+            "id": event_id,
+            "ts": ts,
             "prediction": value,
             "proba": proba,
             "source": source,
