@@ -225,7 +225,9 @@ OTHER_SLICE = "(other)"
 # Distinct (truth, model, fallback, served) labels counted before they are scored: bounds the
 # memory with many classes; with few, the matrices are brought up to date when read.
 _MAX_COUNTED = 256
-Counted = dict[tuple[Any, Any, Any, Any], int]  # (truth, model, fallback, served) -> labels
+# (truth, model, fallback, served) -> [labels]: a count in a list, added to in place, so that a
+# label already seen hashes its key once, not twice (get, then set).
+Counted = dict[tuple[Any, Any, Any, Any], list[int]]
 
 
 class _Paired:
@@ -350,7 +352,7 @@ class Evaluator:
         counted = updates[3] if isinstance(updates, tuple) else None
         if not counted:
             return
-        labels = list(counted.items())
+        labels = [(key, cell[0]) for key, cell in counted.items()]
         counted.clear()
         cumulative = self.__dict__["cumulative"]
         for index, role in enumerate(self.ROLES, start=1):
@@ -477,13 +479,17 @@ class Evaluator:
             if counted is not None:
                 # Counted now, scored in the matrices when someone reads them (_flush).
                 try:
-                    counted[key] = counted.get(key, 0) + 1
+                    cell = counted.get(key)
                 except TypeError:  # unhashable: River's update raises it, as it always did
                     counted = None
                     self._flush()
                 else:
-                    if len(counted) > _MAX_COUNTED:
-                        self._flush()
+                    if cell is not None:
+                        cell[0] += 1
+                    else:
+                        counted[key] = [1]
+                        if len(counted) > _MAX_COUNTED:
+                            self._flush()
             if counted is None:
                 if by_model is not ABSTAIN:
                     for update in updates[0]:
