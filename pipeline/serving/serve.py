@@ -111,8 +111,14 @@ class Server:
         ):
             # gating.serves_model, inlined: a regressor's answer (no confidence) always serves.
             if self.classifier:
-                hard = argmax(model_pred)
-                confidence = float(model_pred[hard])
+                if len(model_pred) == 2:  # argmax, inlined for two classes (the same test)
+                    first, second = model_pred
+                    hard = second if model_pred[second] > model_pred[first] else first
+                else:
+                    hard = argmax(model_pred)
+                confidence = model_pred[hard]
+                if type(confidence) is not float:  # float() of a float is that float
+                    confidence = float(confidence)
                 serves = confidence >= gating.config.confidence_threshold
             else:
                 serves = True
@@ -132,10 +138,11 @@ class Server:
                 keys = self._proba_keys
                 proba = {}
                 for k, v in model_pred.items():
-                    key = keys.get(k)
-                    if key is None:
+                    try:
+                        key = keys[k]
+                    except KeyError:
                         key = keys[k] = proba_key(k)
-                    proba[key] = float(v)
+                    proba[key] = v if type(v) is float else float(v)
             if self.explain_top_k is not None:
                 explanation = contributions(model, dict(event.features), self.explain_top_k)
             # The template's copy, in Prediction's field order, with what this event changes.
