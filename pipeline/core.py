@@ -261,7 +261,7 @@ class LearningCore(ReviewLoop):
         # The helper is looked up on every label, never kept: ADWIN replaces it when it resets
         # after a detection, and a kept one would give the old window's estimate.
         detector = state.drift_detector
-        self._adwin = detector if _inlinable_adwin(detector) else None
+        self._adwin: Any = detector if _inlinable_adwin(detector) else None
 
     @property
     def pipeline(self) -> str | None:
