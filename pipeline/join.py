@@ -121,7 +121,10 @@ class JoinBuffer:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.joined = dict(self.joined)
+        joined = self.joined
+        if type(joined) is _PickledAsOrderedDict:  # a shallow copy: the state as it was given
+            joined = joined.items
+        self.joined = dict(joined)
         self._joined_order = deque(self.joined)
         for queue in (self.pending, self.parked):
             if queue:
