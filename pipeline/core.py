@@ -39,6 +39,35 @@ from pipeline.served import UNPUBLISHED, Published, ServedJoin
 from pipeline.serving.serve import Server
 
 
+class Tally(Counter[str]):
+    """A Counter whose item assignment is dict's own; pickled as a plain Counter.
+
+    Counter defines ``__delitem__`` in Python, so CPython sends every ``counter[key] += 1``
+    through a slot wrapper that looks the method up (twice a dict's cost); with both item
+    methods dict's, it calls dict's directly. The core counts two of these per record. One
+    difference: deleting a missing key raises KeyError, as from a dict (nothing deletes).
+
+    >>> import pickle
+    >>> tally = Tally({"model": 2})
+    >>> tally["model"] += 1
+    >>> tally["default"] += 1
+    >>> tally, pickle.loads(pickle.dumps(tally))
+    (Tally({'model': 3, 'default': 1}), Counter({'model': 3, 'default': 1}))
+    """
+
+    __slots__ = ()
+    __setitem__ = dict.__setitem__  # type: ignore[assignment]
+    __delitem__ = dict.__delitem__  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[type[Counter[str]], tuple[dict[str, int]]]:
+        return Counter, (dict(self),)
+
+
+def _tally(counts: Counter[str]) -> Counter[str]:
+    """``counts`` as a Tally (a Counter restored from a checkpoint), or itself if it is one."""
+    return counts if type(counts) is Tally else Tally(counts)
+
+
 @dataclass
 class CoreState:
     """Everything the core learned; pickled whole into a checkpoint."""
@@ -83,7 +112,6 @@ OutcomeStatus = Literal["served", "learned", "parked", "duplicate", "rejected", 
 
 _NONE: tuple[()] = ()  # an outcome's lists until something is added to them
 _NO_REVIEW = cast("list[ReviewOutput]", _NONE)
-_blank = object.__new__  # an Outcome with its class defaults, without calling __init__
 
 
 def _added(items: Sequence[T], more: Sequence[T]) -> list[T]:
@@ -104,7 +132,7 @@ class Outcome:
     every record adds nothing, and four lists per record cost more than the record's join.
     """
 
-    # Defaults on the class: the hot path makes its outcomes with ``_blank(Outcome)``, which
+    # Defaults on the class: the hot path makes its outcomes with ``_Blank()``, which
     # sets nothing (half the time of ``Outcome()``), then sets what differs.
     _prediction: Prediction | None = None
     prediction_fields: dict[str, Any] | None = None  # for an event that was served
@@ -175,6 +203,35 @@ class Outcome:
         )
 
 
+def _inlinable_adwin(detector: Any) -> bool:
+    """Whether ``detector`` is River's ADWIN as the label path inlines it: ``update`` resets on
+    a past detection and asks its helper (Rust) for the next; ``drift_detected`` and
+    ``estimation`` read the flag and the helper's width and total. Checked on the code, so
+    another River release that changes any of it gets the plain calls."""
+    if type(detector) is not drift.ADWIN:
+        return False
+    helper = getattr(detector, "_helper", None)
+    flag = getattr(type(detector), "drift_detected", None)
+    return (
+        all(hasattr(helper, name) for name in ("get_width", "get_total", "update"))
+        and isinstance(getattr(detector, "_drift_detected", None), bool)
+        and isinstance(flag, property)
+        and flag.fget is not None
+        and flag.fget.__code__.co_names == ("_drift_detected",)
+        and set(drift.ADWIN.update.__code__.co_names)
+        == {"drift_detected", "_reset", "_drift_detected", "_helper", "update"}
+    )
+
+
+class _Blank(Outcome):
+    """An Outcome with its class defaults: ``Outcome.__init__`` is not called, nor is anything
+    else (object's own ``__init__``, which CPython calls as C; a third cheaper than
+    ``object.__new__(Outcome)`` too)."""
+
+    __slots__ = ()
+    __init__ = object.__init__  # type: ignore[assignment]
+
+
 class LearningCore(ReviewLoop):
     def __init__(
         self,
@@ -189,6 +246,10 @@ class LearningCore(ReviewLoop):
     ) -> None:
         self.review = review
         self.state = state
+        # The counters counted on every record, as Tallies (checkpoints keep plain Counters).
+        state.served_by = _tally(state.served_by)
+        if state.review is not None:
+            state.review.learned_by_source = _tally(state.review.learned_by_source)
         self.fallback = fallback
         self.classifier = is_classifier(state.model)
         # The serving rule, shared with the predictors (pipeline/serving/serve.py).
@@ -200,11 +261,7 @@ class LearningCore(ReviewLoop):
         # The helper is looked up on every label, never kept: ADWIN replaces it when it resets
         # after a detection, and a kept one would give the old window's estimate.
         detector = state.drift_detector
-        self._adwin = detector if type(detector) is drift.ADWIN else None
-        helper = getattr(self._adwin, "_helper", None)
-        self._adwin_has_helper = helper is not None and all(
-            hasattr(helper, name) for name in ("get_width", "get_total")
-        )
+        self._adwin: Any = detector if _inlinable_adwin(detector) else None
 
     @property
     def pipeline(self) -> str | None:
@@ -269,21 +326,24 @@ class LearningCore(ReviewLoop):
         # (nothing to expire, no review request waiting, no label that came first).
         state = self.state
         join = state.join
-        event_id = event.id
+        # The fields straight from the model's __dict__ (where pydantic keeps them): reading
+        # them as attributes goes through pydantic's __getattr__ hook, at 3-4 times the cost.
+        values = event.__dict__
+        event_id = values["id"]
         if event_id in join.pending or event_id in join.joined:
             rejected = Outcome(None, "rejected")
             self._reject(
                 rejected, "duplicate_event", f"event id {event_id!r} was seen before", origin
             )
             return rejected
-        outcome: Outcome = _blank(Outcome)
+        outcome: Outcome = _Blank()
         state.events = events = state.events + 1
-        ts = event.ts
+        ts = values["ts"]
         if ts > state.watermark:  # max(), without the call
             state.watermark = ts
         # Null features are missing values: River models expect absent keys, not None. With
         # none, the features themselves, as River's own loop hands them over (not copied).
-        x = event.features
+        x = values["features"]
         if None in x.values():
             x = {k: v for k, v in x.items() if v is not None}
         model: Any = state.model
@@ -296,7 +356,7 @@ class LearningCore(ReviewLoop):
             self._reject(outcome, "model_error", f"predict raised {type(e).__name__}: {e}", origin)
         answer = self.fallback.constant or self.fallback.answer(x)
         fields, kept_model = self.server.serve(
-            event, model_pred, answer, state.gating, state.model, state.learned
+            event_id, ts, event, model_pred, answer, state.gating, model, state.learned
         )
         if type(fields) is dict:
             outcome.prediction_fields = fields
@@ -314,10 +374,17 @@ class LearningCore(ReviewLoop):
         review = self.review
         if review is not None and review.enabled:
             self._review_event(event, x, model_pred, answer, outcome)
-        pending = Pending(
-            event_id, ts, x, kept_model, answer.prediction, served, event.attributes, events, origin
+        parked, evicted = join.add(
+            event_id,
+            ts,
+            x,
+            kept_model,
+            answer.prediction,
+            served,
+            values["attributes"],
+            events,
+            origin,
         )
-        parked, evicted = join.add_event(pending, events)
         if evicted:
             for old in evicted:
                 state.expired_unlabelled += 1
@@ -329,7 +396,15 @@ class LearningCore(ReviewLoop):
                     old.origin,
                 )
         if parked is not None:
-            self._learn(join.match(event_id), parked.label, outcome, parked.origin)  # type: ignore[arg-type]
+            label = parked.label
+            self._learn(
+                join.match(event_id),  # type: ignore[arg-type]
+                label.label,
+                label.source,
+                label,
+                outcome,
+                parked.origin,
+            )
         if events >= join.horizon:
             self._expire(outcome)
         book = state.review
@@ -339,25 +414,27 @@ class LearningCore(ReviewLoop):
 
     def on_label(self, label: Label, origin: Any = None) -> Outcome:
         state = self.state
-        outcome: Outcome = _blank(Outcome)
+        outcome: Outcome = _Blank()
         outcome.status = "learned"
-        ts = label.ts
+        values = label.__dict__  # as in on_event: not through pydantic's __getattr__
+        ts = values["ts"]
         if ts > state.watermark:
             state.watermark = ts
         join = state.join
         book = state.review
+        source = values["source"]
         # _review_label has nothing to do for ground truth while no request or answer waits.
         if (
             book is not None
-            and (book.requested or book.awaiting_truth or label.source != "ground_truth")
+            and (book.requested or book.awaiting_truth or source != "ground_truth")
             and self._review_label(label, outcome)
         ):
             self._expire(outcome)
             self._review_tick(outcome)
             return outcome
-        found = join.match(label.id)
+        found = join.match(values["id"])
         if type(found) is Pending:
-            self._learn(found, label, outcome, origin)
+            self._learn(found, values["label"], source, label, outcome, origin)
         elif found is DUPLICATE:
             state.duplicate_labels += 1
             outcome.status = "duplicate"
@@ -409,9 +486,12 @@ class LearningCore(ReviewLoop):
         if self.state.served_join is None:
             self.state.served_join = ServedJoin(max_waiting)
 
-    def _learn(self, pending: Pending, label: Label, outcome: Outcome, origin: Any) -> None:
+    def _learn(
+        self, pending: Pending, y: Any, source: str, label: Label, outcome: Outcome, origin: Any
+    ) -> None:
+        """Score the event's kept answers on its label ``y`` (``label``'s, as is ``source``),
+        then learn from it."""
         state = self.state
-        y = label.label
         served = pending.served
         if state.served_join is not None:
             if served is UNPUBLISHED:
@@ -437,7 +517,6 @@ class LearningCore(ReviewLoop):
         book = state.review
         if book is not None:
             # What the review loop keeps of a learned label (the usual one: ground truth).
-            source = label.source
             book.learned_by_source[source] += 1
             review = self.review
             if review is not None and review.classifier and y not in book.classes:
@@ -454,17 +533,22 @@ class LearningCore(ReviewLoop):
                 error = 0.0 if model_label == y else 1.0
             else:
                 error = abs(float(y) - float(model_pred))
-            adwin = self._adwin
             before: float | None
-            if self._adwin_has_helper and adwin is not None and detector is adwin:
+            if detector is self._adwin:
                 # ADWIN.estimation without its three properties: the same two numbers, divided.
-                helper = adwin._helper
+                helper = detector._helper
                 width = helper.get_width()
                 before = 0.0 if width == 0 else helper.get_total() / width
+                # ADWIN.update and drift_detected, inlined (checked in _inlinable_adwin). The
+                # helper is read again: the reset replaces it.
+                if detector._drift_detected:
+                    detector._reset()
+                detected = detector._drift_detected = detector._helper.update(error)
             else:
                 before = getattr(detector, "estimation", None)
-            detector.update(error)
-            if detector.drift_detected:
+                detector.update(error)
+                detected = detector.drift_detected
+            if detected:
                 self._drifted(detector, before, outcome)
                 # The windows may have started afresh.
                 model_metric, fallback_metric, size = state.evaluator.windowed_values()

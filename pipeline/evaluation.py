@@ -225,7 +225,25 @@ OTHER_SLICE = "(other)"
 # Distinct (truth, model, fallback, served) labels counted before they are scored: bounds the
 # memory with many classes; with few, the matrices are brought up to date when read.
 _MAX_COUNTED = 256
-Counted = dict[tuple[Any, Any, Any, Any], int]  # (truth, model, fallback, served) -> labels
+# (truth, model, fallback, served) -> [labels]: a count in a list, added to in place, so that a
+# label already seen hashes its key once, not twice (get, then set).
+Counted = dict[tuple[Any, Any, Any, Any], list[int]]
+
+
+class _Paired:
+    """The two Accuracy windows while the label path updates them together (nearly always):
+    one deque of the labels' (truth, model's label, fallback's label, ...) tuples, which the
+    counted labels' keys already are, and each window's hits. Two pairs per label built,
+    appended and popped cost more than the rest of the windows' work; the windows' own pairs
+    are made again from these when anything else reads them (``Evaluator._unpair``)."""
+
+    __slots__ = ("fallback_hits", "keys", "model_hits", "size")
+
+    def __init__(self, keys: deque[tuple[Any, ...]], size: int, model: int, fallback: int) -> None:
+        self.keys = keys
+        self.size = size
+        self.model_hits = model
+        self.fallback_hits = fallback
 
 
 class Evaluator:
@@ -252,6 +270,66 @@ class Evaluator:
         self.window_model = Windowed(make_metric(metric), window)
         self.window_fallback = Windowed(make_metric(metric), window)
 
+    # Derived (not pickled): the windows as one, see _Paired; None: each in its Windowed.
+    _paired: _Paired | None = None
+
+    @property
+    def window_model(self) -> Windowed:
+        """The model's window of the gating metric, up to date."""
+        if self._paired is not None:
+            self._unpair()
+        return self.__dict__["window_model"]  # type: ignore[no-any-return]
+
+    @window_model.setter
+    def window_model(self, value: Windowed) -> None:
+        if self._paired is not None:
+            self._unpair()
+        self.__dict__["window_model"] = value
+
+    @property
+    def window_fallback(self) -> Windowed:
+        """The fallback's window of the gating metric, up to date."""
+        if self._paired is not None:
+            self._unpair()
+        return self.__dict__["window_fallback"]  # type: ignore[no-any-return]
+
+    @window_fallback.setter
+    def window_fallback(self, value: Windowed) -> None:
+        if self._paired is not None:
+            self._unpair()
+        self.__dict__["window_fallback"] = value
+
+    def _pair(self) -> _Paired | None:
+        """The windows as one (see _Paired), when both count Accuracy hits, are the same size
+        and hold the same truths, as the label path leaves them; None otherwise."""
+        model: Windowed = self.__dict__["window_model"]
+        fallback: Windowed = self.__dict__["window_fallback"]
+        if model._hits is None or fallback._hits is None or model.size != fallback.size:
+            return None
+        if len(model.pairs) != len(fallback.pairs) or len(model.pairs) > model.size:
+            return None
+        keys: deque[tuple[Any, ...]] = deque()
+        for (y_model, by_model), (y_fallback, by_fallback) in zip(
+            model.pairs, fallback.pairs, strict=True
+        ):
+            if y_model is not y_fallback:
+                return None
+            keys.append((y_model, by_model, by_fallback))
+        paired = self.__dict__["_paired"] = _Paired(keys, model.size, model._hits, fallback._hits)
+        return paired
+
+    def _unpair(self) -> None:
+        """Each window's pairs and hits again from the paired ones (updated since pairing,
+        so their River metrics are rebuilt from the pairs when asked for, as after any
+        update)."""
+        paired: _Paired = self.__dict__.pop("_paired")
+        model: Windowed = self.__dict__["window_model"]
+        fallback: Windowed = self.__dict__["window_fallback"]
+        model.pairs = deque([(key[0], key[1]) for key in paired.keys])
+        fallback.pairs = deque([(key[0], key[2]) for key in paired.keys])
+        model._hits, fallback._hits = paired.model_hits, paired.fallback_hits
+        model._metric = fallback._metric = None
+
     @property
     def cumulative(self) -> dict[str, dict[str, river_metrics.base.Metric]]:
         """Role -> metric name -> River metric, up to date (counted labels scored first)."""
@@ -274,7 +352,7 @@ class Evaluator:
         counted = updates[3] if isinstance(updates, tuple) else None
         if not counted:
             return
-        labels = list(counted.items())
+        labels = [(key, cell[0]) for key, cell in counted.items()]
         counted.clear()
         cumulative = self.__dict__["cumulative"]
         for index, role in enumerate(self.ROLES, start=1):
@@ -311,8 +389,10 @@ class Evaluator:
 
     def __getstate__(self) -> dict[str, Any]:
         self._flush()
+        if self._paired is not None:
+            self._unpair()
         state = self.__dict__.copy()
-        for derived in ("_plans", "_window_kind", "_labels_only"):
+        for derived in ("_plans", "_window_kind", "_labels_only", "_paired"):
             state.pop(derived, None)
         return state
 
@@ -393,18 +473,23 @@ class Evaluator:
                 by_served = by_model
             else:
                 by_served = _label(served)
+            # The label's key: counted below, and the windows' pair of pairs.
+            key = (y_true, by_model, by_fallback, by_served)
             counted = updates[3]
             if counted is not None:
                 # Counted now, scored in the matrices when someone reads them (_flush).
-                key = (y_true, by_model, by_fallback, by_served)
                 try:
-                    counted[key] = counted.get(key, 0) + 1
+                    cell = counted.get(key)
                 except TypeError:  # unhashable: River's update raises it, as it always did
                     counted = None
                     self._flush()
                 else:
-                    if len(counted) > _MAX_COUNTED:
-                        self._flush()
+                    if cell is not None:
+                        cell[0] += 1
+                    else:
+                        counted[key] = [1]
+                        if len(counted) > _MAX_COUNTED:
+                            self._flush()
             if counted is None:
                 if by_model is not ABSTAIN:
                     for update in updates[0]:
@@ -416,33 +501,30 @@ class Evaluator:
                     for update in updates[2]:
                         update(y_true, by_served)
             if by_model is not ABSTAIN and by_fallback is not ABSTAIN:
-                window_model, window_fallback = self.window_model, self.window_fallback
-                model_hits, fallback_hits = window_model._hits, window_fallback._hits
-                if model_hits is None or fallback_hits is None:
-                    window_model.update(y_true, by_model)
-                    window_fallback.update(y_true, by_fallback)
-                    return (by_model, *self.windowed_values())
-                # Windowed.update for two Accuracy windows, inlined.
-                window_model._metric = window_fallback._metric = None
-                pairs_model, pairs_fallback = window_model.pairs, window_fallback.pairs
-                pairs_model.append((y_true, by_model))
-                pairs_fallback.append((y_true, by_fallback))
+                paired = self._paired
+                if paired is None:
+                    paired = self._pair()
+                    if paired is None:  # kept through River: each window on its own
+                        self.window_model.update(y_true, by_model)
+                        self.window_fallback.update(y_true, by_fallback)
+                        return (by_model, *self.windowed_values())
+                # Windowed.update for the two Accuracy windows at once, inlined.
+                keys = paired.keys
+                keys.append(key)
+                model_hits, fallback_hits = paired.model_hits, paired.fallback_hits
                 if y_true == by_model:
                     model_hits += 1
                 if y_true == by_fallback:
                     fallback_hits += 1
-                if len(pairs_model) > window_model.size:
-                    old_true, old_pred = pairs_model.popleft()
-                    if old_true == old_pred:
+                if len(keys) > paired.size:
+                    old = keys.popleft()
+                    if old[0] == old[1]:
                         model_hits -= 1
-                if len(pairs_fallback) > window_fallback.size:
-                    old_true, old_pred = pairs_fallback.popleft()
-                    if old_true == old_pred:
+                    if old[0] == old[2]:
                         fallback_hits -= 1
-                window_model._hits, window_fallback._hits = model_hits, fallback_hits
-                n = len(pairs_model)
-                if n == len(pairs_fallback):  # windowed_values, inlined
-                    return by_model, model_hits / n, fallback_hits / n, n
+                paired.model_hits, paired.fallback_hits = model_hits, fallback_hits
+                n = len(keys)
+                return by_model, model_hits / n, fallback_hits / n, n  # windowed_values
             return (by_model, *self.windowed_values())
         return (self._update(y_true, model, fallback, served, attributes), *self.windowed_values())
 
@@ -501,6 +583,7 @@ class Evaluator:
         }
 
     def reset_windows(self) -> None:
+        self.__dict__.pop("_paired", None)  # the windows start afresh: nothing to keep
         self.window_model = Windowed(make_metric(self.names[0]), self.window)
         self.window_fallback = Windowed(make_metric(self.names[0]), self.window)
         self.__dict__.pop("_window_kind", None)
@@ -533,14 +616,16 @@ class Evaluator:
         return {"attribute": self.slice_by, "metric": primary, "slices": per_slice, "gap": gap}
 
     def windowed(self) -> dict[str, float | int]:
-        return {
-            "model": self.window_model.get(),
-            "fallback": self.window_fallback.get(),
-            "size": len(self.window_model),
-        }
+        model, fallback, size = self.windowed_values()
+        return {"model": model, "fallback": fallback, "size": size}
 
     def windowed_values(self) -> tuple[float, float, int]:
         """``windowed()`` as a tuple, for the label path (no dict per label)."""
+        paired = self._paired
+        if paired is not None:
+            n = len(paired.keys)
+            # Windowed.get of each, inlined: River's Accuracy is 0.0 before any update.
+            return (paired.model_hits / n, paired.fallback_hits / n, n) if n else (0.0, 0.0, 0)
         model, fallback = self.window_model, self.window_fallback
         model_hits, fallback_hits = model._hits, fallback._hits
         n = len(model.pairs)

@@ -1,0 +1,106 @@
+"""The core's fourth-pass fast paths keep the shapes checkpoints and callers rely on."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from collections import Counter, OrderedDict, deque
+from typing import Any
+
+from river import drift, metrics
+
+from pipeline.core import LearningCore, Tally, _inlinable_adwin
+from pipeline.evaluation import Evaluator, Windowed
+from pipeline.join import JoinBuffer, Pending
+from pipeline.schemas import Event, Label
+
+
+def test_join_add_equals_add_event() -> None:
+    fast, slow = JoinBuffer(ttl_events=3, max_pending=2), JoinBuffer(ttl_events=3, max_pending=2)
+    for n, event_id in enumerate("abcd", start=1):
+        got = fast.add(event_id, float(n), {"x": n}, None, 0, 0, {}, n, origin=n)
+        want = slow.add_event(Pending(event_id, float(n), {"x": n}, None, 0, 0, {}, 0, n), n)
+        assert (got[0], list(got[1])) == want
+    assert list(fast.pending) == list(slow.pending)
+    assert all(
+        (p.id, p.ts, p.x, p.number, p.origin) == (q.id, q.ts, q.x, q.number, q.origin)
+        for p, q in zip(fast.pending.values(), slow.pending.values(), strict=True)
+    )
+
+
+def test_joined_ids_pickle_as_the_ordered_dict_checkpoints_have() -> None:
+    buf = JoinBuffer(ttl_events=10)
+    for n in range(1, 6):
+        buf.add(str(n), float(n), {}, None, None, None, {}, n)
+    for event_id in ("4", "2"):
+        buf.match(event_id)
+    state = pickle.loads(pickle.dumps(buf.__getstate__()))
+    assert type(state["joined"]) is OrderedDict
+    assert list(state["joined"].items()) == [("4", (4.0, 4)), ("2", (2.0, 2))]
+    for restored in (pickle.loads(pickle.dumps(buf)), copy.copy(buf), copy.deepcopy(buf)):
+        assert list(restored.joined) == ["4", "2"]
+        assert restored._joined_order == deque(["4", "2"])
+        # Joined ids leave from the front, in the order their labels came: "4" holds "2" back.
+        expired, _ = restored.expire(0.0, 14)
+        assert [p.id for p in expired] == ["1", "3"]
+        assert list(restored.joined) == ["4", "2"]
+        restored.expire(0.0, 15)
+        assert not restored.joined and not restored._joined_order
+
+
+def test_tally_counts_like_a_counter_and_pickles_as_one() -> None:
+    tally = Tally()
+    for source in ("model", "default", "model"):
+        tally[source] += 1
+    assert tally == Counter({"model": 2, "default": 1})
+    restored = pickle.loads(pickle.dumps(tally))
+    assert type(restored) is Counter and restored == tally
+
+
+def test_a_restored_core_counts_into_tallies() -> None:
+    from pipeline.config import load_config
+
+    config = load_config(None, {"name": "t", "fallback": {"default": False}}, environ={})
+    core = LearningCore.from_config(config)
+    core.on_event(Event(id="1", ts=0.0, features={"x": 1.0}))
+    core.on_label(Label(id="1", ts=1.0, label=True))
+    state = pickle.loads(pickle.dumps(core.state))
+    assert type(state.served_by) is Counter  # the checkpoint's shape
+    resumed = LearningCore.from_config(config, state)
+    assert type(resumed.state.served_by) is Tally
+    assert resumed.state.served_by == core.state.served_by
+
+
+def test_paired_windows_read_and_pickle_as_two_windows() -> None:
+    ev = Evaluator("Accuracy", (), window=3)
+    reference = (Windowed(metrics.Accuracy(), 3), Windowed(metrics.Accuracy(), 3))
+    rows: list[tuple[Any, Any, Any]] = [
+        (True, {True: 0.9, False: 0.1}, False),
+        (False, {True: 0.2, False: 0.8}, False),
+        (True, {True: 0.4, False: 0.6}, True),
+        (False, {True: 0.7, False: 0.3}, False),
+    ]
+    for y, model, fallback in rows:
+        ev.score(y, model, fallback, fallback)
+        reference[0].update(y, max(model, key=model.__getitem__))
+        reference[1].update(y, fallback)
+        want = (reference[0].get(), reference[1].get(), len(reference[0]))
+        assert ev.windowed_values() == want
+    assert ev._paired is not None
+    restored = pickle.loads(pickle.dumps(ev))
+    for window, want in zip(
+        (restored.window_model, restored.window_fallback), reference, strict=True
+    ):
+        assert list(window.pairs) == list(want.pairs)
+        assert window.metric.get() == want.metric.get()
+    assert ev.windowed() == restored.windowed()
+
+
+def test_only_river_own_adwin_is_inlined() -> None:
+    class Mine(drift.ADWIN):
+        pass
+
+    assert _inlinable_adwin(drift.ADWIN())
+    assert not _inlinable_adwin(Mine())
+    assert not _inlinable_adwin(drift.PageHinkley())
+    assert not _inlinable_adwin(None)
