@@ -38,6 +38,13 @@ log = logging.getLogger(__name__)
 # Records up to this size (key and value; the replay's two headers are a few bytes) skip
 # KafkaProducer.send's checks in the bulk sender: its size check could not refuse them.
 _SMALL_RECORD = 64 * 1024
+# Batches this large (per partition) hold everything a busy consumer publishes while one produce
+# request is in flight (in-flight requests are limited to one for ordering): with kafka-python's
+# 16 KiB, a batch holds ~50 predictions, a slow broker round trip (Tansu: 5-15 ms) leaves several
+# batches waiting, each its own request, and every record appended behind a full batch wakes the
+# sender thread. Under the brokers' 1 MB default record batch limit; linger_ms still decides when
+# a batch leaves.
+_BATCH_SIZE = 512 * 1024
 # A tracked sender drops its acknowledged records once it keeps this many (and twice as many as
 # were still unacknowledged at the last drop): memory bounded by what is in flight.
 _TRIM_AT = 10_000
@@ -53,6 +60,7 @@ def make_producer(config: KafkaConfig, bootstrap: str, **overrides: Any) -> Kafk
         "linger_ms": config.linger_ms,
         "retries": 10,
         "max_in_flight_requests_per_connection": 1,  # keeps per-partition order across retries
+        "batch_size": _BATCH_SIZE,
         "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
         **_common(config, bootstrap),
         **overrides,
@@ -244,6 +252,11 @@ class KafkaPythonProducer:
         small = min(_SMALL_RECORD, client.config["max_request_size"] // 2)
         partition_counts: dict[str, int] = {}
         checked: dict[tuple[str, int], TP] = {}
+        # Per partition, whether the last append found its batches full. The sender is woken
+        # when a batch is created or is first found full, not (as send() does) again for every
+        # record appended behind a full batch: it knew of that batch when it was created, and a
+        # wakeup per record costs a syscall and a GIL handover once the broker falls behind.
+        was_full: dict[TP, bool] = {}
 
         def append_one(
             topic: str,
@@ -271,8 +284,9 @@ class KafkaPythonProducer:
                     raise ValueError(f"Unrecognized partition {partition} for topic {topic}")
                 tp = checked[topic, partition] = TP(topic, partition)
             future, full, new_batch, _ = append(tp, timestamp_ms, key, value, headers)
-            if full or new_batch:
+            if new_batch or (full and not was_full.get(tp)):
                 wakeup()
+            was_full[tp] = full
             return future
 
         return append_one
