@@ -5,15 +5,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import kafka
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as TP
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import (
+    CorruptRecordError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+)
 from kafka.partitioner import DefaultPartitioner
+from kafka.record.default_records import DefaultRecordBatch
+from kafka.record.util import decode_varint
 from kafka.structs import OffsetAndMetadata
 
 from pipeline.config import KafkaConfig
@@ -103,6 +110,186 @@ def _record(r: Any) -> Record:
     return Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp, r.headers)
 
 
+def _v2_records(batch: Any, topic: str, number: int, state: Any) -> Iterator[Record]:
+    """The records of one message format v2 batch, as :class:`Record`, read from its buffer as
+    kafka-python's ``DefaultRecordBatch._read_msg`` reads them (the same fields, checks and
+    errors), without a ``DefaultRecord`` per record. ``state`` (the ``PartitionRecords``) has
+    its fetch position and counters moved on per record, as kafka-python's own loop does."""
+    iter(batch)  # decompresses
+    buf, pos = batch._buffer, batch._pos
+    base_offset, first_timestamp = batch.base_offset, batch.first_timestamp
+    append_time = batch.max_timestamp if batch.timestamp_type == batch.LOG_APPEND_TIME else None
+    for _ in range(batch._num_records):
+        try:
+            # Varints inline when they fit in one byte, which most of a record's do.
+            b = buf[pos]
+            if b < 0x80:
+                length, pos = (b >> 1) ^ -(b & 1), pos + 1
+            else:
+                length, pos = decode_varint(buf, pos)
+            start = pos
+            _, pos = decode_varint(buf, pos)  # attributes, unused (kafka-python skips them)
+            b = buf[pos]
+            if b < 0x80:
+                ts_delta, pos = (b >> 1) ^ -(b & 1), pos + 1
+            else:
+                ts_delta, pos = decode_varint(buf, pos)
+            b = buf[pos]
+            if b < 0x80:
+                offset_delta, pos = (b >> 1) ^ -(b & 1), pos + 1
+            else:
+                offset_delta, pos = decode_varint(buf, pos)
+            key_len, pos = decode_varint(buf, pos)
+            key = None
+            if key_len >= 0:
+                key = bytes(buf[pos : pos + key_len])
+                pos += key_len
+            value_len, pos = decode_varint(buf, pos)
+            value = None
+            if value_len >= 0:
+                value = bytes(buf[pos : pos + value_len])
+                pos += value_len
+            header_count, pos = decode_varint(buf, pos)
+            if header_count < 0:
+                raise CorruptRecordError(f"Found invalid number of record headers {header_count}")
+            headers: list[Any] = []
+            while header_count:
+                h_key_len, pos = decode_varint(buf, pos)
+                if h_key_len < 0:
+                    raise CorruptRecordError(f"Invalid negative header key size {h_key_len}")
+                h_key = buf[pos : pos + h_key_len].decode("utf-8")
+                pos += h_key_len
+                h_value_len, pos = decode_varint(buf, pos)
+                h_value = None
+                if h_value_len >= 0:
+                    h_value = bytes(buf[pos : pos + h_value_len])
+                    pos += h_value_len
+                headers.append((h_key, h_value))
+                header_count -= 1
+        except (ValueError, IndexError) as err:
+            raise CorruptRecordError(f"Found invalid record structure: {err!r}") from None
+        if pos - start != length:
+            raise CorruptRecordError(
+                f"Invalid record size: expected to read {length} bytes in record payload, "
+                f"but instead read {pos - start}"
+            )
+        offset = base_offset + offset_delta
+        state.records_read += 1
+        state.bytes_read += length
+        state.next_fetch_offset = offset + 1
+        yield Record(
+            topic,
+            number,
+            offset,
+            key,
+            value,
+            first_timestamp + ts_delta if append_time is None else append_time,
+            headers,
+        )
+    if pos != len(buf):
+        raise CorruptRecordError(f"{len(buf) - pos} unconsumed bytes after all records consumed")
+
+
+_direct_classes: dict[type, type] = {}
+
+
+def _partition_records_class(base: type) -> type:
+    """kafka-python 3's ``Fetcher.PartitionRecords`` yielding :class:`Record` rather than
+    ``ConsumerRecord``: its ``_unpack_records`` for a consumer without deserializers, the same
+    batch handling (CRCs, aborted transactions, control batches, positions), the records of a
+    v2 batch read by :func:`_v2_records`."""
+    direct = _direct_classes.get(base)
+    if direct is not None:
+        return direct
+    from kafka.protocol.consumer import IsolationLevel  # kafka-python 3's
+
+    class PartitionRecords(base):  # type: ignore[valid-type,misc]
+        def _unpack_records(
+            self, tp: TP, records: Any, key_deserializer: Any, value_deserializer: Any
+        ) -> Iterator[Record]:
+            topic, number = tp.topic, tp.partition
+            try:
+                batch = records.next_batch()
+                last_batch = None
+                while batch is not None:
+                    last_batch = batch
+                    if self.check_crcs and not batch.validate_crc():
+                        raise CorruptRecordError(
+                            f"Record batch for partition {self.topic_partition} at offset "
+                            f"{batch.base_offset} failed crc check"
+                        )
+                    if batch.magic == 2:
+                        self.leader_epoch = batch.leader_epoch
+                        if (
+                            self.isolation_level == IsolationLevel.READ_COMMITTED
+                            and batch.has_producer_id()
+                        ):
+                            self._consume_aborted_transactions_up_to(batch.last_offset)
+                            producer_id = batch.producer_id
+                            if self._contains_abort_marker(batch):
+                                self.aborted_producer_ids.discard(producer_id)
+                            elif self._is_batch_aborted(batch):
+                                self.next_fetch_offset = batch.next_offset
+                                batch = records.next_batch()
+                                continue
+                        if batch.is_control_batch:
+                            self.next_fetch_offset = batch.next_offset
+                            batch = records.next_batch()
+                            continue
+                        if type(batch) is DefaultRecordBatch:
+                            yield from _v2_records(batch, topic, number, self)
+                            batch = records.next_batch()
+                            continue
+                    for record in batch:
+                        if self.check_crcs and not record.validate_crc():
+                            raise CorruptRecordError(
+                                f"Record for partition {self.topic_partition} at offset "
+                                f"{record.offset} failed crc check"
+                            )
+                        self.records_read += 1
+                        self.bytes_read += record.size_in_bytes
+                        self.next_fetch_offset = record.offset + 1
+                        yield Record(
+                            topic,
+                            number,
+                            record.offset,
+                            record.key,
+                            record.value,
+                            record.timestamp,
+                            record.headers,
+                        )
+                    batch = records.next_batch()
+                # Format v2 keeps a batch's last offset even when compaction removed its last
+                # record: the next fetch starts after the batch.
+                if last_batch is not None and last_batch.magic == 2:
+                    self.next_fetch_offset = last_batch.next_offset
+                self.drain()
+            except StopIteration:
+                # A StopIteration raised inside a generator would end it silently.
+                raise RuntimeError("StopIteration raised unpacking messageset") from None
+
+    _direct_classes[base] = PartitionRecords
+    return PartitionRecords
+
+
+def _fetch_records_directly(consumer: KafkaConsumer) -> bool:
+    """Make the consumer's fetcher yield :class:`Record` (see :func:`_partition_records_class`)
+    when it is kafka-python 3 with no deserializers; whether it does."""
+    fetcher: Any = getattr(consumer, "_fetcher", None)
+    base = getattr(fetcher, "PartitionRecords", None)
+    if (
+        kafka.__version__.split(".")[0] != "3"
+        or base is None
+        or not hasattr(base, "_unpack_records")
+        or not {"_buffer", "_pos", "_num_records"} <= set(DefaultRecordBatch.__slots__)
+        or fetcher.config.get("key_deserializer") is not None
+        or fetcher.config.get("value_deserializer") is not None
+    ):
+        return False
+    fetcher.PartitionRecords = _partition_records_class(base)
+    return True
+
+
 class KafkaPythonConsumer:
     """:class:`pipeline.kafka.transport.Consumer` on kafka-python's ``KafkaConsumer``.
 
@@ -112,6 +299,8 @@ class KafkaPythonConsumer:
 
     def __init__(self, consumer: KafkaConsumer) -> None:
         self.client = consumer
+        # Records come out of the fetcher as Records already, or as ConsumerRecords to convert.
+        self._direct = _fetch_records_directly(consumer)
 
     def subscribe(
         self, topics: list[str], on_assigned: OnPartitions, on_revoked: OnPartitions
@@ -120,6 +309,8 @@ class KafkaPythonConsumer:
 
     def poll(self, timeout_ms: int) -> dict[Partition, list[Record]]:
         batches = self.client.poll(timeout_ms=timeout_ms)
+        if self._direct:
+            return {(tp.topic, tp.partition): records for tp, records in batches.items()}
         return {
             (tp.topic, tp.partition): [_record(r) for r in records]
             for tp, records in batches.items()
