@@ -19,6 +19,7 @@ from kafka.errors import (
     TopicAlreadyExistsError,
 )
 from kafka.partitioner import DefaultPartitioner
+from kafka.producer.future import FutureProduceResult
 from kafka.record.default_records import DefaultRecordBatch
 from kafka.record.util import decode_varint
 from kafka.structs import OffsetAndMetadata
@@ -406,7 +407,7 @@ class KafkaPythonProducer:
 
         return send
 
-    def _record_appender(self) -> Callable[..., Any]:
+    def _record_appender(self, batch_futures: bool = False) -> Callable[..., Any]:
         """``(topic, key, value, partition, headers, timestamp_ms) -> future``, for the bulk
         and the tracked senders.
 
@@ -415,6 +416,13 @@ class KafkaPythonProducer:
         serializers, transactions), which are made once per topic and partition here instead
         of per record: they cost as much as the append itself. Anything else, and any other
         kafka-python major version, takes ``send``.
+
+        ``batch_futures`` (the tracked sender): a record that fits in its partition's open
+        batch is appended to that batch's records, as the accumulator would, and the future
+        returned is the batch's own (see :func:`_acknowledged`): no future per record, made
+        on this thread and completed on the IO thread, nor the accumulator's bookkeeping per
+        append. A record that needs a new batch takes the accumulator, whose future for it is
+        returned (the batch's first record: kafka-python rebinds it if it splits the batch).
         """
         client = self.client
         client_send = client.send
@@ -438,11 +446,13 @@ class KafkaPythonProducer:
 
         if not self._may_append():
             return send_one
-        append, wakeup = client._accumulator.append, client._sender.wakeup
+        accumulator = client._accumulator
+        append, wakeup = accumulator.append, client._sender.wakeup
+        batches = accumulator._batches
         metadata = client._metadata
         small = min(_SMALL_RECORD, client.config["max_request_size"] // 2)
         partition_counts: dict[str, int] = {}
-        checked: dict[tuple[str, int], TP] = {}
+        checked: dict[tuple[str, int], tuple[TP, Any]] = {}
         # Per partition, whether the last append found its batches full. The sender is woken
         # when a batch is created or is first found full, not (as send() does) again for every
         # record appended behind a full batch: it knew of that batch when it was created, and a
@@ -469,11 +479,25 @@ class KafkaPythonProducer:
                 return future
             if partition is None:
                 partition = stable_partition(key, count) if count > 1 else 0
-            tp = checked.get((topic, partition))
-            if tp is None:
+            entry = checked.get((topic, partition))
+            if entry is None:
                 if partition not in (metadata.partitions_for_topic(topic) or ()):
                     raise ValueError(f"Unrecognized partition {partition} for topic {topic}")
-                tp = checked[topic, partition] = TP(topic, partition)
+                tp = TP(topic, partition)
+                entry = checked[topic, partition] = (tp, accumulator._tp_lock(tp))
+            tp, lock = entry
+            if batch_futures:
+                # The accumulator's own first step, without its future and counters: under
+                # the partition's lock (the IO thread drains under it), into the last batch.
+                with lock:
+                    dq = batches[tp]
+                    if dq and not accumulator._closed:
+                        batch = dq[-1]
+                        appended = batch.records.append(timestamp_ms, key, value, headers)
+                        if appended is not None:
+                            if appended.size > batch.max_record_size:
+                                batch.max_record_size = appended.size
+                            return batch.produce_future
             future, full, new_batch, _ = append(tp, timestamp_ms, key, value, headers)
             if new_batch or (full and not was_full.get(tp)):
                 wakeup()
@@ -517,31 +541,48 @@ class KafkaPythonProducer:
         self.client.close()
 
 
+def _acknowledged(future: Any) -> bool:
+    """Whether the broker acknowledged what ``future`` stands for: one record (kafka-python's
+    ``FutureRecordMetadata``) or a batch (its ``FutureProduceResult``, which kafka-python
+    completes as a success carrying a function of the records' errors when the batch failed,
+    expired or was aborted)."""
+    return bool(future.succeeded()) and (
+        type(future) is not FutureProduceResult or future.value[2] is None
+    )
+
+
 class _TrackedSender:
     """:class:`pipeline.kafka.transport.TrackedSender`: each record kept with kafka-python's
-    future for it, no callback added; a record whose future did not succeed is unacknowledged.
+    future for its batch (or for the record, see :meth:`KafkaPythonProducer._record_appender`),
+    no callback added; a record whose future did not succeed is unacknowledged.
 
     Looking at the futures rather than waiting for their errbacks keeps this exact after an
     abort that could not stop the IO thread in time (a future it left pending counts as not
-    acknowledged), and adds no work per record on the IO thread. Small keyed records go to the
-    accumulator (:meth:`KafkaPythonProducer._record_appender`).
+    acknowledged), and adds no work per record on the IO thread.
+
+    A batch that kafka-python splits (the broker found it too large) never completes its own
+    future: only record futures are rebound to the halves. Its records count as not
+    acknowledged and are sent again, so once a flush leaves a batch future pending this sender
+    keeps a future per record from then on, as the records sent again need.
     """
 
     def __init__(self, producer: KafkaPythonProducer) -> None:
         kept: list[tuple[Any, str, bytes | None, bytes, int | None]] = []
         self._kept = kept
+        self._producer = producer
         keep = kept.append
-        append_record = producer._record_appender()
+        # One appender, replaced by the per-record one after a split (see the class doc).
+        appender = self._appender = [producer._record_appender(batch_futures=True)]
         trim_at = _TRIM_AT
         no_headers: Headers = []
 
         def trim() -> None:
             nonlocal trim_at
-            kept[:] = [k for k in kept if not (k[0].is_done and k[0].exception is None)]
+            kept[:] = [k for k in kept if not _acknowledged(k[0])]
             trim_at = max(_TRIM_AT, 2 * len(kept))
 
         def send(topic: str, key: bytes | None, value: bytes, partition: int | None) -> None:
-            future = append_record(topic, key, value, partition, no_headers, None)
+            future = appender[0](topic, key, value, partition, no_headers, None)
             keep((future, topic, key, value, partition))
             if len(kept) >= trim_at:
                 trim()
@@ -549,8 +590,15 @@ class _TrackedSender:
         self.send: SendOutput = send
 
     def unacknowledged(self) -> list[Output]:
-        missing = [(t, k, v, p) for f, t, k, v, p in self._kept if not f.succeeded()]
+        missing = []
+        split = False
+        for f, t, k, v, p in self._kept:
+            if not _acknowledged(f):
+                missing.append((t, k, v, p))
+                split = split or (not f.is_done and type(f) is FutureProduceResult)
         self._kept.clear()
+        if split:
+            self._appender[0] = self._producer._record_appender()
         return missing
 
 

@@ -1,6 +1,10 @@
-"""The kafka-python consumer's direct fetch path (``Record`` straight from the fetcher) reads
-every batch as kafka-python's own ``PartitionRecords`` does: the same records, positions,
-counters and errors."""
+"""The kafka-python transport's shortcuts past kafka-python's own per-record objects.
+
+The consumer's direct fetch path (``Record`` straight from the fetcher) reads every batch as
+kafka-python's own ``PartitionRecords`` does: the same records, positions, counters and errors.
+The tracked sender's batch futures tell acknowledged records as kafka-python's record futures
+would.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer
 from kafka.consumer.fetcher import Fetcher
-from kafka.errors import CorruptRecordError
+from kafka.errors import CorruptRecordError, KafkaTimeoutError
+from kafka.producer.producer_batch import ProducerBatch
 from kafka.record import MemoryRecords, MemoryRecordsBuilder
 from kafka.structs import TopicPartition
 
 from pipeline.kafka.kafka_python import (
     KafkaPythonConsumer,
+    _acknowledged,
     _fetch_records_directly,
     _partition_records_class,
     _record,
@@ -129,3 +135,28 @@ def test_the_consumer_reads_records_directly_without_deserializers() -> None:
         assert not _fetch_records_directly(with_deserializer)
     finally:
         with_deserializer.close()
+
+
+def _batch(records: int = 3) -> tuple[ProducerBatch, list[Any]]:
+    batch = ProducerBatch(TP, MemoryRecordsBuilder(2, 0, 1 << 20))
+    futures = [batch.try_append(None, b"k", b"v%d" % i, []) for i in range(records)]
+    return batch, futures
+
+
+@pytest.mark.parametrize(
+    "outcome", ["pending", "complete", "failed", "aborted", "expired then complete"]
+)
+def test_a_batch_future_is_acknowledged_as_its_record_futures(outcome: str) -> None:
+    batch, futures = _batch()
+    if outcome == "complete":
+        batch.complete(42, -1)
+    elif outcome == "failed":
+        batch.complete_exceptionally(KafkaTimeoutError("no"), lambda _index: KafkaTimeoutError())
+    elif outcome == "aborted":
+        batch.abort(KafkaTimeoutError("closed"))
+    elif outcome == "expired then complete":
+        batch.complete_exceptionally(KafkaTimeoutError("late"), lambda _index: KafkaTimeoutError())
+        batch.complete(42, -1)  # ignored: the batch had failed already
+    expected = [_acknowledged(f) for f in futures]
+    assert expected == [outcome == "complete"] * len(futures)
+    assert _acknowledged(batch.produce_future) == expected[0]
