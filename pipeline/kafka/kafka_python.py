@@ -117,57 +117,69 @@ def _v2_records(batch: Any, topic: str, number: int, state: Any) -> Iterator[Rec
     errors), without a ``DefaultRecord`` per record. ``state`` (the ``PartitionRecords``) has
     its fetch position and counters moved on per record, as kafka-python's own loop does."""
     iter(batch)  # decompresses
-    buf, pos = batch._buffer, batch._pos
+    # One copy of the batch, then each key and value a slice of it (bytes already).
+    data, pos = bytes(batch._buffer), batch._pos
     base_offset, first_timestamp = batch.base_offset, batch.first_timestamp
     append_time = batch.max_timestamp if batch.timestamp_type == batch.LOG_APPEND_TIME else None
     for _ in range(batch._num_records):
         try:
-            # Varints inline when they fit in one byte, which most of a record's do.
-            b = buf[pos]
+            # Varints inline when they fit in one byte, as most of a record's do (zigzag, as
+            # kafka-python's decode_varint).
+            b = data[pos]
             if b < 0x80:
                 length, pos = (b >> 1) ^ -(b & 1), pos + 1
             else:
-                length, pos = decode_varint(buf, pos)
+                length, pos = decode_varint(data, pos)
             start = pos
-            _, pos = decode_varint(buf, pos)  # attributes, unused (kafka-python skips them)
-            b = buf[pos]
+            _, pos = decode_varint(data, pos)  # attributes, unused (kafka-python skips them)
+            b = data[pos]
             if b < 0x80:
                 ts_delta, pos = (b >> 1) ^ -(b & 1), pos + 1
             else:
-                ts_delta, pos = decode_varint(buf, pos)
-            b = buf[pos]
+                ts_delta, pos = decode_varint(data, pos)
+            b = data[pos]
             if b < 0x80:
                 offset_delta, pos = (b >> 1) ^ -(b & 1), pos + 1
             else:
-                offset_delta, pos = decode_varint(buf, pos)
-            key_len, pos = decode_varint(buf, pos)
+                offset_delta, pos = decode_varint(data, pos)
+            b = data[pos]
+            if b < 0x80:
+                key_len, pos = (b >> 1) ^ -(b & 1), pos + 1
+            else:
+                key_len, pos = decode_varint(data, pos)
             key = None
             if key_len >= 0:
-                key = bytes(buf[pos : pos + key_len])
+                key = data[pos : pos + key_len]
                 pos += key_len
-            value_len, pos = decode_varint(buf, pos)
+            b = data[pos]
+            if b < 0x80:
+                value_len, pos = (b >> 1) ^ -(b & 1), pos + 1
+            else:
+                value_len, pos = decode_varint(data, pos)
             value = None
             if value_len >= 0:
-                value = bytes(buf[pos : pos + value_len])
+                value = data[pos : pos + value_len]
                 pos += value_len
-            header_count, pos = decode_varint(buf, pos)
+            header_count, pos = decode_varint(data, pos)
             if header_count < 0:
                 raise CorruptRecordError(f"Found invalid number of record headers {header_count}")
             headers: list[Any] = []
             while header_count:
-                h_key_len, pos = decode_varint(buf, pos)
+                h_key_len, pos = decode_varint(data, pos)
                 if h_key_len < 0:
                     raise CorruptRecordError(f"Invalid negative header key size {h_key_len}")
-                h_key = buf[pos : pos + h_key_len].decode("utf-8")
+                h_key = data[pos : pos + h_key_len].decode("utf-8")
                 pos += h_key_len
-                h_value_len, pos = decode_varint(buf, pos)
+                h_value_len, pos = decode_varint(data, pos)
                 h_value = None
                 if h_value_len >= 0:
-                    h_value = bytes(buf[pos : pos + h_value_len])
+                    h_value = data[pos : pos + h_value_len]
                     pos += h_value_len
                 headers.append((h_key, h_value))
                 header_count -= 1
         except (ValueError, IndexError) as err:
+            if type(err) is IndexError:
+                err = IndexError("bytearray index out of range")  # kafka-python reads a bytearray
             raise CorruptRecordError(f"Found invalid record structure: {err!r}") from None
         if pos - start != length:
             raise CorruptRecordError(
@@ -187,8 +199,8 @@ def _v2_records(batch: Any, topic: str, number: int, state: Any) -> Iterator[Rec
             first_timestamp + ts_delta if append_time is None else append_time,
             headers,
         )
-    if pos != len(buf):
-        raise CorruptRecordError(f"{len(buf) - pos} unconsumed bytes after all records consumed")
+    if pos != len(data):
+        raise CorruptRecordError(f"{len(data) - pos} unconsumed bytes after all records consumed")
 
 
 _direct_classes: dict[type, type] = {}

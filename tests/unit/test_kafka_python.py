@@ -121,6 +121,30 @@ def test_a_truncated_record_fails_as_kafka_pythons() -> None:
     assert errors[0] == errors[1]
 
 
+def outcome(cls: type, data: bytes) -> Any:
+    """What ``cls`` makes of ``data`` (CRCs unchecked): its records, or its error."""
+    part = cls(100, TP, MemoryRecords(data), check_crcs=False)
+    got: list[Any] = []
+    try:
+        while part:
+            chunk = part.take(1000)
+            if not chunk:
+                break
+            got.extend(_record(r) if cls is Base else r for r in chunk)
+    except Exception as e:
+        return got, type(e), str(e)
+    return got, part.next_fetch_offset
+
+
+@settings(max_examples=300, deadline=None)
+@given(records=records_st, at=st.integers(61, 10_000), byte=st.integers(0, 255))
+def test_a_damaged_batch_reads_as_kafka_pythons(records: list[Any], at: int, byte: int) -> None:
+    data = bytearray(build([records], 2, 0))
+    at = 61 + at % (len(data) - 61)  # past the batch header: in the records
+    data[at] = byte
+    assert outcome(Direct, bytes(data)) == outcome(Base, bytes(data))
+
+
 def test_the_consumer_reads_records_directly_without_deserializers() -> None:
     consumer = KafkaConsumer(bootstrap_servers=["127.0.0.1:1"], api_version=(2, 6))
     try:
