@@ -131,7 +131,12 @@ def _v2_records(batch: Any, topic: str, number: int, state: Any) -> Iterator[Rec
             else:
                 length, pos = decode_varint(data, pos)
             start = pos
-            _, pos = decode_varint(data, pos)  # attributes, unused (kafka-python skips them)
+            # The attributes, unused (kafka-python skips them too).
+            b = data[pos]
+            if b < 0x80:
+                _, pos = (b >> 1) ^ -(b & 1), pos + 1
+            else:
+                _, pos = decode_varint(data, pos)
             b = data[pos]
             if b < 0x80:
                 ts_delta, pos = (b >> 1) ^ -(b & 1), pos + 1
@@ -160,17 +165,29 @@ def _v2_records(batch: Any, topic: str, number: int, state: Any) -> Iterator[Rec
             if value_len >= 0:
                 value = data[pos : pos + value_len]
                 pos += value_len
-            header_count, pos = decode_varint(data, pos)
+            b = data[pos]
+            if b < 0x80:
+                header_count, pos = (b >> 1) ^ -(b & 1), pos + 1
+            else:
+                header_count, pos = decode_varint(data, pos)
             if header_count < 0:
                 raise CorruptRecordError(f"Found invalid number of record headers {header_count}")
             headers: list[Any] = []
             while header_count:
-                h_key_len, pos = decode_varint(data, pos)
+                b = data[pos]
+                if b < 0x80:
+                    h_key_len, pos = (b >> 1) ^ -(b & 1), pos + 1
+                else:
+                    h_key_len, pos = decode_varint(data, pos)
                 if h_key_len < 0:
                     raise CorruptRecordError(f"Invalid negative header key size {h_key_len}")
                 h_key = data[pos : pos + h_key_len].decode("utf-8")
                 pos += h_key_len
-                h_value_len, pos = decode_varint(data, pos)
+                b = data[pos]
+                if b < 0x80:
+                    h_value_len, pos = (b >> 1) ^ -(b & 1), pos + 1
+                else:
+                    h_value_len, pos = decode_varint(data, pos)
                 h_value = None
                 if h_value_len >= 0:
                     h_value = data[pos : pos + h_value_len]
