@@ -18,6 +18,7 @@ from kafka.consumer.fetcher import Fetcher
 from kafka.errors import CorruptRecordError, KafkaTimeoutError
 from kafka.producer.producer_batch import ProducerBatch
 from kafka.record import MemoryRecords, MemoryRecordsBuilder
+from kafka.serializer import Deserializer
 from kafka.structs import TopicPartition
 
 from pipeline.kafka.kafka_python import (
@@ -152,8 +153,13 @@ def test_the_consumer_reads_records_directly_without_deserializers() -> None:
         assert consumer._fetcher.PartitionRecords is Direct
     finally:
         consumer.close()
+
+    class Decode(Deserializer):  # type: ignore[misc]
+        def deserialize(self, topic: str, headers: Any, data: bytes) -> Any:
+            return data.decode()
+
     with_deserializer = KafkaConsumer(
-        bootstrap_servers=["127.0.0.1:1"], api_version=(2, 6), value_deserializer=bytes
+        bootstrap_servers=["127.0.0.1:1"], api_version=(2, 6), value_deserializer=Decode()
     )
     try:
         assert not _fetch_records_directly(with_deserializer)
