@@ -477,7 +477,12 @@ class KafkaPythonProducer:
             return send_one
         accumulator = client._accumulator
         append, wakeup = accumulator.append, client._sender.wakeup
-        batches = accumulator._batches
+        # What the open-batch append reads of the accumulator (kafka-python 3's; else send()'s
+        # path with record futures).
+        batch_futures = batch_futures and all(
+            hasattr(accumulator, name) for name in ("_batches", "_tp_lock", "_closed")
+        )
+        batches: Any = getattr(accumulator, "_batches", None)
         metadata = client._metadata
         small = min(_SMALL_RECORD, client.config["max_request_size"] // 2)
         partition_counts: dict[str, int] = {}
@@ -513,7 +518,8 @@ class KafkaPythonProducer:
                 if partition not in (metadata.partitions_for_topic(topic) or ()):
                     raise ValueError(f"Unrecognized partition {partition} for topic {topic}")
                 tp = TP(topic, partition)
-                entry = checked[topic, partition] = (tp, accumulator._tp_lock(tp))
+                lock = accumulator._tp_lock(tp) if batch_futures else None
+                entry = checked[topic, partition] = (tp, lock)
             tp, lock = entry
             if batch_futures:
                 # The accumulator's own first step, without its future and counters: under
