@@ -5,15 +5,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import kafka
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as TP
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import (
+    CorruptRecordError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+)
 from kafka.partitioner import DefaultPartitioner
+from kafka.producer.future import FutureProduceResult
+from kafka.record.default_records import DefaultRecordBatch
+from kafka.record.util import decode_varint
 from kafka.structs import OffsetAndMetadata
 
 from pipeline.config import KafkaConfig
@@ -38,6 +46,13 @@ log = logging.getLogger(__name__)
 # Records up to this size (key and value; the replay's two headers are a few bytes) skip
 # KafkaProducer.send's checks in the bulk sender: its size check could not refuse them.
 _SMALL_RECORD = 64 * 1024
+# Batches this large (per partition) hold everything a busy consumer publishes while one produce
+# request is in flight (in-flight requests are limited to one for ordering): with kafka-python's
+# 16 KiB, a batch holds ~50 predictions, a slow broker round trip (Tansu: 5-15 ms) leaves several
+# batches waiting, each its own request, and every record appended behind a full batch wakes the
+# sender thread. Under the brokers' 1 MB default record batch limit; linger_ms still decides when
+# a batch leaves.
+_BATCH_SIZE = 512 * 1024
 # A tracked sender drops its acknowledged records once it keeps this many (and twice as many as
 # were still unacknowledged at the last drop): memory bounded by what is in flight.
 _TRIM_AT = 10_000
@@ -53,6 +68,7 @@ def make_producer(config: KafkaConfig, bootstrap: str, **overrides: Any) -> Kafk
         "linger_ms": config.linger_ms,
         "retries": 10,
         "max_in_flight_requests_per_connection": 1,  # keeps per-partition order across retries
+        "batch_size": _BATCH_SIZE,
         "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
         **_common(config, bootstrap),
         **overrides,
@@ -95,6 +111,215 @@ def _record(r: Any) -> Record:
     return Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp, r.headers)
 
 
+def _v2_records(batch: Any, topic: str, number: int, state: Any) -> Iterator[Record]:
+    """The records of one message format v2 batch, as :class:`Record`, read from its buffer as
+    kafka-python's ``DefaultRecordBatch._read_msg`` reads them (the same fields, checks and
+    errors), without a ``DefaultRecord`` per record. ``state`` (the ``PartitionRecords``) has
+    its fetch position and counters moved on per record, as kafka-python's own loop does."""
+    iter(batch)  # decompresses
+    # One copy of the batch, then each key and value a slice of it (bytes already).
+    data, pos = bytes(batch._buffer), batch._pos
+    base_offset, first_timestamp = batch.base_offset, batch.first_timestamp
+    append_time = batch.max_timestamp if batch.timestamp_type == batch.LOG_APPEND_TIME else None
+    for _ in range(batch._num_records):
+        try:
+            # Varints inline when they fit in one byte, as most of a record's do (zigzag, as
+            # kafka-python's decode_varint).
+            b = data[pos]
+            if b < 0x80:
+                length, pos = (b >> 1) ^ -(b & 1), pos + 1
+            else:
+                length, pos = decode_varint(data, pos)
+            start = pos
+            # The attributes, unused (kafka-python skips them too).
+            b = data[pos]
+            if b < 0x80:
+                _, pos = (b >> 1) ^ -(b & 1), pos + 1
+            else:
+                _, pos = decode_varint(data, pos)
+            b = data[pos]
+            if b < 0x80:
+                ts_delta, pos = (b >> 1) ^ -(b & 1), pos + 1
+            else:
+                ts_delta, pos = decode_varint(data, pos)
+            b = data[pos]
+            if b < 0x80:
+                offset_delta, pos = (b >> 1) ^ -(b & 1), pos + 1
+            else:
+                offset_delta, pos = decode_varint(data, pos)
+            b = data[pos]
+            if b < 0x80:
+                key_len, pos = (b >> 1) ^ -(b & 1), pos + 1
+            else:
+                key_len, pos = decode_varint(data, pos)
+            key = None
+            if key_len >= 0:
+                key = data[pos : pos + key_len]
+                pos += key_len
+            b = data[pos]
+            if b < 0x80:
+                value_len, pos = (b >> 1) ^ -(b & 1), pos + 1
+            else:
+                value_len, pos = decode_varint(data, pos)
+            value = None
+            if value_len >= 0:
+                value = data[pos : pos + value_len]
+                pos += value_len
+            b = data[pos]
+            if b < 0x80:
+                header_count, pos = (b >> 1) ^ -(b & 1), pos + 1
+            else:
+                header_count, pos = decode_varint(data, pos)
+            if header_count < 0:
+                raise CorruptRecordError(f"Found invalid number of record headers {header_count}")
+            headers: list[Any] = []
+            while header_count:
+                b = data[pos]
+                if b < 0x80:
+                    h_key_len, pos = (b >> 1) ^ -(b & 1), pos + 1
+                else:
+                    h_key_len, pos = decode_varint(data, pos)
+                if h_key_len < 0:
+                    raise CorruptRecordError(f"Invalid negative header key size {h_key_len}")
+                h_key = data[pos : pos + h_key_len].decode("utf-8")
+                pos += h_key_len
+                b = data[pos]
+                if b < 0x80:
+                    h_value_len, pos = (b >> 1) ^ -(b & 1), pos + 1
+                else:
+                    h_value_len, pos = decode_varint(data, pos)
+                h_value = None
+                if h_value_len >= 0:
+                    h_value = data[pos : pos + h_value_len]
+                    pos += h_value_len
+                headers.append((h_key, h_value))
+                header_count -= 1
+        except (ValueError, IndexError) as err:
+            if type(err) is IndexError:
+                err = IndexError("bytearray index out of range")  # kafka-python reads a bytearray
+            raise CorruptRecordError(f"Found invalid record structure: {err!r}") from None
+        if pos - start != length:
+            raise CorruptRecordError(
+                f"Invalid record size: expected to read {length} bytes in record payload, "
+                f"but instead read {pos - start}"
+            )
+        offset = base_offset + offset_delta
+        state.records_read += 1
+        state.bytes_read += length
+        state.next_fetch_offset = offset + 1
+        yield Record(
+            topic,
+            number,
+            offset,
+            key,
+            value,
+            first_timestamp + ts_delta if append_time is None else append_time,
+            headers,
+        )
+    if pos != len(data):
+        raise CorruptRecordError(f"{len(data) - pos} unconsumed bytes after all records consumed")
+
+
+_direct_classes: dict[type, type] = {}
+
+
+def _partition_records_class(base: type) -> type:
+    """kafka-python 3's ``Fetcher.PartitionRecords`` yielding :class:`Record` rather than
+    ``ConsumerRecord``: its ``_unpack_records`` for a consumer without deserializers, the same
+    batch handling (CRCs, aborted transactions, control batches, positions), the records of a
+    v2 batch read by :func:`_v2_records`."""
+    direct = _direct_classes.get(base)
+    if direct is not None:
+        return direct
+    from kafka.protocol.consumer import IsolationLevel  # kafka-python 3's
+
+    class PartitionRecords(base):  # type: ignore[valid-type,misc]
+        def _unpack_records(
+            self, tp: TP, records: Any, key_deserializer: Any, value_deserializer: Any
+        ) -> Iterator[Record]:
+            topic, number = tp.topic, tp.partition
+            try:
+                batch = records.next_batch()
+                last_batch = None
+                while batch is not None:
+                    last_batch = batch
+                    if self.check_crcs and not batch.validate_crc():
+                        raise CorruptRecordError(
+                            f"Record batch for partition {self.topic_partition} at offset "
+                            f"{batch.base_offset} failed crc check"
+                        )
+                    if batch.magic == 2:
+                        self.leader_epoch = batch.leader_epoch
+                        if (
+                            self.isolation_level == IsolationLevel.READ_COMMITTED
+                            and batch.has_producer_id()
+                        ):
+                            self._consume_aborted_transactions_up_to(batch.last_offset)
+                            producer_id = batch.producer_id
+                            if self._contains_abort_marker(batch):
+                                self.aborted_producer_ids.discard(producer_id)
+                            elif self._is_batch_aborted(batch):
+                                self.next_fetch_offset = batch.next_offset
+                                batch = records.next_batch()
+                                continue
+                        if batch.is_control_batch:
+                            self.next_fetch_offset = batch.next_offset
+                            batch = records.next_batch()
+                            continue
+                        if type(batch) is DefaultRecordBatch:
+                            yield from _v2_records(batch, topic, number, self)
+                            batch = records.next_batch()
+                            continue
+                    for record in batch:
+                        if self.check_crcs and not record.validate_crc():
+                            raise CorruptRecordError(
+                                f"Record for partition {self.topic_partition} at offset "
+                                f"{record.offset} failed crc check"
+                            )
+                        self.records_read += 1
+                        self.bytes_read += record.size_in_bytes
+                        self.next_fetch_offset = record.offset + 1
+                        yield Record(
+                            topic,
+                            number,
+                            record.offset,
+                            record.key,
+                            record.value,
+                            record.timestamp,
+                            record.headers,
+                        )
+                    batch = records.next_batch()
+                # Format v2 keeps a batch's last offset even when compaction removed its last
+                # record: the next fetch starts after the batch.
+                if last_batch is not None and last_batch.magic == 2:
+                    self.next_fetch_offset = last_batch.next_offset
+                self.drain()
+            except StopIteration:
+                # A StopIteration raised inside a generator would end it silently.
+                raise RuntimeError("StopIteration raised unpacking messageset") from None
+
+    _direct_classes[base] = PartitionRecords
+    return PartitionRecords
+
+
+def _fetch_records_directly(consumer: KafkaConsumer) -> bool:
+    """Make the consumer's fetcher yield :class:`Record` (see :func:`_partition_records_class`)
+    when it is kafka-python 3 with no deserializers; whether it does."""
+    fetcher: Any = getattr(consumer, "_fetcher", None)
+    base = getattr(fetcher, "PartitionRecords", None)
+    if (
+        kafka.__version__.split(".")[0] != "3"
+        or base is None
+        or not hasattr(base, "_unpack_records")
+        or not {"_buffer", "_pos", "_num_records"} <= set(DefaultRecordBatch.__slots__)
+        or fetcher.config.get("key_deserializer") is not None
+        or fetcher.config.get("value_deserializer") is not None
+    ):
+        return False
+    fetcher.PartitionRecords = _partition_records_class(base)
+    return True
+
+
 class KafkaPythonConsumer:
     """:class:`pipeline.kafka.transport.Consumer` on kafka-python's ``KafkaConsumer``.
 
@@ -104,6 +329,8 @@ class KafkaPythonConsumer:
 
     def __init__(self, consumer: KafkaConsumer) -> None:
         self.client = consumer
+        # Records come out of the fetcher as Records already, or as ConsumerRecords to convert.
+        self._direct = _fetch_records_directly(consumer)
 
     def subscribe(
         self, topics: list[str], on_assigned: OnPartitions, on_revoked: OnPartitions
@@ -112,6 +339,8 @@ class KafkaPythonConsumer:
 
     def poll(self, timeout_ms: int) -> dict[Partition, list[Record]]:
         batches = self.client.poll(timeout_ms=timeout_ms)
+        if self._direct:
+            return {(tp.topic, tp.partition): records for tp, records in batches.items()}
         return {
             (tp.topic, tp.partition): [_record(r) for r in records]
             for tp, records in batches.items()
@@ -207,7 +436,7 @@ class KafkaPythonProducer:
 
         return send
 
-    def _record_appender(self) -> Callable[..., Any]:
+    def _record_appender(self, batch_futures: bool = False) -> Callable[..., Any]:
         """``(topic, key, value, partition, headers, timestamp_ms) -> future``, for the bulk
         and the tracked senders.
 
@@ -216,6 +445,13 @@ class KafkaPythonProducer:
         serializers, transactions), which are made once per topic and partition here instead
         of per record: they cost as much as the append itself. Anything else, and any other
         kafka-python major version, takes ``send``.
+
+        ``batch_futures`` (the tracked sender): a record that fits in its partition's open
+        batch is appended to that batch's records, as the accumulator would, and the future
+        returned is the batch's own (see :func:`_acknowledged`): no future per record, made
+        on this thread and completed on the IO thread, nor the accumulator's bookkeeping per
+        append. A record that needs a new batch takes the accumulator, whose future for it is
+        returned (the batch's first record: kafka-python rebinds it if it splits the batch).
         """
         client = self.client
         client_send = client.send
@@ -239,11 +475,23 @@ class KafkaPythonProducer:
 
         if not self._may_append():
             return send_one
-        append, wakeup = client._accumulator.append, client._sender.wakeup
+        accumulator = client._accumulator
+        append, wakeup = accumulator.append, client._sender.wakeup
+        # What the open-batch append reads of the accumulator (kafka-python 3's; else send()'s
+        # path with record futures).
+        batch_futures = batch_futures and all(
+            hasattr(accumulator, name) for name in ("_batches", "_tp_lock", "_closed")
+        )
+        batches: Any = getattr(accumulator, "_batches", None)
         metadata = client._metadata
         small = min(_SMALL_RECORD, client.config["max_request_size"] // 2)
         partition_counts: dict[str, int] = {}
-        checked: dict[tuple[str, int], TP] = {}
+        checked: dict[tuple[str, int], tuple[TP, Any]] = {}
+        # Per partition, whether the last append found its batches full. The sender is woken
+        # when a batch is created or is first found full, not (as send() does) again for every
+        # record appended behind a full batch: it knew of that batch when it was created, and a
+        # wakeup per record costs a syscall and a GIL handover once the broker falls behind.
+        was_full: dict[TP, bool] = {}
 
         def append_one(
             topic: str,
@@ -265,14 +513,30 @@ class KafkaPythonProducer:
                 return future
             if partition is None:
                 partition = stable_partition(key, count) if count > 1 else 0
-            tp = checked.get((topic, partition))
-            if tp is None:
+            entry = checked.get((topic, partition))
+            if entry is None:
                 if partition not in (metadata.partitions_for_topic(topic) or ()):
                     raise ValueError(f"Unrecognized partition {partition} for topic {topic}")
-                tp = checked[topic, partition] = TP(topic, partition)
+                tp = TP(topic, partition)
+                lock = accumulator._tp_lock(tp) if batch_futures else None
+                entry = checked[topic, partition] = (tp, lock)
+            tp, lock = entry
+            if batch_futures:
+                # The accumulator's own first step, without its future and counters: under
+                # the partition's lock (the IO thread drains under it), into the last batch.
+                with lock:
+                    dq = batches[tp]
+                    if dq and not accumulator._closed:
+                        batch = dq[-1]
+                        appended = batch.records.append(timestamp_ms, key, value, headers)
+                        if appended is not None:
+                            if appended.size > batch.max_record_size:
+                                batch.max_record_size = appended.size
+                            return batch.produce_future
             future, full, new_batch, _ = append(tp, timestamp_ms, key, value, headers)
-            if full or new_batch:
+            if new_batch or (full and not was_full.get(tp)):
                 wakeup()
+            was_full[tp] = full
             return future
 
         return append_one
@@ -312,31 +576,48 @@ class KafkaPythonProducer:
         self.client.close()
 
 
+def _acknowledged(future: Any) -> bool:
+    """Whether the broker acknowledged what ``future`` stands for: one record (kafka-python's
+    ``FutureRecordMetadata``) or a batch (its ``FutureProduceResult``, which kafka-python
+    completes as a success carrying a function of the records' errors when the batch failed,
+    expired or was aborted)."""
+    return bool(future.succeeded()) and (
+        type(future) is not FutureProduceResult or future.value[2] is None
+    )
+
+
 class _TrackedSender:
     """:class:`pipeline.kafka.transport.TrackedSender`: each record kept with kafka-python's
-    future for it, no callback added; a record whose future did not succeed is unacknowledged.
+    future for its batch (or for the record, see :meth:`KafkaPythonProducer._record_appender`),
+    no callback added; a record whose future did not succeed is unacknowledged.
 
     Looking at the futures rather than waiting for their errbacks keeps this exact after an
     abort that could not stop the IO thread in time (a future it left pending counts as not
-    acknowledged), and adds no work per record on the IO thread. Small keyed records go to the
-    accumulator (:meth:`KafkaPythonProducer._record_appender`).
+    acknowledged), and adds no work per record on the IO thread.
+
+    A batch that kafka-python splits (the broker found it too large) never completes its own
+    future: only record futures are rebound to the halves. Its records count as not
+    acknowledged and are sent again, so once a flush leaves a batch future pending this sender
+    keeps a future per record from then on, as the records sent again need.
     """
 
     def __init__(self, producer: KafkaPythonProducer) -> None:
         kept: list[tuple[Any, str, bytes | None, bytes, int | None]] = []
         self._kept = kept
+        self._producer = producer
         keep = kept.append
-        append_record = producer._record_appender()
+        # One appender, replaced by the per-record one after a split (see the class doc).
+        appender = self._appender = [producer._record_appender(batch_futures=True)]
         trim_at = _TRIM_AT
         no_headers: Headers = []
 
         def trim() -> None:
             nonlocal trim_at
-            kept[:] = [k for k in kept if not (k[0].is_done and k[0].exception is None)]
+            kept[:] = [k for k in kept if not _acknowledged(k[0])]
             trim_at = max(_TRIM_AT, 2 * len(kept))
 
         def send(topic: str, key: bytes | None, value: bytes, partition: int | None) -> None:
-            future = append_record(topic, key, value, partition, no_headers, None)
+            future = appender[0](topic, key, value, partition, no_headers, None)
             keep((future, topic, key, value, partition))
             if len(kept) >= trim_at:
                 trim()
@@ -344,8 +625,15 @@ class _TrackedSender:
         self.send: SendOutput = send
 
     def unacknowledged(self) -> list[Output]:
-        missing = [(t, k, v, p) for f, t, k, v, p in self._kept if not f.succeeded()]
+        missing = []
+        split = False
+        for f, t, k, v, p in self._kept:
+            if not _acknowledged(f):
+                missing.append((t, k, v, p))
+                split = split or (not f.is_done and type(f) is FutureProduceResult)
         self._kept.clear()
+        if split:
+            self._appender[0] = self._producer._record_appender()
         return missing
 
 
