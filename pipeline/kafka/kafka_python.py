@@ -17,6 +17,7 @@ from kafka.errors import (
     KafkaError,
     KafkaTimeoutError,
     TopicAlreadyExistsError,
+    UnknownError,
 )
 from kafka.partitioner import DefaultPartitioner
 from kafka.producer.future import FutureProduceResult
@@ -558,10 +559,20 @@ class KafkaPythonProducer:
         return _TrackedSender(self)
 
     def flush(self, timeout_s: float) -> None:
-        try:
-            self.client.flush(timeout=timeout_s)
-        except KafkaTimeoutError as e:
-            raise FlushTimeout(str(e)) from None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.client.flush(timeout=max(0.0, deadline - time.monotonic()))
+                return
+            except KafkaTimeoutError as e:
+                raise FlushTimeout(str(e)) from None
+            except UnknownError as e:
+                # A batch the broker found too large was split: kafka-python's flush gives up
+                # on the old batch ('Future not done') while its halves are still queued.
+                # Flushing again waits for those; the tracked sender resends the old batch's
+                # records (duplicates at worst) and keeps a future per record from then on.
+                if time.monotonic() >= deadline:
+                    raise FlushTimeout(f"flush: {e}") from None
 
     def abort(self) -> None:
         # close() flushes first, so it never returns for a stuck producer; the sender's

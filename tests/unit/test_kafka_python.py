@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer
 from kafka.consumer.fetcher import Fetcher
-from kafka.errors import CorruptRecordError, KafkaTimeoutError
+from kafka.errors import CorruptRecordError, KafkaTimeoutError, UnknownError
 from kafka.producer.producer_batch import ProducerBatch
 from kafka.record import MemoryRecords, MemoryRecordsBuilder
 from kafka.serializer import Deserializer
@@ -23,11 +23,13 @@ from kafka.structs import TopicPartition
 
 from pipeline.kafka.kafka_python import (
     KafkaPythonConsumer,
+    KafkaPythonProducer,
     _acknowledged,
     _fetch_records_directly,
     _partition_records_class,
     _record,
 )
+from pipeline.kafka.transport import FlushTimeout
 
 TP = TopicPartition("events", 3)
 Base = Fetcher.PartitionRecords
@@ -190,3 +192,29 @@ def test_a_batch_future_is_acknowledged_as_its_record_futures(outcome: str) -> N
     expected = [_acknowledged(f) for f in futures]
     assert expected == [outcome == "complete"] * len(futures)
     assert _acknowledged(batch.produce_future) == expected[0]
+
+
+class _SplittingClient:
+    """kafka-python's flush as it answers after a batch split: 'Future not done' once."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.flushes = 0
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.flushes += 1
+        if self.failures:
+            self.failures -= 1
+            raise UnknownError("Future not done")
+
+
+def test_a_flush_after_a_batch_split_waits_for_the_halves() -> None:
+    client = _SplittingClient(failures=1)
+    KafkaPythonProducer(client).flush(5.0)  # type: ignore[arg-type]
+    assert client.flushes == 2
+
+
+def test_a_flush_that_keeps_failing_past_its_time_is_a_flush_timeout() -> None:
+    client = _SplittingClient(failures=10**9)
+    with pytest.raises(FlushTimeout):
+        KafkaPythonProducer(client).flush(0.01)  # type: ignore[arg-type]
