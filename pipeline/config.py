@@ -119,11 +119,12 @@ class KafkaConfig(_Section):
         description="Kafka client library: confluent (librdkafka, riverline[fast]), "
         "kafka-python, or auto (confluent-kafka when installed).",
     )
-    fetch_max_wait_ms: int = Field(
-        default=10,
+    fetch_max_wait_ms: int | None = Field(
+        default=None,
         ge=0,
         description="Longest a fetch waits at the broker for data: bounds serving latency on an "
-        "idle stream (some brokers, Tansu among them, hold every fetch this long).",
+        "idle stream (some brokers, Tansu among them, hold every fetch this long). Unset: 5 with "
+        "confluent-kafka, 10 with kafka-python (whose fetch loop costs more CPU per fetch).",
     )
     linger_ms: int = Field(
         default=1, ge=0, description="How long a producer waits to batch outputs before sending."
@@ -133,6 +134,14 @@ class KafkaConfig(_Section):
         description="Passed to every client: security_protocol, sasl_*, ssl_* (kafka-python "
         "names, translated for confluent-kafka; dotted librdkafka names go to it as they are).",
     )
+
+    def fetch_wait_ms(self, client_default: int) -> int:
+        """``fetch_max_wait_ms``, or the client's own default when unset.
+
+        >>> KafkaConfig().fetch_wait_ms(5), KafkaConfig(fetch_max_wait_ms=0).fetch_wait_ms(5)
+        (5, 0)
+        """
+        return client_default if self.fetch_max_wait_ms is None else self.fetch_max_wait_ms
 
 
 class RedisConfig(_Section):
