@@ -129,6 +129,12 @@ class KafkaConfig(_Section):
     linger_ms: int = Field(
         default=1, ge=0, description="How long a producer waits to batch outputs before sending."
     )
+    batch_bytes: int = Field(
+        default=512 * 1024,
+        ge=1024,
+        description="Largest record batch a producer makes, in bytes: keep it below the brokers' "
+        "max.message.bytes (1 MB by default), or they refuse the batch.",
+    )
     client_options: dict[str, Any] = Field(
         default_factory=dict,
         description="Passed to every client: security_protocol, sasl_*, ssl_* (kafka-python "

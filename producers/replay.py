@@ -30,7 +30,7 @@ from pipeline.kafka.transport import (
 from producers.schedule import Emission, LabelDelay, schedule
 from producers.sources import SourceError, SourceOptions, SourceRecord, open_source
 
-MAX_SPEED_OPTIONS = {"linger_ms": 20, "batch_size": 512 * 1024}
+MAX_SPEED_OPTIONS = {"linger_ms": 20}  # batches of kafka.batch_bytes
 
 
 @dataclass

@@ -350,6 +350,7 @@ class ConfluentProducer:
         options: dict[str, Any] = {
             "acks": "all",
             "linger.ms": config.linger_ms,
+            "batch.size": config.batch_bytes,
             # Order kept across retries without idempotence (not every broker supports it).
             "max.in.flight.requests.per.connection": 1,
             "delivery.timeout.ms": DELIVERY_TIMEOUT_MS,

@@ -50,13 +50,11 @@ FETCH_MAX_WAIT_MS = 10
 # Records up to this size (key and value; the replay's two headers are a few bytes) skip
 # KafkaProducer.send's checks in the bulk sender: its size check could not refuse them.
 _SMALL_RECORD = 64 * 1024
-# Batches this large (per partition) hold everything a busy consumer publishes while one produce
-# request is in flight (in-flight requests are limited to one for ordering): with kafka-python's
-# 16 KiB, a batch holds ~50 predictions, a slow broker round trip (Tansu: 5-15 ms) leaves several
-# batches waiting, each its own request, and every record appended behind a full batch wakes the
-# sender thread. Under the brokers' 1 MB default record batch limit; linger_ms still decides when
-# a batch leaves.
-_BATCH_SIZE = 512 * 1024
+# kafka.batch_bytes (512 KiB) rather than kafka-python's 16 KiB: a batch then holds everything a
+# busy consumer publishes while one produce request is in flight (one at a time, for order).
+# With 16 KiB a batch holds ~50 predictions, a slow broker round trip (Tansu: 5-15 ms) leaves
+# several batches waiting, each its own request, and every record appended behind a full one
+# wakes the sender thread. linger_ms still decides when a batch leaves.
 # A tracked sender drops its acknowledged records once it keeps this many (and twice as many as
 # were still unacknowledged at the last drop): memory bounded by what is in flight.
 _TRIM_AT = 10_000
@@ -72,7 +70,7 @@ def make_producer(config: KafkaConfig, bootstrap: str, **overrides: Any) -> Kafk
         "linger_ms": config.linger_ms,
         "retries": 10,
         "max_in_flight_requests_per_connection": 1,  # keeps per-partition order across retries
-        "batch_size": _BATCH_SIZE,
+        "batch_size": config.batch_bytes,
         "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
         **_common(config, bootstrap),
         **overrides,
