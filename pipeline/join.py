@@ -143,24 +143,20 @@ class JoinBuffer:
 
     def add_event(self, pending: Pending, number: int) -> tuple[ParkedLabel | None, list[Pending]]:
         """Buffer an event; returns its label if that came first, and the events evicted
-        (oldest first) to stay within ``max_pending``."""
-        pending.number = number
-        if number < self._newest:
-            self._unordered = True
-            self.horizon = 0
-        else:
-            self._newest = number
-        queue = self.pending
-        if not queue:
-            self._lower_horizon(number)
-        parked = self.parked.pop(pending.id, None) if self.parked else None
-        queue[pending.id] = pending
-        if self.max_pending is None or len(queue) <= self.max_pending:
-            return parked, []
-        evicted: list[Pending] = []
-        while len(queue) > self.max_pending:
-            evicted.append(queue.popitem(last=False)[1])
-        return parked, evicted
+        (oldest first) to stay within ``max_pending``. :meth:`add` with the event's fields
+        (it keeps a Pending of its own, numbered ``number``)."""
+        parked, evicted = self.add(
+            pending.id,
+            pending.ts,
+            pending.x,
+            pending.model,
+            pending.fallback,
+            pending.served,
+            pending.attributes,
+            number,
+            pending.origin,
+        )
+        return parked, list(evicted)
 
     def add(
         self,
@@ -174,9 +170,9 @@ class JoinBuffer:
         number: int,
         origin: Any = None,
     ) -> tuple[ParkedLabel | None, Sequence[Pending]]:
-        """``add_event(Pending(event_id, ts, ...), number)``: the event path's, which builds
-        the Pending here without calling its class (a third of the cost) and returns the
-        evictions as an empty tuple when there are none (nearly always), not a new list.
+        """Buffer an event (see :meth:`add_event`): the event path's, which builds the Pending
+        here without calling its class (a third of the cost) and returns the evictions as an
+        empty tuple when there are none (nearly always), not a new list.
 
         >>> buf = JoinBuffer(ttl_events=2)
         >>> buf.add("a", 0.0, {}, None, None, None, {}, 1)
@@ -194,7 +190,6 @@ class JoinBuffer:
         pending.attributes = attributes
         pending.number = number
         pending.origin = origin
-        # add_event's rule, inlined.
         if number < self._newest:
             self._unordered = True
             self.horizon = 0

@@ -11,21 +11,8 @@ from river import drift, metrics
 
 from pipeline.core import LearningCore, Tally, _inlinable_adwin
 from pipeline.evaluation import Evaluator, Windowed
-from pipeline.join import JoinBuffer, Pending
+from pipeline.join import JoinBuffer
 from pipeline.schemas import Event, Label
-
-
-def test_join_add_equals_add_event() -> None:
-    fast, slow = JoinBuffer(ttl_events=3, max_pending=2), JoinBuffer(ttl_events=3, max_pending=2)
-    for n, event_id in enumerate("abcd", start=1):
-        got = fast.add(event_id, float(n), {"x": n}, None, 0, 0, {}, n, origin=n)
-        want = slow.add_event(Pending(event_id, float(n), {"x": n}, None, 0, 0, {}, 0, n), n)
-        assert (got[0], list(got[1])) == want
-    assert list(fast.pending) == list(slow.pending)
-    assert all(
-        (p.id, p.ts, p.x, p.number, p.origin) == (q.id, q.ts, q.x, q.number, q.origin)
-        for p, q in zip(fast.pending.values(), slow.pending.values(), strict=True)
-    )
 
 
 def test_joined_ids_pickle_as_the_ordered_dict_checkpoints_have() -> None:
