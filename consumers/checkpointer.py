@@ -22,7 +22,7 @@ from pipeline.checkpointing.background import BackgroundSave
 from pipeline.checkpointing.store import Checkpoint, CheckpointStore, Fenced, Offsets
 from pipeline.config import ConfigError, RiverlineConfig
 from pipeline.provenance import provenance
-from pipeline.telemetry import LatencyQuantiles
+from pipeline.telemetry import LatencyHistogram
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +70,11 @@ class Checkpointer:
         self.backoff = 0.1
         self.wanted = False  # a label count asked for one as soon as the batch ends
         self.count = 0
-        self.milliseconds = LatencyQuantiles()
+        self.milliseconds = LatencyHistogram()
         self.background = config.checkpoint.background and background.supported()
         self.in_flight: BackgroundSave | None = None
         self._pending: tuple[Offsets, int] = ({}, 0)  # the in-flight write's offsets, labels
-        self.forks = LatencyQuantiles()  # what a background write costs the event path
+        self.forks = LatencyHistogram()  # what a background write costs the event path
         self.failures = 0  # background writes that did not land
 
     # -- restore ----------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from pipeline.kafka.records import KIND_EVENT, KIND_LABEL
 from pipeline.kafka.transport import DELIVERY_TIMEOUT_MS, Partition, Transport, make_transport
 from pipeline.ordering import OrderedMerge
 from pipeline.state.lease import Lease, LeaseLost
-from pipeline.telemetry import LatencyQuantiles, PipelineMetrics
+from pipeline.telemetry import LatencyHistogram, PipelineMetrics
 from pipeline.validation import Validator
 
 log = logging.getLogger(__name__)
@@ -408,7 +408,7 @@ class Writer:
         status["model"] = self.config.model.spec
         status.update(self.status.learning_gauges(self.core, self.checkpointer.healthy))
         status["lag"] = lag_view(self.lags)
-        latency = self.processor.latency_ms if self.processor else LatencyQuantiles()
+        latency = self.processor.latency_ms if self.processor else LatencyHistogram()
         status["latency_ms"] = latency.summary()
         status["checkpoint_version"] = self.checkpointer.version
         self.status.publish(status, now)
@@ -417,7 +417,7 @@ class Writer:
         report = self.core.report()
         report["checkpoint_version"] = self.checkpointer.version
         processor, inputs = self.processor, self.inputs
-        empty = LatencyQuantiles()
+        empty = LatencyHistogram()
         report["run"] = {
             "role": self.role,
             "records": inputs.records if inputs else 0,

@@ -1,6 +1,7 @@
-"""Latency as a distribution: streaming p50/p90/p99 in constant memory, either from River's P²
-quantiles (:class:`LatencyQuantiles`) or from a log-bucket histogram (:class:`LatencyHistogram`,
-the consumer's per-record figures: cheaper per value and within 0.5% of the exact quantile).
+"""Latency as a distribution: streaming p50/p90/p99 in constant memory, from a log-bucket
+histogram (:class:`LatencyHistogram`: the consumer's per-record and checkpoint figures, within
+0.5% of the exact quantile) or from River's P² quantiles (:class:`LatencyQuantiles`: kept for
+the review state's time to answer, which checkpoints pickle).
 
 >>> lat = LatencyQuantiles()
 >>> for ms in range(1, 1001):
