@@ -38,7 +38,7 @@ from river import active, base
 from pipeline.config import ReviewConfig
 from pipeline.evaluation import RoleScore
 from pipeline.schemas import Prediction, ReviewRequest
-from pipeline.telemetry import LatencyQuantiles
+from pipeline.telemetry import LatencyHistogram, LatencyQuantiles
 
 # Classes remembered for the request's answer buttons; a regression target is not a class.
 MAX_CLASSES = 100
@@ -143,11 +143,18 @@ class ReviewBook:
     awaiting_truth: OrderedDict[str, AwaitingTruth] = field(default_factory=OrderedDict)
     counts: Counter[str] = field(default_factory=Counter)
     learned_by_source: Counter[str] = field(default_factory=Counter)
-    time_to_answer: LatencyQuantiles = field(default_factory=LatencyQuantiles)
+    time_to_answer: LatencyHistogram = field(default_factory=LatencyHistogram)
     human: RoleScore = field(default_factory=lambda: RoleScore(("Accuracy",)))
     classes: list[Any] = field(default_factory=list)
     bucket: TokenBucket | None = None
     sampler: active.EntropySampler | None = None
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        answer = state.get("time_to_answer")
+        if isinstance(answer, LatencyQuantiles):
+            # A checkpoint from before the histogram: its estimates go on as the histogram's start.
+            state["time_to_answer"] = LatencyHistogram.from_summary(answer.summary())
+        self.__dict__.update(state)
 
     @classmethod
     def new(cls, config: ReviewConfig, metric_names: tuple[str, ...]) -> ReviewBook:

@@ -1,7 +1,9 @@
 """Latency as a distribution: streaming p50/p90/p99 in constant memory, from a log-bucket
-histogram (:class:`LatencyHistogram`: the consumer's per-record and checkpoint figures, within
-0.5% of the exact quantile) or from River's P² quantiles (:class:`LatencyQuantiles`: kept for
-the review state's time to answer, which checkpoints pickle).
+histogram (:class:`LatencyHistogram`: within 0.5% of the exact quantile).
+
+:class:`LatencyQuantiles` (River's P² estimates) is what the review state's time to answer was
+before: it stays so that older checkpoints unpickle, and they carry it over into a histogram
+(:meth:`LatencyHistogram.from_summary`).
 
 >>> lat = LatencyQuantiles()
 >>> for ms in range(1, 1001):
@@ -26,6 +28,9 @@ QUANTILES = (0.5, 0.9, 0.99)
 
 
 class LatencyQuantiles:
+    """River's P² estimates of p50/p90/p99 (three updates per value; see
+    :class:`LatencyHistogram` for how far off they may be). Only older checkpoints hold one."""
+
     def __init__(self) -> None:
         self.estimators = {q: stats.Quantile(q) for q in QUANTILES}
         self.count = 0
@@ -82,6 +87,68 @@ class LatencyHistogram:
         self.maximum = 0.0
         self.minimum = math.inf
         self._pending: list[float] = []
+
+    @classmethod
+    def from_summary(cls, summary: dict[str, float | int]) -> LatencyHistogram:
+        """A histogram that reports ``summary`` (``count``, ``p50``, ``p90``, ``p99``, ``max``)
+        within 0.5%, and goes on from there: the count as steps at the given quantiles.
+
+        For carrying River's P² estimates over, which keep nothing more to build from.
+
+        >>> old = {"count": 200, "p50": 12.0, "p90": 40.0, "p99": 95.0, "max": 130.0}
+        >>> lat = LatencyHistogram.from_summary(old)
+        >>> {k: round(v) for k, v in lat.summary().items()}
+        {'count': 200, 'p50': 12, 'p90': 40, 'p99': 95, 'max': 130}
+        >>> lat.update(1000.0)
+        >>> lat.summary()["count"], lat.summary()["max"]
+        (201, 1000.0)
+        """
+        out = cls()
+        count = int(summary.get("count", 0))
+        if count <= 0:
+            return out
+        steps: list[tuple[int, float]] = []  # (the rank a step reaches, its value)
+        floor = 0.0
+        for q in QUANTILES:
+            # P² estimates may cross at small counts: a step never goes below the one before.
+            floor = max(floor, float(summary[f"p{round(q * 100)}"]))
+            steps.append((math.ceil(q * count), floor))
+        steps.append((count, max(floor, float(summary.get("max", floor)))))
+        reached = 0
+        for rank, value in steps:
+            if rank > reached:
+                out.counts[out._bucket(value)] += rank - reached
+                reached = rank
+        out.count = count
+        out.minimum = steps[0][1]
+        out.maximum = steps[-1][1]
+        return out
+
+    def _bucket(self, value: float) -> int:
+        if not value > self.LOWEST:
+            return 0
+        index = math.floor(math.log(value) * self._SCALE) + self._OFFSET
+        return min(max(index, 0), self.BUCKETS - 1)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Checkpoints pickle a histogram: only its non-empty buckets (a few dozen of ~4,400).
+        self._fold()
+        nonzero = np.flatnonzero(self.counts)
+        return {
+            "buckets": dict(zip(nonzero.tolist(), self.counts[nonzero].tolist(), strict=True)),
+            "count": self.count,
+            "maximum": self.maximum,
+            "minimum": self.minimum,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.counts = np.zeros(self.BUCKETS, dtype=np.int64)
+        for index, n in state["buckets"].items():
+            self.counts[index] = n
+        self.count = state["count"]
+        self.maximum = state["maximum"]
+        self.minimum = state["minimum"]
+        self._pending = []
 
     def update(self, value: float) -> None:
         pending = self._pending

@@ -251,6 +251,39 @@ def test_latency_histogram_before_any_value_reports_zeros() -> None:
     }
 
 
+def test_latency_histogram_pickles_its_buckets_and_goes_on_the_same() -> None:
+    rng = random.Random(5)
+    values = [rng.lognormvariate(1.0, 2.0) for _ in range(9_000)] + [0.0, math.inf]
+    histogram = LatencyHistogram()
+    for value in values[:6_000]:
+        histogram.update(value)
+    copy = pickle.loads(pickle.dumps(histogram))
+    assert len(pickle.dumps(histogram)) < 10_000  # non-empty buckets only, not all ~4,400
+    for value in values[6_000:]:
+        histogram.update(value)
+        copy.update(value)
+    assert copy.summary() == histogram.summary()
+    assert (copy.counts == histogram.counts).all() and copy.minimum == histogram.minimum
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 10, 99, 100, 101, 1_000, 123_457])
+def test_latency_histogram_from_a_summary_reports_that_summary(count: int) -> None:
+    # P² estimates can cross at small counts: the carried-over steps never go down.
+    old = {"count": count, "p50": 30.0, "p90": 20.0, "p99": 400.0, "max": 900.0}
+    summary = LatencyHistogram.from_summary(old).summary()
+    assert summary["count"] == count
+    if not count:
+        assert summary == LatencyHistogram().summary()
+        return
+    steps = {"p50": 30.0, "p90": 30.0, "p99": 400.0, "max": 900.0}
+    ranks = [math.ceil(q * count) for q in (0.5, 0.9, 0.99)] + [count]
+    for i, key in enumerate(steps):
+        # A quantile whose rank is another's (few values) reports the first step of that rank.
+        expected = steps[list(steps)[ranks.index(ranks[i])]] if key != "max" else 900.0
+        got = summary[key]
+        assert abs(got / expected - 1) <= math.sqrt(LatencyHistogram.GROWTH) - 1, key
+
+
 def test_checkpoint_compression_level_follows_the_data() -> None:
     compressible = pickle.dumps([{"id": str(i), "x": i % 7} for i in range(200_000)])
     incompressible = pickle.dumps([os.urandom(64) for _ in range(40_000)])

@@ -12,6 +12,7 @@ from pipeline.config import ConfigError, load_config
 from pipeline.core import LearningCore, Outcome
 from pipeline.review import GivenProba, TokenBucket
 from pipeline.schemas import Event, Label, Prediction, ReviewRequest
+from pipeline.telemetry import LatencyHistogram, LatencyQuantiles
 from producers.sources import open_source
 
 LOGREG = "preprocessing.StandardScaler | linear_model.LogisticRegression"
@@ -177,6 +178,26 @@ def test_label_mode_serves_now_and_corrects_with_the_persons_answer() -> None:
     assert review["answered"] == 1 and review["labels_by_source"] == {"human": 1}
     assert review["time_to_answer_s"]["count"] == 1
     assert review["time_to_answer_s"]["max"] == 12.5
+
+
+def test_a_review_book_checkpointed_with_p2_quantiles_carries_them_into_a_histogram() -> None:
+    # Before the histogram the book held River's P² estimates (LatencyQuantiles); a pickle of
+    # such a book is what a checkpoint from then holds.
+    core = core_for({"policy": "unserved"})
+    book = core.state.review
+    assert book is not None
+    old = LatencyQuantiles()
+    for seconds in range(1, 301):
+        old.update(float(seconds))
+    book.time_to_answer = old  # type: ignore[assignment]
+    restored = pickle.loads(pickle.dumps(book))
+    assert isinstance(restored.time_to_answer, LatencyHistogram)
+    before, after = old.summary(), restored.report()["time_to_answer_s"]
+    assert after["count"] == 300 and after["max"] == 300.0
+    for q in ("p50", "p90", "p99"):
+        assert abs(after[q] / before[q] - 1) <= 0.005
+    restored.time_to_answer.update(1000.0)
+    assert restored.report()["time_to_answer_s"]["max"] == 1000.0
 
 
 def test_defer_holds_until_the_person_answers() -> None:
