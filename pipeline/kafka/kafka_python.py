@@ -200,8 +200,10 @@ def _v2_records(batch: Any, topic: str, number: int, state: Any) -> Iterator[Rec
                 headers.append((h_key, h_value))
                 header_count -= 1
         except (ValueError, IndexError) as err:
-            if type(err) is IndexError:
-                err = IndexError("bytearray index out of range")  # kafka-python reads a bytearray
+            if type(err) is IndexError and str(err) == "index out of range":
+                # kafka-python reads a bytearray, whose message names it (an index too large for
+                # any sequence, past a damaged varint, reads the same for both).
+                err = IndexError("bytearray index out of range")
             raise CorruptRecordError(f"Found invalid record structure: {err!r}") from None
         if pos - start != length:
             raise CorruptRecordError(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer
 from kafka.consumer.fetcher import Fetcher
@@ -141,6 +141,20 @@ def outcome(cls: type, data: bytes) -> Any:
 
 @settings(max_examples=300, deadline=None)
 @given(records=records_st, at=st.integers(61, 10_000), byte=st.integers(0, 255))
+@example(  # a varint made huge: an index no sequence can have, the same message for both
+    records=[
+        (None, None, 0, []),
+        (None, b"\x00", 0, []),
+        (
+            b"\x00",
+            b"\x00" * 8,
+            2**34,
+            [("\x80\u0800\U000100000\x80", None), ("0\x80\x80\u0800\U00010000", None)],
+        ),
+    ],
+    at=6470,
+    byte=128,
+)
 def test_a_damaged_batch_reads_as_kafka_pythons(records: list[Any], at: int, byte: int) -> None:
     data = bytearray(build([records], 2, 0))
     at = 61 + at % (len(data) - 61)  # past the batch header: in the records
