@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.kafka.kafka_python import make_producer
 from pipeline.kafka.transport import make_transport
-from producers.replay import publish
+from producers.replay import MAX_SPEED_CONFLUENT_OPTIONS, MAX_SPEED_OPTIONS, publish
 from producers.schedule import LabelDelay, schedule
 from producers.sources import SourceOptions, SourceRecord, open_source
 from tests.integration.helpers import read_topic
@@ -56,14 +56,20 @@ def test_replayed_records_are_the_plain_loops(
     assert {g[3] for g in got} == {0, 1, 2}
 
 
-def test_the_bulk_sender_reports_every_record_dropped(make_config: Any, transport: str) -> None:
+@pytest.mark.parametrize("full_speed", [False, True])  # the replay's options at full speed
+def test_the_bulk_sender_reports_every_record_dropped(
+    make_config: Any, transport: str, full_speed: bool
+) -> None:
     """Records that never reach the broker (the producer aborted while they linger) come back
     through ``on_error``, one call each, as the replay counts them."""
     cfg = make_config({"kafka": {"partitions": 2}})
     kafka = make_transport(cfg.kafka, cfg.kafka.bootstrap)
     topic = cfg.kafka.topics.events
     kafka.ensure_topics([topic])
-    producer = kafka.producer(linger_ms=30_000, batch_size=1024 * 1024)
+    options = MAX_SPEED_CONFLUENT_OPTIONS if transport == "confluent" else MAX_SPEED_OPTIONS
+    producer = kafka.producer(
+        **{**(options if full_speed else {}), "linger_ms": 30_000, "batch_size": 1024 * 1024}
+    )
     errors: list[Exception] = []
     send = producer.sender(errors.append)
     # kafka-python sends a topic's first record through KafkaProducer.send (it waits for the
