@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -31,6 +32,9 @@ from producers.schedule import Emission, LabelDelay, schedule
 from producers.sources import SourceError, SourceOptions, SourceRecord, open_source
 
 MAX_SPEED_OPTIONS = {"linger_ms": 20}  # batches of kafka.batch_bytes
+# librdkafka's, at full speed: a delivery report only for a record that failed, all the bulk
+# sender reports (a Python callback per record acknowledged was ~5% of the replay's CPU).
+MAX_SPEED_CONFLUENT_OPTIONS = {**MAX_SPEED_OPTIONS, "delivery.report.only.error": True}
 
 
 @dataclass
@@ -55,6 +59,9 @@ def label_payload(record: SourceRecord, ts: float) -> dict[str, Any]:
 
 
 _stdlib_dumps = json.JSONEncoder(separators=(",", ":")).encode
+# A compiled search rather than ``in``: bytes' ``in`` first tries its operand as an integer, and
+# raising and clearing that TypeError costs twice the search (0.2 against 0.1 µs per record).
+_has_null = re.compile(b"null").search
 
 
 def encode(payload: dict[str, Any]) -> bytes:
@@ -75,7 +82,7 @@ def encode(payload: dict[str, Any]) -> bytes:
         raw = orjson.dumps(payload)
     except TypeError:  # orjson.JSONEncodeError is one
         return _stdlib_dumps(payload).encode()
-    if b"null" in raw:
+    if _has_null(raw) is not None:
         return _stdlib_dumps(payload).encode()
     return raw
 
@@ -176,7 +183,12 @@ def publish(
     # As fast as it goes: bigger batches, and fewer wake-ups of the client's sender (kafka-python
     # takes its accumulator's lock per record, which a sender draining every 1 ms contends for).
     # Paced, the configured linger keeps the send time close to the records' schedule.
-    producer = transport.producer(**(MAX_SPEED_OPTIONS if speed is None else {}))
+    if speed is not None:
+        producer = transport.producer()
+    elif getattr(transport, "name", None) == "confluent":
+        producer = transport.producer(**MAX_SPEED_CONFLUENT_OPTIONS)
+    else:
+        producer = transport.producer(**MAX_SPEED_OPTIONS)
     failed: list[Exception] = []
     pacer = Pacer(speed) if speed is not None else None
     send = (

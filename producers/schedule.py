@@ -130,15 +130,17 @@ def _schedule(
     seq = 0
     first_ts = last_ts = 0.0
     last_index = -1
+    # tuple.__new__ rather than Emission's constructor, a Python function: 0.27 against 0.45 µs.
+    new = tuple.__new__
     for index, record in enumerate(records):
         now = float(index) if by_events else record.ts
         while pending and pending[0][0] <= now:
             due, done = pending.popleft()
-            yield Emission("label", done, record.ts if by_events else due, seq)
+            yield new(Emission, ("label", done, record.ts if by_events else due, seq))
             seq += 1
         if record.label is not None:
             pending.append((now + lag, record))
-        yield Emission("event", record, record.ts, seq)
+        yield new(Emission, ("event", record, record.ts, seq))
         seq += 1
         if index == 0:
             first_ts = record.ts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -20,9 +21,10 @@ from kafka.errors import (
     UnknownError,
 )
 from kafka.partitioner import DefaultPartitioner
-from kafka.producer.future import FutureProduceResult
-from kafka.record.default_records import DefaultRecordBatch
-from kafka.record.util import decode_varint
+from kafka.producer.future import FutureProduceResult, FutureRecordMetadata
+from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+from kafka.record.memory_records import MemoryRecordsBuilder
+from kafka.record.util import decode_varint, encode_varint
 from kafka.structs import OffsetAndMetadata
 
 from pipeline.config import KafkaConfig
@@ -397,11 +399,125 @@ class KafkaPythonConsumer:
         self.client.close()
 
 
+# What the open-batch appender (_v2_appender) reads and writes of kafka-python 3's builders.
+_V2_APPENDS = (
+    _KAFKA_PYTHON_3
+    and {"_buffer", "_batch_size", "_first_timestamp", "_max_timestamp", "_last_offset"}.issubset(
+        DefaultRecordBatchBuilder.__slots__
+    )
+    and {"_num_records"}.issubset(DefaultRecordBatchBuilder.__slots__)
+    and {"_builder", "_next_offset", "_closed"}.issubset(MemoryRecordsBuilder.__slots__)
+)
+
+V2Append = Callable[[Any, int | None, bytes, bytes, Headers | None], int]
+
+
+@functools.cache
+def _v2_appender() -> V2Append:
+    """``(records, timestamp_ms, key, value, headers) -> size``: a record appended to an open
+    message format v2 ``MemoryRecordsBuilder`` holding a record already, byte for byte and
+    field for field as its ``append`` (kafka-python's ``DefaultRecordBatchBuilder.append``)
+    would; the record's size in the batch, or 0 where it appended nothing and ``append`` is
+    the one to call (the record does not fit, the batch is closed or empty, a key or value
+    that is not ``bytes``, a timestamp that is not an ``int``).
+
+    kafka-python builds each record's bytes with a call per varint byte; here the varints
+    are tables' bytes (lengths below 8192, timestamp deltas below 2**27 ms) joined once.
+    """
+
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        encode_varint(n, out.append)
+        return bytes(out)
+
+    # plain[z]: z in base 128 (what encode_varint writes for a zigzag value z); short[n]: the
+    # varint of 0 <= n < 8192, whose zigzag value is 2n; pair[z]: z's low 14 bits as two bytes
+    # with more to come.
+    plain = [bytes((z,)) if z < 0x80 else bytes((0x80 | (z & 0x7F), z >> 7)) for z in range(16384)]
+    short = plain[::2]
+    pair = [bytes((0x80 | (z & 0x7F), 0x80 | (z >> 7))) for z in range(16384)]
+    header_keys: dict[str, bytes] = {}
+    wall_clock = time.time
+
+    def append_v2(
+        records: Any, timestamp: int | None, key: bytes, value: bytes, headers: Headers | None
+    ) -> int:
+        if records._closed:  # its builder is gone
+            return 0
+        builder = records._builder
+        first = builder._first_timestamp
+        if first is None or type(key) is not bytes or type(value) is not bytes:
+            return 0
+        if timestamp is None:
+            timestamp = int(wall_clock() * 1000)
+        elif type(timestamp) is not int:
+            return 0
+        offset = records._next_offset
+        delta = timestamp - first
+        # The zigzag value of a delta 0 <= d < 2**27 is 2d < 2**28: two bytes, then d >> 13.
+        if 0 <= delta < 8192:
+            parts = [b"\x00", short[delta]]
+        elif 0 < delta < 0x8000000:
+            parts = [b"\x00", pair[(delta << 1) & 0x3FFF], plain[delta >> 13]]
+        else:
+            parts = [b"\x00", varint(delta)]
+        n = len(key)
+        try:
+            parts += (
+                short[offset] if offset < 8192 else varint(offset),
+                short[n] if n < 8192 else varint(n),
+                key,
+            )
+            n = len(value)
+            parts += (short[n] if n < 8192 else varint(n), value)
+            if headers:
+                n = len(headers)
+                parts.append(short[n] if n < 8192 else varint(n))
+                for h_key, h_value in headers:
+                    encoded_key = header_keys.get(h_key)
+                    if encoded_key is None:
+                        raw = h_key.encode("utf-8")
+                        encoded_key = varint(len(raw)) + raw
+                        if len(header_keys) < 64:
+                            header_keys[h_key] = encoded_key
+                    if h_value is None:
+                        parts += (encoded_key, b"\x01")
+                    else:
+                        n = len(h_value)
+                        parts += (encoded_key, short[n] if n < 8192 else varint(n), h_value)
+            else:
+                parts.append(b"\x00")
+            body = b"".join(parts)
+        except Exception:
+            # Headers kafka-python takes otherwise (a value as an iterable of ints) or refuses
+            # with its own error: its append says which.
+            return 0
+        n = len(body)
+        length = short[n] if n < 8192 else varint(n)
+        size = n + len(length)
+        buffer = builder._buffer
+        if size + len(buffer) > builder._batch_size:
+            return 0
+        if builder._max_timestamp < timestamp:
+            builder._max_timestamp = timestamp
+        builder._num_records += 1
+        builder._last_offset = offset
+        buffer += length
+        buffer += body
+        records._next_offset = offset + 1
+        return size
+
+    return append_v2
+
+
 class KafkaPythonProducer:
     """:class:`pipeline.kafka.transport.Producer` on kafka-python's ``KafkaProducer``."""
 
     def __init__(self, producer: KafkaProducer) -> None:
         self.client = producer
+        # The bulk senders' batches whose records have no futures, each with its on_error
+        # (see _watch); None until there is one.
+        self._watched: dict[Any, OnError] | None = None
 
     def send(
         self,
@@ -427,9 +543,23 @@ class KafkaPythonProducer:
             future.add_errback(on_delivery)
 
     def sender(self, on_error: OnError) -> Send:
-        """Small records go straight to the producer's accumulator (see
-        :meth:`_record_appender`); a failure is reported to ``on_error``."""
-        append_record = self._record_appender()
+        """Small records go straight to their partition's open batch (see
+        :meth:`_record_appender`); a failure is reported to ``on_error``, once per record.
+
+        A record appended to an open batch has no future of its own: its batch's future, watched
+        once (:meth:`_watch`), reports it as kafka-python's record future would have.
+        """
+        # What watching a batch reads of kafka-python 3 (else a future per record).
+        watchable = hasattr(self.client, "_accumulator") and hasattr(
+            self.client._accumulator, "split_and_reenqueue"
+        )
+        append_record = (
+            self._record_appender(
+                batch_futures=True, on_batch=lambda batch: self._watch(batch, on_error)
+            )
+            if watchable and "args" in FutureRecordMetadata.__slots__
+            else self._record_appender()
+        )
 
         def send(
             topic: str,
@@ -439,11 +569,71 @@ class KafkaPythonProducer:
             headers: Headers,
             timestamp_ms: int,
         ) -> None:
-            append_record(topic, key, value, partition, headers, timestamp_ms).add_errback(on_error)
+            future = append_record(topic, key, value, partition, headers, timestamp_ms)
+            if future is not None:
+                future.add_errback(on_error)
 
         return send
 
-    def _record_appender(self, batch_futures: bool = False) -> Callable[..., Any]:
+    def _watch(self, batch: Any, on_error: OnError) -> None:
+        """Report to ``on_error`` the failure of each record of ``batch`` that has no record
+        future (the sender's records appended to it directly), as their record futures would
+        have: kafka-python completes a batch's future as a success carrying a function of the
+        record's index to its error, or None. A record future of the batch reports its own."""
+        watched = self._watched
+        if watched is None:
+            watched = self._watched = {}
+            self._give_split_batches_record_futures()
+        watched[batch] = on_error
+
+        def uncovered() -> list[int]:
+            covered = {f.args[0] for f in batch._record_futures}
+            return [i for i in range(batch.records.next_offset()) if i not in covered]
+
+        def done(result: Any) -> None:
+            watched.pop(batch, None)
+            errors = result[2]
+            if errors is not None:
+                for i in uncovered():
+                    on_error(errors(i))
+
+        def failed(error: Exception) -> None:
+            watched.pop(batch, None)
+            for _ in uncovered():
+                on_error(error)
+
+        batch.produce_future.add_callback(done).add_errback(failed)
+
+    def _give_split_batches_record_futures(self) -> None:
+        """Before kafka-python splits a watched batch (the broker found it too large), give
+        each of its records without a future one, reporting to the watcher's ``on_error``.
+
+        The split batch's own future is never completed: kafka-python rebinds its record
+        futures, by position, to the halves, whose futures then report each record."""
+        accumulator = self.client._accumulator
+        split = accumulator.split_and_reenqueue
+        watched = self._watched
+        assert watched is not None
+
+        def split_and_reenqueue(batch: Any, now: float | None = None) -> Any:
+            on_error = watched.pop(batch, None)
+            if on_error is not None:
+                futures: list[Any] = [None] * batch.records.next_offset()
+                for future in batch._record_futures:
+                    futures[future.args[0]] = future
+                for index, future in enumerate(futures):
+                    if future is None:
+                        futures[index] = FutureRecordMetadata(
+                            batch.produce_future, index, None, None, -1, -1, -1
+                        ).add_errback(on_error)
+                batch._record_futures = futures
+            return split(batch, now=now)
+
+        accumulator.split_and_reenqueue = split_and_reenqueue
+
+    def _record_appender(
+        self, batch_futures: bool = False, on_batch: Callable[[Any], None] | None = None
+    ) -> Callable[..., Any]:
         """``(topic, key, value, partition, headers, timestamp_ms) -> future``, for the bulk
         and the tracked senders.
 
@@ -453,12 +643,14 @@ class KafkaPythonProducer:
         of per record: they cost as much as the append itself. Anything else, and any other
         kafka-python major version, takes ``send``.
 
-        ``batch_futures`` (the tracked sender): a record that fits in its partition's open
-        batch is appended to that batch's records, as the accumulator would, and the future
-        returned is the batch's own (see :func:`_acknowledged`): no future per record, made
-        on this thread and completed on the IO thread, nor the accumulator's bookkeeping per
-        append. A record that needs a new batch takes the accumulator, whose future for it is
-        returned (the batch's first record: kafka-python rebinds it if it splits the batch).
+        ``batch_futures``: a record that fits in its partition's open batch is appended to that
+        batch's records, as the accumulator would (by :func:`_v2_appender` where it can), and
+        the future returned is the batch's own (see :func:`_acknowledged`): no future per
+        record, made on this thread and completed on the IO thread, nor the accumulator's
+        bookkeeping per append. A record that needs a new batch takes the accumulator, whose
+        future for it is returned (the batch's first record: kafka-python rebinds it if it
+        splits the batch). With ``on_batch`` (the bulk sender), a record appended so returns
+        None instead, and ``on_batch`` is called with each batch the first time one is.
         """
         client = self.client
         client_send = client.send
@@ -490,10 +682,13 @@ class KafkaPythonProducer:
             hasattr(accumulator, name) for name in ("_batches", "_tp_lock", "_closed")
         )
         batches: Any = getattr(accumulator, "_batches", None)
+        append_v2 = _v2_appender() if _V2_APPENDS else None
         metadata = client._metadata
         small = min(_SMALL_RECORD, client.config["max_request_size"] // 2)
         partition_counts: dict[str, int] = {}
-        checked: dict[tuple[str, int], tuple[TP, Any]] = {}
+        # Per partition: its TopicPartition, its lock in the accumulator and the last batch
+        # given to on_batch.
+        checked: dict[tuple[str, int], list[Any]] = {}
         # Per partition, whether the last append found its batches full. The sender is woken
         # when a batch is created or is first found full, not (as send() does) again for every
         # record appended behind a full batch: it knew of that batch when it was created, and a
@@ -526,20 +721,29 @@ class KafkaPythonProducer:
                     raise ValueError(f"Unrecognized partition {partition} for topic {topic}")
                 tp = TP(topic, partition)
                 lock = accumulator._tp_lock(tp) if batch_futures else None
-                entry = checked[topic, partition] = (tp, lock)
-            tp, lock = entry
+                entry = checked[topic, partition] = [tp, lock, None]
+            tp = entry[0]
             if batch_futures:
                 # The accumulator's own first step, without its future and counters: under
                 # the partition's lock (the IO thread drains under it), into the last batch.
-                with lock:
+                with entry[1]:
                     dq = batches[tp]
                     if dq and not accumulator._closed:
                         batch = dq[-1]
-                        appended = batch.records.append(timestamp_ms, key, value, headers)
-                        if appended is not None:
-                            if appended.size > batch.max_record_size:
-                                batch.max_record_size = appended.size
-                            return batch.produce_future
+                        if append_v2 is not None:
+                            size = append_v2(batch.records, timestamp_ms, key, value, headers)
+                        else:
+                            appended = batch.records.append(timestamp_ms, key, value, headers)
+                            size = 0 if appended is None else appended.size
+                        if size:
+                            if size > batch.max_record_size:
+                                batch.max_record_size = size
+                            if on_batch is None:
+                                return batch.produce_future
+                            if entry[2] is not batch:
+                                entry[2] = batch
+                                on_batch(batch)
+                            return None
             future, full, new_batch, _ = append(tp, timestamp_ms, key, value, headers)
             if new_batch or (full and not was_full.get(tp)):
                 wakeup()
