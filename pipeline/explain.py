@@ -17,11 +17,13 @@ says what is offered for them.
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 from river import compose, linear_model
 
 LINEAR = (linear_model.LogisticRegression, linear_model.LinearRegression)
+_magnitude = itemgetter(0)  # a term's absolute contribution, its sort key
 
 
 def linear_parts(model: Any) -> tuple[list[Any], Any] | None:
@@ -47,13 +49,19 @@ def contributions(model: Any, x: dict[str, Any], top_k: int) -> list[dict[str, A
     for step in transformers:
         z = step.transform_one(z)
     weights = linear.weights
-    terms: list[dict[str, Any]] = [
-        {"feature": name, "value": value, "contribution": float(weights.get(name, 0.0) * value)}
+    get = weights.get
+    # Sorted on the magnitude alone (stably, as before); only the top_k become dicts.
+    terms = [
+        (abs(contribution), name, value, contribution)
         for name, value in z.items()
         if isinstance(value, int | float) and not isinstance(value, bool)
+        for contribution in (float(get(name, 0.0) * value),)
     ]
-    terms.sort(key=lambda t: abs(float(t["contribution"])), reverse=True)
-    return terms[:top_k]
+    terms.sort(key=_magnitude, reverse=True)
+    return [
+        {"feature": name, "value": value, "contribution": contribution}
+        for _, name, value, contribution in terms[:top_k]
+    ]
 
 
 def global_weights(model: Any) -> dict[str, float] | None:

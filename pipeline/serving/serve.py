@@ -144,7 +144,8 @@ class Server:
                         key = keys[k] = proba_key(k)
                     proba[key] = v if type(v) is float else float(v)
             if self.explain_top_k is not None:
-                explanation = contributions(model, dict(event.features), self.explain_top_k)
+                # contributions copies the features itself: no copy here.
+                explanation = contributions(model, event.features, self.explain_top_k)
             # The template's copy, in Prediction's field order, with what this event changes.
             fields = self._template.copy()
             fields["id"] = event_id

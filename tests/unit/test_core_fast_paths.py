@@ -91,3 +91,53 @@ def test_only_river_own_adwin_is_inlined() -> None:
     assert not _inlinable_adwin(Mine())
     assert not _inlinable_adwin(drift.PageHinkley())
     assert not _inlinable_adwin(None)
+
+
+def test_two_class_serving_reads_as_the_loop_over_the_classes() -> None:
+    """Server.serve's inlined two-class argmax and its cached JSON keys give what River's
+    argmax and a key worked out per class give: the first most likely class, its probability
+    as a float, every class's key and float in the model's order, colliding keys included, and
+    keys cached by equality (1 finds True's), the first event of a pair of classes too."""
+    import math
+
+    import numpy as np
+
+    from pipeline.config import GatingConfig
+    from pipeline.fallback import Answer
+    from pipeline.gating import Gating
+    from pipeline.schemas import encode_fields, proba_key
+    from pipeline.serving.serve import Server
+
+    answers: list[dict[Any, Any]] = [
+        {False: 0.3, True: 0.7},
+        {True: 0.5, False: 0.5},
+        {0: 0.9, 1: 0.1},
+        {"1": 0.4, 1: 0.6},  # two classes, one JSON key
+        {"a": np.float64(0.2), "b": np.float64(0.8)},
+        {"a": 1, "b": 0},
+        {"a": math.nan, "b": 0.5},
+        {"a": 0.5, "b": math.nan},
+        {"x": 0.2, "y": 0.3, "z": 0.5},
+    ]
+    gate = Gating(GatingConfig(confidence_threshold=0.0), bigger_is_better=True)
+    gate.mode = "serving"
+    server = Server(classifier=True, explain_top_k=None, pipeline="p")
+    event = Event(id="1", ts=5.0, features={"x": 1.0})
+    keys: dict[Any, str] = {}  # the server's cache of keys, by equality (True is 1)
+    for _ in range(2):  # the keys unknown, then cached
+        for answer in answers:
+            fields, kept = server.serve(
+                "1", 5.0, event, answer, Answer(0, "default", None), gate, None, 3
+            )
+            assert kept is answer and type(fields) is dict
+            hard = max(answer, key=answer.__getitem__)
+            if not answer[hard] >= 0.0:  # NaN: not confident enough to serve
+                assert fields["source"] == "default"
+                continue
+            proba = {keys.setdefault(k, proba_key(k)): float(v) for k, v in answer.items()}
+            assert fields["prediction"] is hard
+            assert repr(fields["confidence"]) == repr(float(answer[hard]))
+            assert type(fields["confidence"]) is float
+            assert repr(fields["proba"]) == repr(proba)
+            assert all(type(v) is float for v in fields["proba"].values())
+            assert encode_fields(fields) == encode_fields({**fields, "proba": proba})
