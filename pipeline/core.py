@@ -356,7 +356,7 @@ class LearningCore(ReviewLoop):
             self._reject(outcome, "model_error", f"predict raised {type(e).__name__}: {e}", origin)
         answer = self.fallback.constant or self.fallback.answer(x)
         fields, kept_model = self.server.serve(
-            event_id, ts, event, model_pred, answer, state.gating, model, state.learned
+            event_id, ts, x, model_pred, answer, state.gating, model, state.learned
         )
         if type(fields) is dict:
             outcome.prediction_fields = fields

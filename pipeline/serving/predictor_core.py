@@ -114,7 +114,7 @@ class ServingCore:
         model_pred = self._model_prediction(x, outcome, origin)
         answer = self.fallback.answer(x)
         fields, _ = self._server.serve(
-            event.id, event.ts, event, model_pred, answer, self._gating, self._model, self._version
+            event.id, event.ts, x, model_pred, answer, self._gating, self._model, self._version
         )
         if isinstance(fields, Prediction):
             outcome.prediction = fields

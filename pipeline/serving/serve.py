@@ -8,16 +8,15 @@ the prediction's own fields.
 >>> from pipeline.config import GatingConfig
 >>> from pipeline.fallback import Answer
 >>> from pipeline.gating import Gating
->>> from pipeline.schemas import Event, encode_fields
+>>> from pipeline.schemas import encode_fields
 >>> server = Server(classifier=True, explain_top_k=None, pipeline="doc")
 >>> gate = Gating(GatingConfig(), bigger_is_better=True)
->>> event = Event(id="1", ts=5.0, features={"x": 1.0})
->>> fields, kept = server.serve("1", 5.0, event, {True: 0.9, False: 0.1},
+>>> fields, kept = server.serve("1", 5.0, {"x": 1.0}, {True: 0.9, False: 0.1},
 ...                             Answer(False, "default", None), gate, model=None, model_version=7)
 >>> fields["source"], fields["prediction"], fields["model_version"], fields["mode"]
 ('default', False, 7, 'cold')
 >>> gate.mode = "serving"
->>> fields, kept = server.serve("1", 5.0, event, {True: 0.9, False: 0.1},
+>>> fields, kept = server.serve("1", 5.0, {"x": 1.0}, {True: 0.9, False: 0.1},
 ...                             Answer(False, "default", None), gate, model=None, model_version=7)
 >>> encode_fields(fields)[:86]
 b'{"id":"1","ts":5.0,"prediction":true,"proba":{"true":0.9,"false":0.1},"source":"model"'
@@ -31,7 +30,7 @@ from pipeline.evaluation import argmax
 from pipeline.explain import contributions
 from pipeline.fallback import Answer
 from pipeline.gating import Gating
-from pipeline.schemas import Event, Prediction, proba_key
+from pipeline.schemas import Prediction, proba_key
 
 _PLAIN = frozenset({bool, int, float, str, type(None)})
 
@@ -87,7 +86,7 @@ class Server:
         self,
         event_id: str,
         ts: float,
-        event: Event,
+        x: dict[str, Any],
         model_pred: Any,
         answer: Answer,
         gating: Gating,
@@ -95,8 +94,8 @@ class Server:
         model_version: int,
     ) -> tuple[dict[str, Any] | Prediction, Any]:
         """The prediction's fields (a :class:`Prediction` when a field is unusual) and the
-        model's raw answer, kept for scoring. ``event_id`` and ``ts`` are ``event``'s, which
-        the caller has read already."""
+        model's raw answer, kept for scoring. ``x`` is what the model was given (the event's
+        features without its nulls): the explanation is of that."""
         confidence: float | None = None
         proba: dict[str, float] | None = None
         hard = model_pred
@@ -145,7 +144,7 @@ class Server:
                     proba[key] = v if type(v) is float else float(v)
             if self.explain_top_k is not None:
                 # contributions copies the features itself: no copy here.
-                explanation = contributions(model, event.features, self.explain_top_k)
+                explanation = contributions(model, x, self.explain_top_k)
             # The template's copy, in Prediction's field order, with what this event changes.
             fields = self._template.copy()
             fields["id"] = event_id

@@ -122,12 +122,11 @@ def test_two_class_serving_reads_as_the_loop_over_the_classes() -> None:
     gate = Gating(GatingConfig(confidence_threshold=0.0), bigger_is_better=True)
     gate.mode = "serving"
     server = Server(classifier=True, explain_top_k=None, pipeline="p")
-    event = Event(id="1", ts=5.0, features={"x": 1.0})
     keys: dict[Any, str] = {}  # the server's cache of keys, by equality (True is 1)
     for _ in range(2):  # the keys unknown, then cached
         for answer in answers:
             fields, kept = server.serve(
-                "1", 5.0, event, answer, Answer(0, "default", None), gate, None, 3
+                "1", 5.0, {"x": 1.0}, answer, Answer(0, "default", None), gate, None, 3
             )
             assert kept is answer and type(fields) is dict
             hard = max(answer, key=answer.__getitem__)

@@ -72,6 +72,28 @@ def test_explanations_are_weight_times_value() -> None:
     assert prediction.explanation == by_hand
 
 
+def test_an_event_with_a_null_feature_is_explained_as_the_model_saw_it() -> None:
+    # Nulls are missing values: the model is given the event without them, and so is its
+    # explanation (a StandardScaler given a None would raise, and the event be lost).
+    core = core_for(
+        model={"spec": "preprocessing.StandardScaler | linear_model.LinearRegression"},
+        evaluation={"metric": "MAE"},
+        fallback={"default": 0.0},
+        gating={"min_labels": 0, "window": 5, "margin": 0.0},
+        explain={"enabled": True, "top_k": 3},
+    )
+    for i in range(30):
+        x = {"a": float(i % 3), "b": float(i % 5)}
+        core.on_event(Event(id=str(i), ts=float(i), features=x))
+        core.on_label(Label(id=str(i), ts=i + 0.5, label=2 * x["a"] - x["b"]))
+    assert core.state.gating.mode == "serving"
+    outcome = core.on_event(Event(id="probe", ts=99.0, features={"a": 2.0, "b": None}))
+    prediction = outcome.prediction
+    assert prediction is not None and prediction.source == "model" and not outcome.rejections
+    assert prediction.explanation is not None
+    assert [t["feature"] for t in prediction.explanation] == ["a"]
+
+
 def test_explanations_absent_for_non_linear_models_and_fallback() -> None:
     core = core_for(
         model={"spec": "tree.HoeffdingTreeClassifier"},
