@@ -92,14 +92,17 @@ class RecordProcessor:
                     self.outputs.prediction(
                         (values["id"] if key is None else key).encode(), payload, origin.partition
                     )
-                    # observe_latency, inline.
+                    # observe_latency, inline; max(0.0, x) as a test (NaN and -0.0 give 0.0
+                    # either way).
                     now = time.time()
                     metrics, sent_ms = self.metrics, incoming.sent_ms
                     if sent_ms is not None:
-                        wall_ms = max(0.0, now * 1000.0 - sent_ms)
+                        wall_ms = now * 1000.0 - sent_ms
+                        wall_ms = wall_ms if wall_ms > 0.0 else 0.0
                         self.latency_ms.add(wall_ms)
                         metrics.latency_wall.observe(wall_ms / 1000.0)
-                    metrics.latency_event.observe(max(0.0, now - values["ts"]))
+                    since_event = now - values["ts"]
+                    metrics.latency_event.observe(since_event if since_event > 0.0 else 0.0)
         if outcome.review or outcome.rejections or outcome.decisions:
             self._after(outcome)
         elif outcome.learned:
