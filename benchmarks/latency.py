@@ -49,7 +49,7 @@ from pipeline.kafka.records import SENT_HEADER, Incoming, int_header
 from pipeline.kafka.transport import make_transport
 from pipeline.state.redis_client import connect, resolve_redis_url
 
-TO_ITEM = inputs_module.to_item
+TO_ITEMS = inputs_module.to_items
 SPEC = "preprocessing.StandardScaler | linear_model.LogisticRegression"
 QUANTILES = (0.5, 0.9, 0.99)
 
@@ -236,14 +236,16 @@ class StampedConsumer(Consumer):
     def on_started(self) -> None:
         super().on_started()
         fetched, steps = self.fetched_at, self.steps
-        original_to_item = TO_ITEM
+        original_to_items = TO_ITEMS
         assert self.processor is not None
         original_process = self.processor.process
 
-        def stamped(record: Any, kind: str, validator: Any) -> Any:
-            # Right after the poll that returned the record: its batch is parsed at once.
-            fetched[(record.topic, record.partition, record.offset)] = time.time() * 1000.0
-            return original_to_item(record, kind, validator)
+        def stamped(records: Any, partition: Any, kind: str, validator: Any) -> Any:
+            # Right after the poll that returned the records: its batch is parsed at once.
+            now = time.time() * 1000.0
+            for record in records:
+                fetched[(record.topic, record.partition, record.offset)] = now
+            return original_to_items(records, partition, kind, validator)
 
         def process(incoming: Incoming) -> None:
             popped = time.time() * 1000.0
@@ -257,7 +259,7 @@ class StampedConsumer(Consumer):
             steps["popped_to_predicted"].append(predicted - popped)
             steps["sent_to_predicted"].append(predicted - incoming.sent_ms)
 
-        inputs_module.to_item = stamped  # type: ignore[assignment]
+        inputs_module.to_items = stamped  # type: ignore[assignment]
         self.processor.process = process  # type: ignore[method-assign]
 
 
@@ -285,7 +287,7 @@ def riverline_breakdown(
     producer = start_publisher(publisher_config(cfg), bootstrap, rate, seconds, out)
     producer.join()
     thread.join()
-    inputs_module.to_item = TO_ITEM
+    inputs_module.to_items = TO_ITEMS
     cleanup(cfg, bootstrap, redis_url)
     steps = {"sent_to_acked": read_acknowledged(out)}
     steps |= {step: quantiles(values) for step, values in consumer.steps.items()}

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pipeline.kafka.records import to_item
+from pipeline.kafka.records import to_items
 from pipeline.kafka.transport import Consumer as KafkaConsumer
 from pipeline.kafka.transport import Partition
 from pipeline.ordering import Item, OrderedMerge
@@ -104,8 +104,7 @@ class Inputs:
         kinds, validator = self.kinds, self.validator
         parsed = []
         for partition, records in batches.items():
-            kind = kinds[partition[0]]
-            parsed.append((partition, [to_item(r, kind, validator) for r in records]))
+            parsed.append((partition, to_items(records, partition, kinds[partition[0]], validator)))
         # Outside the lock: position() may wait for the IO thread, which may wait for the lock.
         lags = {}
         gauges = self._lag_gauges

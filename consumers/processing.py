@@ -63,25 +63,56 @@ class RecordProcessor:
         started = perf_counter()
         parsed = incoming.parsed
         kind = type(parsed)  # the common kinds first, by type (none has a subclass)
+        if kind is not Label and kind is not Event:
+            if isinstance(parsed, InvalidRecord):
+                self._invalid(incoming, parsed)
+                self.processing_ms.add((perf_counter() - started) * 1000.0)
+                return
+            if isinstance(parsed, Published):
+                self.core.on_prediction(parsed)
+                self.processing_ms.add((perf_counter() - started) * 1000.0)
+                return
+            kind = Event if isinstance(parsed, Event) else Label
+        # The paths of an event and a label written out here, telemetry included: a Python
+        # call saved is about 1% of the consumer's own time per record.
         if kind is Label:
-            self._on_label(incoming, parsed)
-        elif kind is Event:
-            self._on_event(incoming, parsed)
-        elif isinstance(parsed, InvalidRecord):
-            self._invalid(incoming, parsed)
-        elif isinstance(parsed, Event):
-            self._on_event(incoming, parsed)
-        elif isinstance(parsed, Published):
-            self.core.on_prediction(parsed)
+            outcome = self.core.on_label(parsed, incoming.origin)
+            # Timed from the record's start: the type tests above are all that is added.
+            self.metrics.learn_batch.observe(perf_counter() - started)
         else:
-            self._on_label(incoming, parsed)
-        self.processing_ms.update((perf_counter() - started) * 1000.0)
+            origin = incoming.origin
+            outcome = self.core.on_event(parsed, origin)
+            self.metrics.predict_batch.observe(perf_counter() - started)
+            if self.serve:
+                payload = outcome.prediction_json()
+                if payload is not None:
+                    values = parsed.__dict__  # where pydantic keeps the fields
+                    key = values["key"]  # event.partition_key, without the property's call
+                    # Co-partitioned: the event's own partition number, when the topic has it.
+                    self.outputs.prediction(
+                        (values["id"] if key is None else key).encode(), payload, origin.partition
+                    )
+                    # observe_latency, inline; max(0.0, x) as a test (NaN and -0.0 give 0.0
+                    # either way).
+                    now = time.time()
+                    metrics, sent_ms = self.metrics, incoming.sent_ms
+                    if sent_ms is not None:
+                        wall_ms = now * 1000.0 - sent_ms
+                        wall_ms = wall_ms if wall_ms > 0.0 else 0.0
+                        self.latency_ms.add(wall_ms)
+                        metrics.latency_wall.observe(wall_ms / 1000.0)
+                    since_event = now - values["ts"]
+                    metrics.latency_event.observe(since_event if since_event > 0.0 else 0.0)
+        if outcome.review or outcome.rejections or outcome.decisions:
+            self._after(outcome)
+        elif outcome.learned:
+            self.on_learned(self.core.state.labels)
+        self.processing_ms.add((perf_counter() - started) * 1000.0)
 
-    def _on_label(self, incoming: Incoming, label: Label) -> None:
-        learn_started = perf_counter()
-        outcome = self.core.on_label(label, incoming.origin)
-        self.metrics.learn_batch.observe(perf_counter() - learn_started)
-        self._after(outcome)
+    def tidy(self) -> None:
+        """Once per batch of records: fold the latency histograms' values (see ``add``)."""
+        self.latency_ms.tidy()
+        self.processing_ms.tidy()
 
     def _invalid(self, incoming: Incoming, parsed: InvalidRecord) -> None:
         if incoming.kind == KIND_PREDICTION:
@@ -102,22 +133,6 @@ class RecordProcessor:
             )
         if self.serve or incoming.kind != KIND_EVENT:
             self.outputs.dead_letter(incoming.origin, parsed.reason, str(parsed))
-
-    def _on_event(self, incoming: Incoming, event: Event) -> None:
-        origin = incoming.origin
-        predict_started = perf_counter()
-        outcome = self.core.on_event(event, origin)
-        self.metrics.predict_batch.observe(perf_counter() - predict_started)
-        if self.serve:
-            payload = outcome.prediction_json()
-            if payload is not None:
-                key = event.key  # event.partition_key, without the property's call
-                # Co-partitioned: the event's own partition number, when the topic has it.
-                self.outputs.prediction(
-                    (event.id if key is None else key).encode(), payload, origin.partition
-                )
-                observe_latency(self.metrics, self.latency_ms, incoming, event, time.time())
-        self._after(outcome)
 
     def _after(self, outcome: Outcome) -> None:
         if outcome.review:

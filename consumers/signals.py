@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 
@@ -21,13 +22,12 @@ class StopFlag:
     def __init__(self) -> None:
         self._event = threading.Event()
         self.reason = ""
+        # The event's own, not a method calling it: the loop asks after every record.
+        self.is_set: Callable[[], bool] = self._event.is_set
 
     def set(self, reason: str) -> None:
         self.reason = reason
         self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
 
     def install(self) -> None:
         """Route SIGINT and SIGTERM here; only possible from the main thread."""

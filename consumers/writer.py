@@ -268,11 +268,14 @@ class Writer:
                 return
 
     def _drain(self) -> int:
+        processor = self.processor
+        assert processor is not None
         processed = 0
         while True:
             with self.lock:
                 processed += self._drain_locked()
             self.metrics.flush()  # per batch, not per record
+            processor.tidy()
             if not self.checkpointer.wanted:
                 return processed
             # Outside the lock: the group commit waits for the IO thread.
@@ -281,10 +284,10 @@ class Writer:
     def _drain_locked(self) -> int:
         inputs, processor, offsets = self.inputs, self.processor, self.offsets
         assert inputs is not None and processor is not None
-        process, pop, stop, checkpointer = (
+        process, pop, stopped, checkpointer = (
             processor.process,
-            inputs.pop,
-            self.stop,
+            inputs.merge.pop,  # Inputs.pop's own, without its call
+            self.stop.is_set,
             self.checkpointer,
         )
         processed = 0
@@ -293,7 +296,7 @@ class Writer:
             # The offset moves before any checkpoint can see the record's effect on the state.
             offsets[item.partition] = item.offset + 1  # type: ignore[index]
             processed += 1
-            if stop.is_set() or checkpointer.wanted:
+            if stopped() or checkpointer.wanted:
                 break
         if processed:
             processor.last_record_at = time.monotonic()

@@ -19,6 +19,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -44,8 +45,13 @@ PROVENANCE_KEYS = (
 _CREDENTIAL = re.compile(r"pass|secret|jaas|token|credential|key", re.IGNORECASE)
 
 
+@functools.cache
 def riverline_version() -> str:
-    """The installed package's version (the source tree's when not installed)."""
+    """The installed package's version (the source tree's when not installed).
+
+    Read once per process (the code running does not change with the installed package), not
+    at every checkpoint: the metadata lookup scans sys.path, ~0.7 ms.
+    """
     from importlib.metadata import PackageNotFoundError, version
 
     try:

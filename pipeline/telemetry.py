@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -87,6 +88,9 @@ class LatencyHistogram:
         self.maximum = 0.0
         self.minimum = math.inf
         self._pending: list[float] = []
+        # ``update`` without its fold (a list's append, no Python call), for a caller that
+        # calls ``tidy`` once per batch of values.
+        self.add: Callable[[float], None] = self._pending.append
 
     @classmethod
     def from_summary(cls, summary: dict[str, float | int]) -> LatencyHistogram:
@@ -156,6 +160,11 @@ class LatencyHistogram:
         if len(pending) >= self._FOLD_EVERY:
             self._fold()
 
+    def tidy(self) -> None:
+        """Fold the values ``add`` gathered, once there are enough to fold."""
+        if len(self._pending) >= self._FOLD_EVERY:
+            self._fold()
+
     def _fold(self) -> None:
         if not self._pending:
             return
@@ -193,9 +202,10 @@ class LatencyHistogram:
 class HistogramBatch:
     """Observations for one Prometheus histogram (or labelled child), added up per batch.
 
-    ``observe`` is a bisect and two additions, no lock; ``flush`` adds the batch's bucket
-    counts and sum to the histogram, so a scrape sees whole batches. (It uses the client's
-    bucket and sum values; without them it falls back to observing value by value.)
+    ``observe`` is a list's append (no Python call, no lock); ``flush`` counts the batch's
+    values into buckets and adds the counts and the sum to the histogram, so a scrape sees whole
+    batches. (It uses the client's bucket and sum values; without them it falls back to
+    observing value by value.) Flush once per batch: the values wait in a list until then.
 
     >>> from prometheus_client import CollectorRegistry, Histogram
     >>> registry = CollectorRegistry()
@@ -218,29 +228,30 @@ class HistogramBatch:
         self.bulk = bool(bounds) and hasattr(histogram, "_buckets") and hasattr(histogram, "_sum")
         self.bounds: list[float] = list(bounds) if self.bulk else []
         self.counts = [0] * len(self.bounds)
-        self.total = 0.0
         self.values: list[float] = []
-
-    def observe(self, value: float) -> None:
-        if self.bulk:
-            # Prometheus' own rule: the first bucket whose upper bound is >= the value.
-            self.counts[bisect_left(self.bounds, value)] += 1
-            self.total += value
-        else:
-            self.values.append(value)
+        self.observe: Callable[[float], None] = self.values.append
 
     def flush(self) -> None:
         if self.bulk:
+            values, counts, bounds = self.values, self.counts, self.bounds
+            if not values:
+                return
+            total = 0.0
+            for value in values:
+                # Prometheus' own rule: the first bucket whose upper bound is >= the value.
+                counts[bisect_left(bounds, value)] += 1
+                total += value
+            values.clear()  # the same list: ``observe`` appends to it
             buckets = self.histogram._buckets
-            for index, count in enumerate(self.counts):
+            for index, count in enumerate(counts):
                 if count:
                     buckets[index].inc(count)
-                    self.counts[index] = 0
-            if self.total:
-                self.histogram._sum.inc(self.total)
-                self.total = 0.0
+                    counts[index] = 0
+            if total:
+                self.histogram._sum.inc(total)
         else:
-            values, self.values = self.values, []
+            values = self.values[:]
+            self.values.clear()
             for value in values:
                 self.histogram.observe(value)
 

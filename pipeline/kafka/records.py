@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from pipeline.kafka.transport import Record
 from pipeline.ordering import EVENT_RANK, LABEL_RANK, PREDICTION_RANK, Item
-from pipeline.schemas import InvalidRecord
+from pipeline.schemas import Event, InvalidRecord, Label
 from pipeline.served import parse_published
 from pipeline.validation import Validator
 
@@ -162,3 +163,60 @@ def to_item(record: Any, kind: str, validator: Validator) -> Item:
     origin = _tuple_new(Origin, (topic, partition, offset, timestamp, key, value))
     incoming = Incoming(kind, origin, parsed, sent_ms or timestamp)
     return Item((ts, rank, seq if seq is not None else -1), (topic, partition), offset, incoming)
+
+
+def to_items(
+    records: list[Any], partition: tuple[str, int], kind: str, validator: Validator
+) -> list[Item]:
+    """``[to_item(r, kind, validator) for r in records]`` for one fetch of one partition
+    (``partition``, the records' own ``(topic, partition)``, is shared by their items).
+
+    What a batch has in common is looked up once, and the usual headers (the replay's ``seq``
+    then ``sent_ms``) are read inline: a call per record saved is ~5% of this path.
+    """
+    parse: Callable[[bytes | None], Event | Label]
+    if kind == KIND_EVENT:
+        parse, rank = validator.event, EVENT_RANK
+    elif kind == KIND_LABEL:
+        parse, rank = validator.label, LABEL_RANK
+    else:
+        return [to_item(record, kind, validator) for record in records]
+    items: list[Item] = []
+    append = items.append
+    parsed: Any
+    for record in records:
+        if type(record) is Record:
+            topic, number, offset, key, value, timestamp, headers = record
+        else:
+            topic, number, offset = record.topic, record.partition, record.offset
+            key, value = record.key, record.value
+            timestamp, headers = record.timestamp, record.headers
+        try:
+            parsed = parse(value)
+            ts = parsed.__dict__["ts"]  # where pydantic keeps the field
+        except InvalidRecord as e:
+            parsed = e
+            ts = _INVALID_TS  # first in line, as in to_item
+        seq: int | None
+        sent_ms: int | None
+        if headers and len(headers) == 2:
+            (first, seq_raw), (second, sent_raw) = headers
+            if first == SEQ_HEADER and second == SENT_HEADER:
+                try:
+                    seq, sent_ms = int(seq_raw), int(sent_raw)
+                except (TypeError, ValueError):
+                    seq, sent_ms = _seq_and_sent(headers)
+            else:
+                seq, sent_ms = _seq_and_sent(headers)
+        else:
+            seq, sent_ms = _seq_and_sent(headers)
+        origin = _tuple_new(Origin, (topic, number, offset, timestamp, key, value))
+        append(
+            Item(
+                (ts, rank, -1 if seq is None else seq),
+                partition,
+                offset,
+                Incoming(kind, origin, parsed, sent_ms or timestamp),
+            )
+        )
+    return items

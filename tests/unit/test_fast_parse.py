@@ -28,6 +28,7 @@ from pipeline.kafka.records import (
     int_header,
     seq_and_sent,
     to_item,
+    to_items,
 )
 from pipeline.kafka.transport import Record
 from pipeline.schemas import (
@@ -42,7 +43,7 @@ from pipeline.schemas import (
     parse_event,
     parse_label,
 )
-from pipeline.validation import Validator, check_event, check_size
+from pipeline.validation import Validator, check_event, check_label, check_size
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -426,3 +427,121 @@ def test_headers_read_in_one_pass_as_one_by_one(
 ) -> None:
     record = SimpleNamespace(headers=headers)
     assert seq_and_sent(record) == (int_header(record, SEQ_HEADER), int_header(record, SENT_HEADER))
+
+
+def reference_label(
+    raw: bytes | None, limits: ValidationConfig, now: float, regression: bool
+) -> Label:
+    """The validator's label path as it was: every check, one after the other."""
+    check_size(raw, limits)
+    label = parse_label(raw)
+    check_label(label, limits, now, regression)
+    return label
+
+
+label_values = st.one_of(
+    st.booleans(),
+    st.integers(-3, 3),
+    st.sampled_from([0.0, 1.0, -2.0, 0.5, 1e300, 2.0**63]),
+    st.sampled_from(["a", "b", "", "1"]),
+    st.integers(2**63, 2**64),
+)
+
+
+@SETTINGS
+@given(
+    label_values,
+    st.one_of(st.none(), st.just((True, 1, "a")), st.just((0, 1))),
+    st.booleans(),
+    st.one_of(st.none(), st.just(3600.0)),
+    st.one_of(st.none(), st.just(5e8)),
+    st.sampled_from([0.0, 1e9, 1e9 + 3601.0, 2e9]),
+)
+def test_the_validator_checks_labels_as_check_label(
+    value: Any,
+    labels: tuple[Any, ...] | None,
+    regression: bool,
+    future: float | None,
+    min_ts: float | None,
+    ts: float,
+) -> None:
+    """The usual label types' checks written out refuse what check_label refuses."""
+    limits = ValidationConfig(labels=labels, max_future_seconds=future, min_ts=min_ts)
+    validator = Validator(limits, regression=regression, clock=lambda: 1e9)
+    raw = json.dumps({"id": "1", "ts": ts, "label": value}).encode()
+    assert outcome(validator.label, raw) == outcome(
+        lambda r: reference_label(r, limits, 1e9, regression), raw
+    )
+
+
+def item_outcome(item: Any) -> Any:
+    incoming = item.payload
+    parsed = incoming.parsed
+    if isinstance(parsed, InvalidRecord):
+        seen = ("invalid", parsed.reason, str(parsed))
+    elif isinstance(parsed, Event | Label):
+        seen = ("ok", snapshot(parsed))
+    else:  # a learner's published prediction
+        seen = ("ok", type(parsed), repr(parsed))
+    key = (typed(item.key[0]), item.key[1:])
+    origin = tuple(incoming.origin)
+    return (key, item.partition, item.offset, incoming.kind, origin, incoming.sent_ms, seen)
+
+
+wire_values = st.one_of(
+    st.sampled_from(
+        [
+            b'{"id":"1","ts":5,"features":{"x":1}}',
+            b'{"id":"2","ts":7.5,"features":{"x":"abcdefghijklmnop","y":null}}',
+            b'{"id":"1","ts":5,"label":true}',
+            b'{"id":"1","ts":5,"label":0.5}',
+            b'{"id":"1","ts":4e9,"label":1}',
+            b'{"id":"1","ts":5}',
+            b"not json",
+            b"",
+        ]
+    ),
+    st.none(),
+    st.binary(max_size=10),
+)
+
+
+@SETTINGS
+@given(
+    st.lists(
+        st.tuples(
+            wire_values, st.one_of(st.none(), header_lists), st.one_of(st.none(), st.integers(0, 9))
+        ),
+        max_size=6,
+    ),
+    st.sampled_from([KIND_EVENT, KIND_LABEL, "prediction"]),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from([16, 1024]),
+)
+@example(  # the replay's own records
+    [
+        (b'{"id":"1","ts":5,"features":{"x":1}}', [("seq", b"4"), ("sent_ms", b"17")], 5000),
+        (b'{"id":"1","ts":5,"label":true}', [("seq", b"5"), ("sent_ms", b"18")], 5000),
+        (b'{"id":"1","ts":5}', [("seq", b"6"), ("sent_ms", b"x")], None),
+    ],
+    KIND_EVENT,
+    True,
+    False,
+    1024,
+)
+def test_to_items_equals_to_item_record_by_record(
+    drawn: list[tuple[bytes | None, Any, int | None]],
+    kind: str,
+    as_records: bool,
+    regression: bool,
+    max_string: int,
+) -> None:
+    limits = ValidationConfig(max_string_length=max_string, max_future_seconds=3600.0)
+    validator = Validator(limits, regression=regression, clock=lambda: 1e9)
+    records: list[Any] = []
+    for offset, (value, headers, timestamp) in enumerate(drawn):
+        record = Record("t", 3, offset, b"k", value, timestamp, headers)
+        records.append(record if as_records else SimpleNamespace(**record._asdict()))
+    expected = [item_outcome(to_item(r, kind, validator)) for r in records]
+    assert [item_outcome(i) for i in to_items(records, ("t", 3), kind, validator)] == expected
