@@ -153,6 +153,7 @@ class LatencyHistogram:
         self.maximum = state["maximum"]
         self.minimum = state["minimum"]
         self._pending = []
+        self.add = self._pending.append
 
     def update(self, value: float) -> None:
         pending = self._pending

@@ -261,7 +261,8 @@ def test_latency_histogram_pickles_its_buckets_and_goes_on_the_same() -> None:
     assert len(pickle.dumps(histogram)) < 10_000  # non-empty buckets only, not all ~4,400
     for value in values[6_000:]:
         histogram.update(value)
-        copy.update(value)
+        copy.add(value)  # the batch path: add, then tidy once per batch
+    copy.tidy()
     assert copy.summary() == histogram.summary()
     assert (copy.counts == histogram.counts).all() and copy.minimum == histogram.minimum
 
