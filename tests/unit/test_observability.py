@@ -48,19 +48,26 @@ def test_slices_match_a_hand_computation() -> None:
     assert slices["gap"]["fallback"] == pytest.approx(1 - 1 / 3)
 
 
-def test_explanations_are_weight_times_value() -> None:
+def explained_regression(spec: str, top_k: int, constant: dict[str, float]) -> LearningCore:
+    """A core serving ``spec`` with explanations, trained on ``y = 2a - b`` (plus the
+    ``constant`` features)."""
     core = core_for(
-        model={"spec": "linear_model.LinearRegression"},
+        model={"spec": spec},
         evaluation={"metric": "MAE"},
         fallback={"default": 0.0},
         gating={"min_labels": 0, "window": 5, "margin": 0.0},
-        explain={"enabled": True, "top_k": 2},
+        explain={"enabled": True, "top_k": top_k},
     )
     for i in range(30):
-        x = {"a": float(i % 3), "b": float(i % 5), "c": 0.1}
+        x = {"a": float(i % 3), "b": float(i % 5), **constant}
         core.on_event(Event(id=str(i), ts=float(i), features=x))
         core.on_label(Label(id=str(i), ts=i + 0.5, label=2 * x["a"] - x["b"]))
     assert core.state.gating.mode == "serving"
+    return core
+
+
+def test_explanations_are_weight_times_value() -> None:
+    core = explained_regression("linear_model.LinearRegression", 2, {"c": 0.1})
     weights = dict(core.state.model.weights)
     x = {"a": 2.0, "b": 4.0, "c": 0.1}
     prediction = core.on_event(Event(id="probe", ts=99.0, features=x)).prediction
@@ -75,18 +82,9 @@ def test_explanations_are_weight_times_value() -> None:
 def test_an_event_with_a_null_feature_is_explained_as_the_model_saw_it() -> None:
     # Nulls are missing values: the model is given the event without them, and so is its
     # explanation (a StandardScaler given a None would raise, and the event be lost).
-    core = core_for(
-        model={"spec": "preprocessing.StandardScaler | linear_model.LinearRegression"},
-        evaluation={"metric": "MAE"},
-        fallback={"default": 0.0},
-        gating={"min_labels": 0, "window": 5, "margin": 0.0},
-        explain={"enabled": True, "top_k": 3},
+    core = explained_regression(
+        "preprocessing.StandardScaler | linear_model.LinearRegression", 3, {}
     )
-    for i in range(30):
-        x = {"a": float(i % 3), "b": float(i % 5)}
-        core.on_event(Event(id=str(i), ts=float(i), features=x))
-        core.on_label(Label(id=str(i), ts=i + 0.5, label=2 * x["a"] - x["b"]))
-    assert core.state.gating.mode == "serving"
     outcome = core.on_event(Event(id="probe", ts=99.0, features={"a": 2.0, "b": None}))
     prediction = outcome.prediction
     assert prediction is not None and prediction.source == "model" and not outcome.rejections
