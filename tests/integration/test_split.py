@@ -178,8 +178,10 @@ def deployment(
             for i in range(2)
         ]
         _wait_until_serving(cfg, 2)
-        status = _riverline(["status", "--config", str(config)])
+        # The replay first: the roles' --until-idle counts from their start, and the status
+        # command (a new process) may take seconds to import on a loaded machine.
         replay = _Replay(cfg)
+        status = _riverline(["status", "--config", str(config)])
         replay.finish()
         for i, proc in enumerate(predictors):
             _finish(proc, tmp / f"p{i}.log")
