@@ -31,10 +31,13 @@ from pipeline.kafka.transport import (
 from producers.schedule import Emission, LabelDelay, schedule
 from producers.sources import SourceError, SourceOptions, SourceRecord, open_source
 
-MAX_SPEED_OPTIONS = {"linger_ms": 20}  # batches of kafka.batch_bytes
-# librdkafka's, at full speed: a delivery report only for a record that failed, all the bulk
-# sender reports (a Python callback per record acknowledged was ~5% of the replay's CPU).
-MAX_SPEED_CONFLUENT_OPTIONS = {**MAX_SPEED_OPTIONS, "delivery.report.only.error": True}
+# The producer's options at full speed, by transport name: batches of kafka.batch_bytes; with
+# librdkafka a delivery report only for a record that failed, all the bulk sender reports (a
+# Python callback per record acknowledged was ~5% of the replay's CPU).
+MAX_SPEED_OPTIONS: dict[str, dict[str, Any]] = {
+    "kafka-python": {"linger_ms": 20},
+    "confluent": {"linger_ms": 20, "delivery.report.only.error": True},
+}
 
 
 @dataclass
@@ -183,12 +186,7 @@ def publish(
     # As fast as it goes: bigger batches, and fewer wake-ups of the client's sender (kafka-python
     # takes its accumulator's lock per record, which a sender draining every 1 ms contends for).
     # Paced, the configured linger keeps the send time close to the records' schedule.
-    if speed is not None:
-        producer = transport.producer()
-    elif getattr(transport, "name", None) == "confluent":
-        producer = transport.producer(**MAX_SPEED_CONFLUENT_OPTIONS)
-    else:
-        producer = transport.producer(**MAX_SPEED_OPTIONS)
+    producer = transport.producer(**(MAX_SPEED_OPTIONS[transport.name] if speed is None else {}))
     failed: list[Exception] = []
     pacer = Pacer(speed) if speed is not None else None
     send = (

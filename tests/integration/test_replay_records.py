@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.kafka.kafka_python import make_producer
 from pipeline.kafka.transport import make_transport
-from producers.replay import MAX_SPEED_CONFLUENT_OPTIONS, MAX_SPEED_OPTIONS, publish
+from producers.replay import MAX_SPEED_OPTIONS, publish
 from producers.schedule import LabelDelay, schedule
 from producers.sources import SourceOptions, SourceRecord, open_source
 from tests.integration.helpers import read_topic
@@ -66,7 +66,7 @@ def test_the_bulk_sender_reports_every_record_dropped(
     kafka = make_transport(cfg.kafka, cfg.kafka.bootstrap)
     topic = cfg.kafka.topics.events
     kafka.ensure_topics([topic])
-    options = MAX_SPEED_CONFLUENT_OPTIONS if transport == "confluent" else MAX_SPEED_OPTIONS
+    options = MAX_SPEED_OPTIONS[kafka.name]
     producer = kafka.producer(
         **{**(options if full_speed else {}), "linger_ms": 30_000, "batch_size": 1024 * 1024}
     )

@@ -66,6 +66,8 @@ def test_murmur2_is_kafka_pythons(data: bytes) -> None:
 class FakeTransport:
     """Records what the replay hands to the bulk sender; ``fail`` names seqs to refuse."""
 
+    name = "kafka-python"  # the transport's name, which picks its full-speed options
+
     def __init__(self, partitions: int, fail: frozenset[int] = frozenset()) -> None:
         self.partitions = partitions
         self.fail = fail
