@@ -118,21 +118,27 @@ class LatencyHistogram:
             floor = max(floor, float(summary[f"p{round(q * 100)}"]))
             steps.append((math.ceil(q * count), floor))
         steps.append((count, max(floor, float(summary.get("max", floor)))))
+        values: list[float] = []
+        counts: list[int] = []
         reached = 0
         for rank, value in steps:
             if rank > reached:
-                out.counts[out._bucket(value)] += rank - reached
+                values.append(value)
+                counts.append(rank - reached)
                 reached = rank
+        np.add.at(out.counts, cls._indices(np.array(values, dtype=np.float64)), counts)
         out.count = count
         out.minimum = steps[0][1]
         out.maximum = steps[-1][1]
         return out
 
-    def _bucket(self, value: float) -> int:
-        if not value > self.LOWEST:
-            return 0
-        index = math.floor(math.log(value) * self._SCALE) + self._OFFSET
-        return min(max(index, 0), self.BUCKETS - 1)
+    @classmethod
+    def _indices(cls, values: np.ndarray) -> np.ndarray:
+        """Each value's bucket: anything at or below LOWEST the first, beyond HIGHEST the last."""
+        index = np.floor(np.log(np.fmax(values, cls.LOWEST)) * cls._SCALE) + cls._OFFSET
+        index = np.fmin(np.fmax(index, 0.0), cls.BUCKETS - 1.0)
+        index[values <= cls.LOWEST] = 0.0
+        return index.astype(np.intp)
 
     def __getstate__(self) -> dict[str, Any]:
         # Checkpoints pickle a histogram: only its non-empty buckets (a few dozen of ~4,400).
@@ -171,11 +177,7 @@ class LatencyHistogram:
             return
         values = np.array(self._pending, dtype=np.float64)
         self._pending.clear()
-        # NaN and anything at or below LOWEST go to bucket 0, anything beyond HIGHEST to the last.
-        index = np.floor(np.log(np.fmax(values, self.LOWEST)) * self._SCALE) + self._OFFSET
-        index = np.fmin(np.fmax(index, 0.0), self.BUCKETS - 1.0)
-        index[values <= self.LOWEST] = 0.0
-        self.counts += np.bincount(index.astype(np.intp), minlength=self.BUCKETS)
+        self.counts += np.bincount(self._indices(values), minlength=self.BUCKETS)
         self.count += len(values)
         # As max() and min() value by value: a NaN changes neither.
         self.maximum = max(self.maximum, float(np.fmax.reduce(values)))
