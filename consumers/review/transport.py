@@ -157,7 +157,11 @@ class RequestReader:
 
 
 class AnswerPublisher:
-    """Publishes an answer and returns only once the broker acknowledged it."""
+    """Publishes an answer and returns only once the broker acknowledged it.
+
+    An answer it refused never lands later: the pipeline keeps the first label for an id, so a
+    refused answer sent once the broker is back would win over the one the reviewer gave again.
+    """
 
     def __init__(
         self,
@@ -169,18 +173,51 @@ class AnswerPublisher:
     ) -> None:
         self.topic = topic
         self.timeout_s = timeout_s
-        self._producer: KafkaProducer = make_producer(config, bootstrap, **producer_options)
+        self._open = lambda **known: make_producer(
+            config, bootstrap, **{**producer_options, **known}
+        )
+        self._producer: KafkaProducer = self._open()
         self._lock = threading.Lock()
 
     def publish(self, key: bytes, value: bytes, partition: int | None) -> None:
         """Raise :class:`kafka.errors.KafkaError` when the broker did not take it."""
         with self._lock:
-            known = self._producer.partitions_for(self.topic) or set()
+            producer = self._producer
+            known = producer.partitions_for(self.topic) or set()
             # Same partition number as the request when the labels topic has it; else by key.
             target = partition if partition in known else None
-            future = self._producer.send(self.topic, key=key, value=value, partition=target)
-        future.get(timeout=self.timeout_s)
+            future = producer.send(self.topic, key=key, value=value, partition=target)
+        try:
+            future.get(timeout=self.timeout_s)
+        except Exception:
+            self._replace(producer)
+            raise
+
+    def _replace(self, failed: KafkaProducer) -> None:
+        # The producer may still hold the record: when this wait gave up first, or while its
+        # idempotent producer id is being fetched again (kafka-python does not expire batches
+        # then). Dropping the producer fails what it holds; answers in it at once get a 503 too.
+        with self._lock:
+            if self._producer is failed:
+                # The version the broker already told: a new producer asks it first, which
+                # blocks for up to 30 s while the broker is away.
+                self._producer = self._open(api_version=failed.config["api_version"])
+        abandon(failed)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._producer.close(timeout=5)
+
+
+def abandon(producer: KafkaProducer) -> None:
+    """Close ``producer`` at once, failing every record it holds instead of sending it later.
+
+    kafka-python's ``close(timeout=0)`` flushes first and raises while records are pending, before
+    it would force the close; its sender thread is told directly. A record already on the wire
+    when the broker went away may still have been written: the broker alone knows.
+    """
+    sender = producer._sender
+    sender.force_close()
+    sender.join(5)
+    with contextlib.suppress(Exception):
+        producer.close(timeout=0)

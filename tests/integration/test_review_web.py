@@ -332,8 +332,19 @@ def answer_once_the_broker_takes_it(queue: Any, request_id: str, reviewer: str, 
             time.sleep(0.5)
 
 
+@pytest.mark.parametrize(
+    "timeouts",
+    [
+        # The producer gives the record up (its delivery timeout) before the app stops waiting.
+        {"publish_timeout_s": 5.0, "delivery_timeout_ms": 2000, "request_timeout_ms": 1000},
+        # The app stops waiting first, while the producer still holds the record and would send
+        # it once the broker is back: a refused answer must not land later.
+        {"publish_timeout_s": 1.0},
+    ],
+    ids=["producer-expires-it", "app-stops-waiting"],
+)
 def test_an_answer_the_broker_did_not_take_is_refused_and_can_be_given_again(
-    make_config: Any,
+    make_config: Any, timeouts: dict[str, Any]
 ) -> None:
     from consumers.review import open_review_queue
     from consumers.review.queue import ReviewError
@@ -349,13 +360,7 @@ def test_an_answer_the_broker_did_not_take_is_refused_and_can_be_given_again(
     with EmbeddedBroker(port=broker_port, advertised_port=proxy_port):
         cfg = make_config({"kafka": {"bootstrap": f"127.0.0.1:{proxy_port}"}})
         publish_requests(cfg, [make_request(cfg, "o1")])
-        with open_review_queue(
-            cfg,
-            f"127.0.0.1:{proxy_port}",
-            publish_timeout_s=5.0,
-            delivery_timeout_ms=2000,
-            request_timeout_ms=1000,
-        ) as queue:
+        with open_review_queue(cfg, f"127.0.0.1:{proxy_port}", **timeouts) as queue:
             wait_for(lambda: queue.next("olga") is not None, 20, "the request")
             proxy.cut()
             # An accept() already waiting lets one more connection through: spend it here.
