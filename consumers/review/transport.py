@@ -18,7 +18,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from pipeline.config import KafkaConfig
-from pipeline.kafka.clients import make_consumer, make_producer
+from pipeline.kafka.clients import force_close, make_consumer, make_producer
 from pipeline.schemas import InvalidRecord, ReviewRequest, _decode
 
 log = logging.getLogger(__name__)
@@ -173,9 +173,10 @@ class AnswerPublisher:
     ) -> None:
         self.topic = topic
         self.timeout_s = timeout_s
-        self._open = lambda **known: make_producer(
-            config, bootstrap, **{**producer_options, **known}
-        )
+        # A producer that does not know the topic yet (a new one, while the broker is away)
+        # waits for it in partitions_for and send: no longer than an answer may take.
+        options = {"max_block_ms": int(timeout_s * 1000), **producer_options}
+        self._open = lambda **known: make_producer(config, bootstrap, **{**options, **known})
         self._producer: KafkaProducer = self._open()
         self._lock = threading.Lock()
 
@@ -202,22 +203,8 @@ class AnswerPublisher:
                 # The version the broker already told: a new producer asks it first, which
                 # blocks for up to 30 s while the broker is away.
                 self._producer = self._open(api_version=failed.config["api_version"])
-        abandon(failed)
+        force_close(failed)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._producer.close(timeout=5)
-
-
-def abandon(producer: KafkaProducer) -> None:
-    """Close ``producer`` at once, failing every record it holds instead of sending it later.
-
-    kafka-python's ``close(timeout=0)`` flushes first and raises while records are pending, before
-    it would force the close; its sender thread is told directly. A record already on the wire
-    when the broker went away may still have been written: the broker alone knows.
-    """
-    sender = producer._sender
-    sender.force_close()
-    sender.join(5)
-    with contextlib.suppress(Exception):
-        producer.close(timeout=0)

@@ -83,6 +83,22 @@ def make_producer(config: KafkaConfig, bootstrap: str, **overrides: Any) -> Kafk
     return KafkaProducer(**options)
 
 
+def force_close(producer: KafkaProducer, timeout_s: float = 5.0) -> None:
+    """Close ``producer`` at once: every record it still holds fails instead of being sent later.
+
+    ``close()`` flushes first, so it never returns for a stuck producer, and ``close(0)`` raises
+    while records are pending before it would force the close: the sender thread is told
+    directly, and joined, so its futures have failed when this returns. A record already on the
+    wire may still have been written: the broker alone knows.
+    """
+    sender = getattr(producer, "_sender", None)
+    with contextlib.suppress(Exception):
+        if sender is not None:
+            sender.force_close()
+            sender.join(timeout_s)
+        producer.close(timeout=0)
+
+
 def make_consumer(
     config: KafkaConfig, bootstrap: str, group_id: str | None, **overrides: Any
 ) -> KafkaConsumer:
@@ -785,13 +801,7 @@ class KafkaPythonProducer:
                     raise FlushTimeout(f"flush: {e}") from None
 
     def abort(self) -> None:
-        # close() flushes first, so it never returns for a stuck producer; the sender's
-        # force_close() aborts the stuck batches.
-        sender = getattr(self.client, "_sender", None)
-        with contextlib.suppress(Exception):
-            if sender is not None:
-                sender.force_close()
-            self.client.close(timeout=1)
+        force_close(self.client)
 
     def close(self) -> None:
         self.client.close()
