@@ -403,6 +403,11 @@ class ReviewConfig(_Section):
         gt=0.0,
         description="Event time a request waits for its answer; null: no deadline (label mode).",
     )
+    new_classes: bool = Field(
+        default=False,
+        description="A reviewer may answer with a class not offered (validation.labels still "
+        "applies); false: only the offered classes.",
+    )
 
     @model_validator(mode="after")
     def _defer_needs_deadline(self) -> ReviewConfig:
@@ -561,7 +566,37 @@ def model_misfit(config: RiverlineConfig) -> str | None:
                 f"validation.labels: {label!r} is not a class, and model.spec "
                 f"{config.model.spec!r} is a classifier; use a regressor for numbers"
             )
+    if classifier and config.review.policy != "none" and not known_classes(config):
+        # A person answers with a class; before the first label the page would offer none.
+        return (
+            f"validation.labels: review.policy {config.review.policy!r} asks people for a "
+            "class, and no class is known before the first label; set validation.labels to "
+            "the classes (e.g. [false, true]), or give fallback rules or a fallback.default"
+        )
     return None
+
+
+def known_classes(config: RiverlineConfig) -> list[Any]:
+    """The classes known before any label: validation.labels, then the fallback's answers.
+
+    A person reviewing the very first events answers with one of these (the model's classes
+    join them once it has some).
+
+    >>> known_classes(RiverlineConfig(fallback={"default": False, "rules": [
+    ...     {"feature": "x", "op": ">", "value": 1, "prediction": True}]}))
+    [True, False]
+    """
+    found: list[Any] = []
+    candidates = [
+        *(config.validation.labels or ()),
+        *(rule.prediction for rule in config.fallback.rules),
+        config.fallback.default,
+    ]
+    for value in candidates:
+        # By type as well as value: True == 1 in Python, yet they are two classes.
+        if value is not None and not any(type(c) is type(value) and c == value for c in found):
+            found.append(value)
+    return found
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Any, Literal, TypeVar, cast
 
 from river import base, drift
 
-from pipeline.config import RiverlineConfig
+from pipeline.config import RiverlineConfig, known_classes
 from pipeline.evaluation import ABSTAIN, Evaluator
 from pipeline.fallback import Fallback
 from pipeline.gating import Decision, Gating
@@ -308,7 +308,7 @@ class LearningCore(ReviewLoop):
             history_max=config.evaluation.history_max,
             pipeline=config.name,
             review=ReviewPolicy(
-                config.review, config.name, is_classifier(state.model), config.validation.labels
+                config.review, config.name, is_classifier(state.model), known_classes(config)
             ),
         )
 

@@ -169,7 +169,7 @@ class ReviewBook:
         )
 
     def see_class(self, y: Any) -> None:
-        if y not in self.classes and len(self.classes) < MAX_CLASSES:
+        if not has_class(self.classes, y) and len(self.classes) < MAX_CLASSES:
             self.classes.append(y)
 
     def remember_answer(self, label_id: str, answer: Any, x: dict[str, Any], bound: int) -> None:
@@ -192,6 +192,27 @@ class ReviewBook:
         }
 
 
+def has_class(classes: list[Any], value: Any) -> bool:
+    """By type as well as value: ``True == 1`` in Python, yet they are two classes."""
+    return any(type(c) is type(value) and c == value for c in classes)
+
+
+def merged_classes(*groups: Any) -> list[Any]:
+    """The classes of every group in order, each once, at most :data:`MAX_CLASSES`.
+
+    >>> merged_classes([False, True], {True: 0.2, False: 0.8}, [1, "x"])
+    [False, True, 1, 'x']
+    """
+    out: list[Any] = []
+    for group in groups:
+        for value in group:
+            if len(out) >= MAX_CLASSES:
+                return out
+            if not has_class(out, value):
+                out.append(value)
+    return out
+
+
 class ReviewPolicy:
     """The configured choice of events for people (stateless: the state is the book)."""
 
@@ -200,11 +221,12 @@ class ReviewPolicy:
         config: ReviewConfig,
         pipeline: str,
         classifier: bool,
-        classes: tuple[Any, ...] | None = None,
+        classes: list[Any] | tuple[Any, ...] | None = None,
     ) -> None:
         self.config = config
         self.enabled = config.policy != "none"  # read on every event
-        # The allowed classes (validation.labels) if configured; the request adds those seen.
+        # The classes known before any label (validation.labels, the fallback's answers: see
+        # config.known_classes); a request adds the model's and those seen since.
         self.classes: list[Any] = list(classes or ()) if classifier else []
         self.pipeline = pipeline
         self.classifier = classifier

@@ -31,6 +31,7 @@ from pipeline.review import (
     ReviewBook,
     ReviewOutput,
     ReviewPolicy,
+    merged_classes,
 )
 from pipeline.schemas import (
     Event,
@@ -104,7 +105,15 @@ class ReviewLoop:
             attributes=event.attributes,
             key=event.key,
             task="classification" if policy.classifier else "regression",
-            classes=policy.classes + [c for c in book.classes if c not in policy.classes],
+            # Known before any label, then the model's, then those seen: never empty for a
+            # classifier (config load asks for validation.labels when nothing is known).
+            classes=merged_classes(
+                policy.classes,
+                model_pred if isinstance(model_pred, dict) else (),
+                book.classes,
+            )
+            if policy.classifier
+            else [],
             model=opinion,
             rules=RulesOpinion(
                 prediction=answer.prediction,

@@ -30,7 +30,15 @@ def open_review_queue(
     )
     client = connect(cfg.redis.url)
     try:
-        yield ReviewQueue(reader, publisher, client, cfg.name, claim_ttl_s=claim_ttl_s)
+        yield ReviewQueue(
+            reader,
+            publisher,
+            client,
+            cfg.name,
+            claim_ttl_s=claim_ttl_s,
+            validation=cfg.validation,
+            new_classes=cfg.review.new_classes,
+        )
     finally:
         reader.close()
         publisher.close()

@@ -202,19 +202,37 @@ def _opinions(delivered: Delivered) -> str:
     return "".join(parts)
 
 
-def _answers(delivered: Delivered, csrf: str) -> str:
+def _answers(
+    delivered: Delivered,
+    csrf: str,
+    allowed: tuple[Any, ...] | None = None,
+    new_classes: bool = False,
+) -> str:
+    """The answer controls: a button per class (and a field for another class where
+    ``review.new_classes`` allows it), or a number field bounded by the allowed labels."""
     request = delivered.request
     hidden = (
         f'<input type="hidden" name="id" value="{esc(request.id)}">'
         f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
     )
+    numbers = [
+        float(v) for v in allowed or () if isinstance(v, int | float) and not isinstance(v, bool)
+    ]
     if request.task == "regression":
+        # The range the pipeline allows, so the browser says so before the pipeline must.
+        bounds = f' min="{min(numbers):g}" max="{max(numbers):g}"' if numbers else ""
         answer = (
             f'<form method="post" action="/answer">{hidden}'
-            '<input type="number" step="any" name="value" required autofocus '
+            f'<input type="number" step="any" name="value" required autofocus{bounds} '
             'placeholder="value" aria-label="value">'
             '<button class="primary" type="submit">Answer</button></form>'
         )
+        if allowed:
+            answer += (
+                '<span class="hint" id="allowed">allowed: '
+                + esc(", ".join(f"{v:g}" for v in numbers))
+                + "</span>"
+            )
     else:
         buttons = "".join(
             f'<button class="choice" type="submit" name="choice" value="{i}" '
@@ -224,13 +242,24 @@ def _answers(delivered: Delivered, csrf: str) -> str:
             for i, c in enumerate(request.classes)
         )
         answer = f'<form method="post" action="/answer">{hidden}{buttons}</form>'
+        if new_classes:
+            # Its own form: Enter in the field must send the text, not the first class button.
+            answer += (
+                f'<form method="post" action="/answer">{hidden}'
+                '<input type="text" name="value" maxlength="200" required '
+                'placeholder="another class" aria-label="another class">'
+                '<button class="skip" type="submit">Answer</button></form>'
+            )
     skip = (
         f'<form method="post" action="/skip">{hidden}'
         '<button class="skip" type="submit" data-key="s"><kbd>s</kbd>Skip</button></form>'
     )
-    keys = "1-9 answer · s skip"
+    shown = min(9, len(request.classes))
+    keys = ("1 answers" if shown == 1 else f"1-{shown} answer") + " · s skip"
     if request.task == "regression":
         keys = "Enter answers · Esc then s skips"
+    elif shown == 0:
+        keys = "s skip"
     return f'<div class="answers">{answer}{skip}<span class="hint">{keys}</span></div>'
 
 
@@ -243,7 +272,11 @@ def review_page(
     notice: str | None = None,
     error: str | None = None,
     now: float | None = None,
+    allowed: tuple[Any, ...] | None = None,
+    new_classes: bool = False,
 ) -> str:
+    """The page for one request; ``allowed`` (validation.labels) and ``new_classes``
+    (review.new_classes) are the pipeline's rules for an answer."""
     now = time.time() if now is None else now
     top = header(pipeline, reviewer, standing, csrf)
     flash = ""
@@ -275,7 +308,7 @@ def review_page(
         f'{top}<main>{flash}<div class="card"><div class="meta">{"".join(meta)}</div>'
         f'<div class="grid"><div><h2>Features</h2>{_table(request.features)}{attributes}</div>'
         f"<div><h2>What they say</h2>{_opinions(delivered)}</div></div>"
-        f"{_answers(delivered, csrf)}</div></main>"
+        f"{_answers(delivered, csrf, allowed, new_classes)}</div></main>"
     )
     return document(f"riverline review · {pipeline}", body)
 

@@ -29,7 +29,9 @@ from typing import Any, Protocol
 import redis
 
 from consumers.review.transport import Delivered
-from pipeline.schemas import Label, LabelValue, ReviewRequest, encode, proba_key
+from pipeline.config import ValidationConfig
+from pipeline.schemas import InvalidRecord, Label, LabelValue, ReviewRequest, encode, proba_key
+from pipeline.validation import check_label
 
 DEFAULT_CLAIM_TTL_S = 600.0
 # How long an answer is remembered after its request's deadline (or after the answer when the
@@ -56,17 +58,33 @@ class AnswerSink(Protocol):
 
 
 class ReviewError(Exception):
-    """An answer or skip that cannot be taken; ``status`` is the HTTP status that says why."""
+    """An answer or skip that cannot be taken; ``status`` is the HTTP status that says why,
+    ``reason`` the pipeline's dead-letter code when the pipeline itself would refuse it."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.reason = reason
 
 
-def coerce_answer(request: ReviewRequest, value: Any) -> LabelValue:
+def _typed(text: str) -> LabelValue:
+    """A class typed as text: a JSON literal (``true``, ``3``) is that value, else the text.
+
+    >>> _typed("true"), _typed("3"), _typed("spam"), _typed('"3"')
+    (True, 3, 'spam', '3')
+    """
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, bool | int | float | str) else text
+
+
+def coerce_answer(request: ReviewRequest, value: Any, new_classes: bool = False) -> LabelValue:
     """The label a reviewer's answer stands for, or ``ValueError`` saying why it is not one.
 
-    A class is matched by value or by its text (forms and terminals send text):
+    A class is matched by value or by its text (forms and terminals send text); with
+    ``new_classes`` (``review.new_classes``) another class is taken as it is typed:
 
     >>> r = ReviewRequest(id="1", pipeline="p", ts=0.0, features={}, task="classification",
     ...                   classes=[False, True], mode="label", requested_at=0.0)
@@ -76,6 +94,8 @@ def coerce_answer(request: ReviewRequest, value: Any) -> LabelValue:
     Traceback (most recent call last):
     ...
     ValueError: 'maybe' is not one of the classes: false, true
+    >>> coerce_answer(r, "maybe", new_classes=True)
+    'maybe'
     >>> g = r.model_copy(update={"task": "regression", "classes": []})
     >>> coerce_answer(g, "2.5")
     2.5
@@ -97,6 +117,10 @@ def coerce_answer(request: ReviewRequest, value: Any) -> LabelValue:
         for cls in request.classes:
             if value == proba_key(cls) or value == str(cls):
                 return cls
+    if new_classes and isinstance(value, bool | int | float | str):
+        typed = _typed(value.strip()) if isinstance(value, str) else value
+        if typed != "":
+            return typed
     names = ", ".join(proba_key(c) for c in request.classes)
     raise ValueError(f"{value!r} is not one of the classes: {names}")
 
@@ -123,8 +147,14 @@ class ReviewQueue:
         claim_ttl_s: float = DEFAULT_CLAIM_TTL_S,
         max_held: int = DEFAULT_MAX_HELD,
         clock: Callable[[], float] = time.time,
+        validation: ValidationConfig | None = None,
+        new_classes: bool = False,
     ) -> None:
         self.source = source
+        # The pipeline's own label checks (its validation section), applied before an answer
+        # is taken: an answer it would dead-letter must stay answerable, not marked answered.
+        self.validation = validation
+        self.new_classes = new_classes
         self.sink = sink
         self.client = client
         self.pipeline = pipeline
@@ -244,15 +274,10 @@ class ReviewQueue:
         delivered = self.live(request_id)
         request = delivered.request
         try:
-            answer = coerce_answer(request, value)
+            answer = coerce_answer(request, value, self.new_classes)
         except ValueError as e:
             raise ReviewError(422, str(e)) from None
-        self._take_claim(request_id, reviewer)
         now = self.clock()
-        keep_until = max(delivered.expires_at or now, now) + ANSWERED_RETENTION_S
-        answered_key = self.key(f"answered:{request_id}")
-        if not self.client.set(answered_key, reviewer, nx=True, px=int((keep_until - now) * 1000)):
-            raise ReviewError(409, f"request {request_id} was already answered")
         # A label's ts is when it became known: the answer time.
         label = Label(
             id=request.id,
@@ -262,6 +287,17 @@ class ReviewQueue:
             reviewer=reviewer,
             answered_at=now,
         )
+        if self.validation is not None:
+            try:
+                check_label(label, self.validation, now, regression=request.task == "regression")
+            except InvalidRecord as e:
+                message = f"the pipeline would refuse this answer ({e.reason}): {e}"
+                raise ReviewError(422, message, e.reason) from None
+        self._take_claim(request_id, reviewer)
+        keep_until = max(delivered.expires_at or now, now) + ANSWERED_RETENTION_S
+        answered_key = self.key(f"answered:{request_id}")
+        if not self.client.set(answered_key, reviewer, nx=True, px=int((keep_until - now) * 1000)):
+            raise ReviewError(409, f"request {request_id} was already answered")
         key = (request.key if request.key is not None else request.id).encode()
         try:
             self.sink.publish(key, encode(label), delivered.partition)

@@ -86,6 +86,8 @@ def create_app(queue: ReviewQueue, token: str | None, secure_cookies: bool = Fal
             delivered,
             notice=request.query_params.get("notice"),
             error=request.query_params.get("error"),
+            allowed=queue.validation.labels if queue.validation is not None else None,
+            new_classes=queue.new_classes,
         )
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
@@ -228,7 +230,8 @@ def create_app(queue: ReviewQueue, token: str | None, secure_cookies: bool = Fal
         try:
             label = await run_in_threadpool(queue.answer, data["id"], reviewer, data["label"])
         except ReviewError as e:
-            return JSONResponse({"error": str(e)}, status_code=e.status)
+            refusal = {"error": str(e)} | ({"reason": e.reason} if e.reason else {})
+            return JSONResponse(refusal, status_code=e.status)
         return JSONResponse({"label": json.loads(label.model_dump_json())})
 
     async def api_skip(request: Request, reviewer: str) -> Response:

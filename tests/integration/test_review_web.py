@@ -428,3 +428,27 @@ def test_a_claim_left_alone_passes_to_another_reviewer_after_its_ttl(make_config
         assert api(served, "POST", "/api/answer", {"id": "c1", "label": False}, "bob").status == 200
     labels = json_values(human_labels(cfg, 1))
     assert [(x["id"], x["label"], x["reviewer"]) for x in labels] == [("c1", False, "bob")]
+
+
+def test_an_answer_the_pipeline_would_refuse_is_refused_with_its_reason(make_config: Any) -> None:
+    """Issue 19: with validation.labels [1, 2, 3] the app took 2.5, the pipeline dead-lettered
+    it and the request was marked answered. Now the app applies the pipeline's own check."""
+    cfg = make_config(
+        {
+            "model": {"spec": "linear_model.LinearRegression"},
+            "evaluation": {"metric": "MAE"},
+            "validation": {"labels": [1, 2, 3]},
+        }
+    )
+    publish_requests(cfg, [make_request(cfg, "g1", task="regression")])
+    with served_app(cfg) as served:
+        assert next_request(served, "script") is not None
+        refused = api(served, "POST", "/api/answer", {"id": "g1", "label": 2.5})
+        assert refused.status == 422, refused.body
+        assert refused.json()["reason"] == "label_not_allowed"
+        assert "not one of the configured labels" in refused.json()["error"]
+        # Not marked answered: the same request takes an allowed answer.
+        reply = api(served, "POST", "/api/answer", {"id": "g1", "label": 2})
+        assert reply.status == 200, reply.body
+    labels = json_values(human_labels(cfg, 1))
+    assert [(x["id"], x["label"]) for x in labels] == [("g1", 2)]

@@ -157,7 +157,8 @@ def test_request_carries_the_models_and_the_rules_opinion() -> None:
     core.on_label(Label(id="0", ts=0.5, label=False))
     (request,) = requests(core.on_event(event(1, x=2.0)))
     assert (request.id, request.ts, request.requested_at, request.deadline) == ("1", 1.0, 1.0, 31)
-    assert request.task == "classification" and request.classes == [False]
+    # The rule's answer (known before any label), then the model's classes: not just those seen.
+    assert request.task == "classification" and request.classes == [True, False]
     assert request.rules is not None and request.rules.prediction is True
     assert request.rules.source == "heuristic"
     assert request.model is not None and request.model.model_version == 1
@@ -396,3 +397,34 @@ def test_request_carries_the_model_version_not_the_label_count() -> None:
     (request,) = requests(core.on_event(event(1, x=2.0)))
     assert request.model is not None
     assert request.model.model_version == core.model_version == 0 != core.state.labels
+
+
+def test_the_first_request_offers_the_fallbacks_classes_before_any_label() -> None:
+    """Issue 19: a request made before any label had ``classes: []``, so nobody could answer."""
+    rules = [{"feature": "x", "op": ">", "value": 5.0, "prediction": True}]
+    core = core_for({"policy": "unserved"}, fallback={"default": False, "rules": rules})
+    (first,) = requests(core.on_event(event(0)))
+    assert first.classes == [True, False]
+    core.on_label(Label(id="0", ts=0.5, label=True))
+    (second,) = requests(core.on_event(event(1)))
+    assert second.classes == [True, False]  # the same buttons, in the same order
+
+
+def test_a_classifier_with_no_known_class_is_told_what_to_set() -> None:
+    with pytest.raises(ConfigError, match=r"validation\.labels: .*set validation\.labels"):
+        load_config(
+            None,
+            {"model": {"spec": LOGREG}, "review": {"policy": "unserved"}},
+            environ={},
+        )
+    # Nothing to ask without a review policy, and a regressor answers with a number.
+    load_config(None, {"model": {"spec": LOGREG}}, environ={})
+    load_config(
+        None,
+        {
+            "model": {"spec": "linear_model.LinearRegression"},
+            "evaluation": {"metric": "MAE"},
+            "review": {"policy": "unserved"},
+        },
+        environ={},
+    )

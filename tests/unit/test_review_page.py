@@ -53,3 +53,20 @@ def test_a_regression_request_asks_for_a_number_and_the_login_asks_for_the_token
     assert 'id="queue-length">1+<' in page  # not caught up yet: at least one
     assert 'name="token"' in login_page("p", needs_token=True)
     assert 'name="token"' not in login_page("p", needs_token=False)
+
+
+def test_answer_controls_follow_the_pipelines_rules() -> None:
+    """Issue 19: a button per class with a hint that matches them, a field for another class
+    where review.new_classes allows it, and a regressor's number field within the allowed range."""
+    standing = Standing(waiting=1, answered=0, skipped=0, caught_up=True)
+    two = _request(id="r", classes=[False, True])
+    page = review_page("p", "ann", standing, "c", Delivered(two, 0, 0), now=0.0)
+    assert page.count('class="choice"') == 2 and "1-2 answer" in page
+    assert "another class" not in page
+    page = review_page("p", "ann", standing, "c", Delivered(two, 0, 0), now=0.0, new_classes=True)
+    assert 'placeholder="another class"' in page
+    number = _request(id="g", task="regression", classes=[])
+    page = review_page(
+        "p", "ann", standing, "c", Delivered(number, 0, 0), now=0.0, allowed=(1, 2, 3)
+    )
+    assert 'type="number"' in page and 'min="1" max="3"' in page and "allowed: 1, 2, 3" in page
