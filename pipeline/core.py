@@ -621,6 +621,7 @@ class LearningCore(ReviewLoop):
         """The numbers a person checks first, as plain JSON-able values."""
         state = self.state
         return {
+            "pipeline": self.pipeline,
             "events": state.events,
             "labels": state.labels,
             "metrics": state.evaluator.values(),

@@ -76,22 +76,33 @@ def _draw_markers(ax: Axes, marks: list[tuple[int, str]], legend: bool = False) 
         ax.axvline(x, color=colour, linestyle=style, linewidth=1.2, alpha=0.9, label=label)
 
 
-def _serving_spans(history: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    """Label ranges during which the gate had the model serving."""
+def _serving_spans(report: dict[str, Any]) -> list[tuple[float, float]]:
+    """Label ranges during which the gate had the model serving: from each promotion's label to
+    the next demotion's (or the last label), from the decisions themselves, so the shade starts
+    exactly at the promotion line and a demoted stretch stays unshaded.
+
+    >>> _serving_spans({"labels": 80, "history": [], "promotions": [
+    ...     {"label_index": 50}, {"label_index": 66}], "demotions": [{"label_index": 55}]})
+    [(50.0, 55.0), (66.0, 80.0)]
+    """
+    decisions = sorted(
+        [(float(d["label_index"]), "promotion") for d in report.get("promotions", [])]
+        + [(float(d["label_index"]), "demotion") for d in report.get("demotions", [])]
+    )
+    history = report.get("history", [])
+    last = max(
+        [float(report.get("labels") or 0)] + [float(s["label"]) for s in history], default=0.0
+    )
     spans: list[tuple[float, float]] = []
     start: float | None = None
-    previous: float | None = None
-    for sample in history:
-        label = float(sample["label"])
-        if sample.get("mode") == "serving" and start is None:
-            # The switch happened somewhere after the previous sample: shade from there.
-            start = label if previous is None else previous
-        elif sample.get("mode") != "serving" and start is not None:
+    for label, kind in decisions:
+        if kind == "promotion" and start is None:
+            start = label
+        elif kind == "demotion" and start is not None:
             spans.append((start, label))
             start = None
-        previous = label
-    if start is not None and previous is not None:
-        spans.append((start, previous))
+    if start is not None:
+        spans.append((start, max(start, last)))
     return spans
 
 
@@ -186,7 +197,7 @@ def _figure(report: dict[str, Any]) -> Figure:
     marks = _markers(report)
     labels = [sample["label"] for sample in history]
 
-    for i, (start, end) in enumerate(_serving_spans(history)):
+    for i, (start, end) in enumerate(_serving_spans(report)):
         top.axvspan(
             start, end, color="tab:green", alpha=0.1, label="model serving" if not i else None
         )
@@ -212,8 +223,12 @@ def _figure(report: dict[str, Any]) -> Figure:
         bottom.legend(loc="upper left", fontsize="small", ncols=min(len(shares), 6))
     people = _human_share(history)
     if people is not None:
-        bottom.plot(*people, color="black", linestyle="--", label="labels from people")
-        bottom.legend(loc="upper left", fontsize="small", ncols=min(len(shares) + 1, 6))
+        # A share of labels, not of predictions: its own axis, on the right.
+        learned = bottom.twinx()
+        learned.plot(*people, color="black", linestyle="--", label="labels from people")
+        learned.set_ylim(0, 1)
+        learned.set_ylabel("share of labels learned from people")
+        learned.legend(loc="upper right", fontsize="small")
     _draw_markers(bottom, marks)
     bottom.set_ylim(0, 1)
     bottom.set_ylabel("share of predictions served")
@@ -245,6 +260,7 @@ def _html(report: dict[str, Any], png: bytes) -> str:
     roles = ("model", "fallback", "served")
     names = sorted({name for role in roles for name in metrics.get(role, {})})
     summary = [
+        ["pipeline", report.get("pipeline")],
         ["events", report.get("events")],
         ["labels", report.get("labels")],
         ["mode", report.get("mode")],
@@ -252,6 +268,10 @@ def _html(report: dict[str, Any], png: bytes) -> str:
     summary += [
         [f"served by {source}", count]
         for source, count in report.get("predictions_by_source", {}).items()
+    ]
+    dead = report.get("dead_letters") or {}
+    summary += [[f"dead letters: {reason}", n] for reason, n in dead.items()] or [
+        ["dead letters", 0]
     ]
     metric_rows = [[name] + [metrics.get(role, {}).get(name) for role in roles] for name in names]
     decisions = [
@@ -269,7 +289,8 @@ def _html(report: dict[str, Any], png: bytes) -> str:
         for d in report.get("drift", [])
     ]
     decisions.sort(key=lambda row: row[1])
-    title = html.escape(f"riverline learning curve: {metric}")
+    name = report.get("pipeline")
+    title = html.escape(f"riverline learning curve: {name + ', ' if name else ''}{metric}")
     image = base64.b64encode(png).decode("ascii")
     style = (
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"

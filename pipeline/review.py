@@ -132,6 +132,7 @@ COUNTS = (
     "served_deadline",
     "corrections",
     "human_unscored",
+    "answers_after_truth",  # scored only: ground truth had taught the model already
 )
 
 

@@ -177,6 +177,7 @@ class ReviewLoop:
             outcome.add_review(ReviewOutput(entry.key, served))
         if entry.truth is not _NO_TRUTH:
             book.human.update(entry.truth, label.label)
+            book.counts["answers_after_truth"] += 1
             return True  # ground truth came first: it taught the model already
         join = self.state.join
         if label.id not in join.pending:
@@ -194,6 +195,7 @@ class ReviewLoop:
         model: Any = state.model
         try:
             model.learn_one(waiting.x, label.label)
+            state.learned += 1  # learned like any label: the model's version counts it
         except Exception as e:
             state.model_errors += 1
             state.dead_letters["model_error"] += 1

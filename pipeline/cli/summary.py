@@ -27,10 +27,26 @@ def gating_lines(report: dict[str, Any]) -> list[str]:
     decisions = sorted(report["promotions"] + report["demotions"], key=lambda d: d["label_index"])
     if report["promotions"]:
         first = report["promotions"][0]
+        served = report.get("predictions_by_source") or {}
+        total = sum(served.values())
+        by_model = served.get("model", 0)
+        # What was served, and by whom: a split learner serves nothing itself, and counts
+        # what the predictors published.
+        where = "published by the predictors" if report.get("served_from_predictions") else "served"
+        if by_model:
+            what = (
+                f"took over at label {first['label_index']}: it served {by_model} of the "
+                f"{total} predictions {where}"
+            )
+        else:
+            what = (
+                f"was promoted at label {first['label_index']}, but served none of the "
+                f"{total} predictions {where}"
+            )
         lines.append(
             f"{metric} gates promotion (on a window of recent labels): the model beat the "
-            f"fallback and took over at label {first['label_index']}; the table above counts "
-            "every label, the model's untrained start included"
+            f"fallback and {what}; the table above counts every label, the model's untrained "
+            "start included"
         )
     else:
         lines.append(
@@ -45,18 +61,57 @@ def gating_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def labels_line(report: dict[str, Any]) -> str:
+    """Events and labels, each kind of label counted by what it is.
+
+    >>> labels_line({"events": 9, "labels": 6, "model_version": 5,
+    ...              "review": {"corrections": 2}})  # doctest: +NORMALIZE_WHITESPACE
+    '[bold]9[/bold] events, [bold]6[/bold] labels, [bold]5[/bold] learned (2 of them ground
+    truth correcting a person; 1 raised in the model: dead letters model_error)'
+    """
+    learned = report.get("model_version", report["labels"])
+    raised = report["labels"] - learned
+    corrections = (report.get("review") or {}).get("corrections", 0)
+    notes = []
+    if corrections:
+        notes.append(f"{corrections} of them ground truth correcting a person")
+    if raised:
+        notes.append(f"{raised} raised in the model: dead letters model_error")
+    count = (
+        f"[bold]{report['events']}[/bold] events, [bold]{report['labels']}[/bold] labels, "
+        f"[bold]{learned}[/bold] learned"
+    )
+    return count + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def not_learned_line(report: dict[str, Any]) -> str | None:
+    """Labels that never reached the model, by kind; None when there were none.
+
+    >>> not_learned_line({"duplicate_labels": 3, "dead_letters": {"label_orphaned": 2,
+    ...                   "not_json": 1}})
+    'labels not learned: 3 duplicates, 2 label_orphaned (dead letters)'
+    """
+    parts = []
+    if duplicates := report.get("duplicate_labels"):
+        parts.append(f"{duplicates} duplicates")
+    for reason, count in (report.get("dead_letters") or {}).items():
+        if reason.startswith("label_"):
+            parts.append(f"{count} {reason} (dead letters)")
+    review = report.get("review") or {}
+    if after := review.get("answers_after_truth"):
+        parts.append(f"{after} answers from people only scored (ground truth came first)")
+    if late := review.get("answers_unjoined"):
+        parts.append(f"{late} answers from people after their event left the join buffer")
+    return "labels not learned: " + ", ".join(parts) if parts else None
+
+
 def print_summary(report: dict[str, Any], replayed_first: bool = False) -> None:
     """``replayed_first``: everything was published before consuming began (the demo), so the
     time from publishing to prediction is mostly time spent waiting in the topic."""
     out = stdout_console()
-    learned = report.get("model_version", report["labels"])
-    failed = report["labels"] - learned
-    out.print(
-        f"\n[bold]{report['events']}[/bold] events, [bold]{report['labels']}[/bold] labels, "
-        f"[bold]{learned}[/bold] learned"
-        + (f" ({failed} raised in the model: see dead letters)" if failed else "")
-        + f", mode now [bold]{report['mode']}[/bold]"
-    )
+    out.print("\n" + labels_line(report) + f", mode now [bold]{report['mode']}[/bold]")
+    if not_learned := not_learned_line(report):
+        out.print(not_learned, highlight=False)
     out.print("\n[bold]Predictions served by source[/bold]")
     sources = Table()
     sources.add_column("source")

@@ -54,3 +54,33 @@ def test_bad_label_delay_is_a_usage_error() -> None:
     result = runner.invoke(app, ["replay", "--source", "river:Phishing", "--label-delay", "soon"])
     assert result.exit_code == 2
     assert "label delay" in result.output
+
+
+def test_gating_lines_say_what_was_served_and_by_whom() -> None:
+    """Issue 19: a split learner said "the model took over at label 279" while the predictors
+    served nothing from the model."""
+    from pipeline.cli.summary import gating_lines
+
+    promoted = {
+        "metric": "Accuracy",
+        "promotions": [
+            {"kind": "promotion", "label_index": 279, "model_metric": 0.9, "fallback_metric": 0.8}
+        ],
+        "demotions": [],
+    }
+    split = {
+        **promoted,
+        "predictions_by_source": {"default": 1000},
+        "served_from_predictions": {"scored": 1000},
+    }
+    (first, _decision) = gating_lines(split)
+    assert "took over" not in first
+    assert (
+        "promoted at label 279, but served none of the 1000 predictions published by the "
+        "predictors" in first
+    )
+    run = {**promoted, "predictions_by_source": {"default": 300, "model": 700}}
+    assert (
+        "took over at label 279: it served 700 of the 1000 predictions served"
+        in (gating_lines(run)[0])
+    )

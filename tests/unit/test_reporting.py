@@ -109,3 +109,69 @@ def test_intervals_without_predictions_are_skipped(tmp_path: Path) -> None:
     report["history"].insert(5, dict(report["history"][4]))
     png, _ = write_learning_curve(report, tmp_path)
     assert _png_size(png) == (1200, 800)
+
+
+def _payments_like() -> dict[str, Any]:
+    """Promotion at 50, demotion at 55, promotion at 66 (the payments example of issue 19),
+    sampled every 10 labels, with people answering some of them."""
+    modes = {10: "shadow", 20: "shadow", 30: "shadow", 40: "shadow", 50: "serving"}
+    modes |= {60: "shadow", 70: "serving", 80: "serving", 90: "serving", 100: "serving"}
+    history = [
+        {
+            "label": label,
+            "model": 0.5 + label / 400,
+            "fallback": 0.6,
+            "mode": mode,
+            "served": {"heuristic": label, "model": max(0, label - 50)},
+            "learned_by": {"ground_truth": label - label // 5, "human": label // 5},
+        }
+        for label, mode in modes.items()
+    ]
+
+    def decision(kind: str, label: int) -> dict[str, Any]:
+        return {"kind": kind, "label_index": label, "model_metric": 0.7, "fallback_metric": 0.6}
+
+    return {
+        "pipeline": "payments",
+        "metric": "ROCAUC",
+        "bigger_is_better": True,
+        "mode": "serving",
+        "events": 120,
+        "labels": 100,
+        "predictions_by_source": {"heuristic": 100, "model": 50},
+        "metrics": {"model": {"ROCAUC": 0.8}, "fallback": {"ROCAUC": 0.6}, "served": {}},
+        "history": history,
+        "promotions": [decision("promotion", 50), decision("promotion", 66)],
+        "demotions": [decision("demotion", 55)],
+        "drift": [],
+        "dead_letters": {"not_json": 2, "label_orphaned": 1},
+    }
+
+
+def test_model_serving_shade_starts_at_the_promotion_and_skips_demoted_spans() -> None:
+    from pipeline.reporting import _figure
+
+    figure = _figure(_payments_like())
+    top = figure.axes[0]
+    shades = sorted((p.get_x(), p.get_x() + p.get_width()) for p in top.patches)
+    assert shades == [(50.0, 55.0), (66.0, 100.0)]
+
+
+def test_labels_from_people_have_their_own_axis(tmp_path: Path) -> None:
+    from pipeline.reporting import _figure
+
+    figure = _figure(_payments_like())
+    by_label = {ax.get_ylabel(): ax for ax in figure.axes}
+    served = by_label["share of predictions served"]
+    people = by_label["share of labels learned from people"]
+    assert people is not served
+    assert [line.get_label() for line in people.get_lines()] == ["labels from people"]
+    assert "labels from people" not in [line.get_label() for line in served.get_lines()]
+
+
+def test_html_names_the_pipeline_and_lists_dead_letters(tmp_path: Path) -> None:
+    _png, page = write_learning_curve(_payments_like(), tmp_path)
+    text = page.read_text()
+    assert "<title>riverline learning curve: payments, ROCAUC</title>" in text
+    assert "<td>dead letters: not_json</td><td>2</td>" in text
+    assert "<td>dead letters: label_orphaned</td><td>1</td>" in text

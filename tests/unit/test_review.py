@@ -428,3 +428,27 @@ def test_a_classifier_with_no_known_class_is_told_what_to_set() -> None:
         },
         environ={},
     )
+
+
+def test_summary_counts_each_kind_of_label_by_what_it_is(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 19: corrections by ground truth were reported as labels "raised in the model"."""
+    from pipeline.cli.summary import print_summary
+
+    core = core_for({"policy": "unserved"})
+    for i in range(3):
+        core.on_event(event(i))
+    core.on_label(human(0, True, ts=3.0))
+    core.on_label(human(1, True, ts=3.0))
+    core.on_label(Label(id="1", ts=4.0, label=False))  # corrects the person
+    core.on_label(Label(id="2", ts=4.0, label=False))  # ground truth first...
+    core.on_label(human(2, False, ts=5.0))  # ...so the person's answer is only scored
+    report = core.report()
+    assert report["labels"] == report["model_version"] == 4
+    assert report["review"]["corrections"] == 1 and report["review"]["answers_after_truth"] == 1
+    print_summary(report)
+    out = capsys.readouterr().out
+    assert "raised in the model" not in out
+    assert "3 events, 4 labels, 4 learned (1 of them ground truth correcting a person)" in out
+    assert "labels not learned: 1 answers from people only scored (ground truth came first)" in out
