@@ -48,6 +48,15 @@ class Learner(Writer):
 
     def _decided(self, _decision: object) -> None:
         self.publisher.decided = True
+        # Published at the decision's own label (README, "Scaling out"), not after the rest
+        # of the fetched batch: the drain stops after this record.
+        self.stop_drain = True
+
+    def between_records(self) -> None:
+        if self.publisher.decided:
+            self.publisher.publish(
+                self.core, self.offsets, self.lock, self.ownership.token, "decision"
+            )
 
     def after_checkpoint(self, version: int) -> None:
         # The checkpointed state is the newest one: predictors (restarting ones too) get it.

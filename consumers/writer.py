@@ -98,6 +98,9 @@ class Writer:
         self.inputs: Inputs | None = None
         self.outputs: Outputs | None = None
         self.processor: RecordProcessor | None = None
+        # Set while processing a record to stop the drain after it (see between_records):
+        # a drain otherwise runs through everything fetched, thousands of records in a replay.
+        self.stop_drain = False
         self.started = time.monotonic()
         self.metrics.readiness = self.ready
 
@@ -133,6 +136,10 @@ class Writer:
 
     def loop_tick(self, now: float) -> None:
         """Called once per loop turn, outside the lock."""
+
+    def between_records(self) -> None:
+        """Called, outside the lock, after the record that set :attr:`stop_drain` (the
+        learner publishes the version a promotion or demotion made, at that very label)."""
 
     # -- compatibility views ----------------------------------------------------------------
 
@@ -276,6 +283,11 @@ class Writer:
                 processed += self._drain_locked()
             self.metrics.flush()  # per batch, not per record
             processor.tidy()
+            if self.stop_drain:
+                self.stop_drain = False
+                self.between_records()
+                if not self.checkpointer.wanted and not self.stop.is_set():
+                    continue  # the rest of what was fetched
             if not self.checkpointer.wanted:
                 return processed
             # Outside the lock: the group commit waits for the IO thread.
@@ -296,7 +308,7 @@ class Writer:
             # The offset moves before any checkpoint can see the record's effect on the state.
             offsets[item.partition] = item.offset + 1  # type: ignore[index]
             processed += 1
-            if stopped() or checkpointer.wanted:
+            if stopped() or checkpointer.wanted or self.stop_drain:
                 break
         if processed:
             processor.last_record_at = time.monotonic()

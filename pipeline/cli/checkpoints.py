@@ -6,6 +6,7 @@ import time
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.app import app
@@ -36,6 +37,13 @@ def checkpoint_list(
     with friendly_errors():
         store = open_store(config, name, redis_url)
         latest = store.latest_version()
+        if not store.versions():
+            console.print(
+                f"[red]error:[/red] no checkpoint exists under {escape(store.prefix)} "
+                "(is the pipeline's name right?)",
+                highlight=False,
+            )
+            raise typer.Exit(1)
         table = Table(title=f"checkpoints of {store.prefix}")
         for column in (
             "version",

@@ -7,6 +7,7 @@ import time
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.checkpointing.model_versions import ModelVersionStore
@@ -17,6 +18,7 @@ from pipeline.cli.common import (
     NameOpt,
     RedisOpt,
     build_config,
+    console,
     friendly_errors,
     stdout_console,
 )
@@ -50,6 +52,14 @@ def model_list(
     with friendly_errors():
         store = open_model_store(config, name, redis_url)
         latest = store.latest_version()
+        metas = store.list()
+        if not metas:
+            console.print(
+                f"[red]error:[/red] no model version exists under {escape(store.prefix)} "
+                "(is the pipeline's name right? only a learner publishes versions)",
+                highlight=False,
+            )
+            raise typer.Exit(1)
         table = Table(title=f"model versions of {store.prefix}")
         for column in (
             "version",
@@ -62,7 +72,7 @@ def model_list(
             "config digest",
         ):
             table.add_column(column)
-        for meta in store.list():
+        for meta in metas:
             made_of = meta.get("provenance", {})
             table.add_row(
                 str(meta.get("version", "")),

@@ -45,7 +45,11 @@ def report_command(
             cfg = build_config(config, name, None, redis_url)
             checkpoint = open_store(config, name, redis_url).load_latest()
             if checkpoint is None:
-                console.print(f"pipeline {cfg.name} has no checkpoint yet", highlight=False)
+                console.print(
+                    f"[red]error:[/red] pipeline {escape(cfg.name)} has no checkpoint yet "
+                    "(nothing to draw under that name)",
+                    highlight=False,
+                )
                 raise typer.Exit(1)
             data = LearningCore.from_config(cfg, checkpoint.state).report()
             stem = f"{cfg.name}-learning-curve"

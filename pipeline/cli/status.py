@@ -6,6 +6,7 @@ import time
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.app import app
@@ -42,7 +43,11 @@ def status(
         latest = store.latest_version()
         meta = store.meta(latest) if latest is not None else None
         if raw is None and meta is None:
-            console.print(f"pipeline {cfg.name}: nothing in Redis yet", highlight=False)
+            console.print(
+                f"[red]error:[/red] pipeline {escape(cfg.name)}: nothing in Redis yet (no status "
+                "and no checkpoint under that name)",
+                highlight=False,
+            )
             raise typer.Exit(1)
         info = json.loads(raw) if raw is not None else {}
         table = Table(title=f"pipeline {cfg.name}", show_header=False)

@@ -167,3 +167,25 @@ def test_regressor_on_boolean_labels(make_config: Any, tmp_path: Path) -> None:
     errors = [line for line in result.stderr.splitlines() if "does not fit these labels" in line]
     assert len(errors) == 1 and "is not a number, and the model is a regressor" in errors[0]
     assert json.loads(report.read_text())["dead_letters"] == {"label_wrong_type": 30}
+
+
+def test_commands_on_a_pipeline_that_does_not_exist(make_config: Any, tmp_path: Path) -> None:
+    """Issue 19: status and report printed without the ``error:`` prefix, and checkpoint list
+    and model list printed an empty table with exit status 0."""
+    config = str(write_config(make_config(), tmp_path / "c.yaml"))
+    name = f"nobody-{os.urandom(4).hex()}"
+    results = riverline_all(
+        [
+            ["status", "--config", config, "--name", name],
+            ["report", "--config", config, "--name", name, "--out", str(tmp_path)],
+            ["checkpoint", "list", "--config", config, "--name", name],
+            ["model", "list", "--config", config, "--name", name],
+        ],
+        cli_env(),
+    )
+    status, report, checkpoints, models = results
+    assert_one_error(status, 1, name, "nothing in Redis")
+    assert_one_error(report, 1, name, "no checkpoint")
+    assert_one_error(checkpoints, 1, name, "no checkpoint exists")
+    assert_one_error(models, 1, name, "no model version exists")
+    assert not list(tmp_path.glob("*.png"))

@@ -438,3 +438,44 @@ def test_a_watcher_on_a_dead_redis_waits_without_failing(make_config: Any) -> No
         wait_until(lambda: not watcher.healthy, "the watcher did not notice")
         assert watcher.take() is None and not watcher.wait_for(1, 0.5)
     assert not watcher._thread.is_alive()
+
+
+def test_a_promotion_is_published_at_once_in_a_full_speed_replay(
+    make_config: Any, tmp_path: Path
+) -> None:
+    """Issue 19: the README says a version is published at once on a promotion; in a replay of
+    data already in the broker the learner drained whole batches first, so the promotion's
+    version was never published (the next one came with a checkpoint)."""
+    from producers.replay import replay
+    from producers.schedule import parse_delay
+    from producers.sources import SourceOptions
+    from tests.integration.cli import riverline
+
+    cfg = learner_config(
+        make_config,
+        model={"spec": "preprocessing.StandardScaler | linear_model.LogisticRegression"},
+        gating={"min_labels": 50, "window": 50},
+        serving={"every_labels": 100_000, "every_seconds": 3600.0, "keep": 50},
+        checkpoint={"every_labels": 100_000, "every_seconds": 3600.0},
+    )
+    assert cfg.kafka.bootstrap is not None
+    replay(
+        cfg,
+        cfg.kafka.bootstrap,
+        "river:Phishing",
+        parse_delay("10"),
+        options=SourceOptions(limit=600),
+    )
+    config = write_config(cfg, tmp_path / "learner.yaml")
+    report_path = tmp_path / "learner.json"
+    ran = riverline(
+        ["learner", "--config", str(config), "--until-idle", "2", "--report", str(report_path)],
+        cli_env(),
+    )
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads(report_path.read_text())
+    assert report["promotions"], "the model was never promoted: nothing to check"
+    assert report["model_errors"] == 0  # so a label index is the model version at that label
+    published = {meta["version"] for meta in store_for(cfg).list()}
+    for decision in report["promotions"] + report["demotions"]:
+        assert decision["label_index"] in published, (decision, sorted(published))
