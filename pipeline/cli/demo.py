@@ -55,13 +55,25 @@ def demo(
             "simulated:accuracy=0.95,delay=2s,seed=1 (needs a review policy in the config)."
         ),
     ] = None,
-    speed: Annotated[
-        float,
+    review_web: Annotated[
+        int | None,
         typer.Option(
-            help="With --reviewer: event seconds replayed per wall second, so answers "
-            "interleave with events."
+            min=1,
+            max=65535,
+            help="Keep the review page open for people on 127.0.0.1:PORT (prints its URL and "
+            "token; RIVERLINE_REVIEW_TOKEN if set) and run until Ctrl-C; with or without "
+            "--reviewer.",
+            show_default=False,
         ),
-    ] = 50.0,
+    ] = None,
+    speed: Annotated[
+        float | None,
+        typer.Option(
+            help="With --reviewer or --review-web: event seconds replayed per wall second, so "
+            "answers interleave with events (default 50 with --reviewer, else 1: people's pace).",
+            show_default=False,
+        ),
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
     partitions: Annotated[int | None, typer.Option(help="Partitions per topic.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
@@ -118,9 +130,18 @@ def demo(
                 f"pipeline {run_name}: replaying {source} (label delay {label_delay})",
                 highlight=False,
             )
-            if reviewer_spec is not None:
+            if reviewer_spec is not None or review_web is not None:
                 result = run_review_demo(
-                    cfg, servers, client, stop, source, delay, limit, reviewer_spec, speed
+                    cfg,
+                    servers,
+                    client,
+                    stop,
+                    source,
+                    delay,
+                    limit,
+                    reviewer_spec,
+                    speed if speed is not None else 50.0 if reviewer_spec is not None else 1.0,
+                    web_port=review_web,
                 )
             else:
                 try:
@@ -144,7 +165,7 @@ def demo(
             CheckpointStore(client, cfg.name, secret).delete_all()
         if report is not None:
             write_report(result, report)
-        print_summary(result, replayed_first=reviewer_spec is None)
+        print_summary(result, replayed_first=reviewer_spec is None and review_web is None)
         from pipeline.reporting import write_learning_curve
 
         png, page = write_learning_curve(result, out, stem=f"{run_name}-learning-curve")

@@ -1,4 +1,5 @@
-"""`riverline demo --reviewer simulated:...`: the loop with a reviewer that is not a person.
+"""`riverline demo --reviewer simulated:...` / `--review-web PORT`: the loop with a reviewer
+that is not a person, with people on the review page, or both.
 
 The replay runs paced (``--speed`` event seconds a wall second) beside the consumer, so the
 reviewer's answers, which go through the broker like a person's, come back while the stream
@@ -7,7 +8,13 @@ is still flowing; replayed all at once, every event would be predicted before th
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import redis
@@ -15,10 +22,46 @@ import typer
 
 from consumers.signals import StopFlag
 from pipeline.cli.common import console
+from pipeline.cli.review import TOKEN_ENV
 from pipeline.config import RiverlineConfig
 from producers.reviewer import ReviewerSpec, SimulatedAnswers, SimulatedReviewer, true_labels
 from producers.schedule import LabelDelay
 from producers.sources import SourceError, SourceOptions
+
+
+@contextmanager
+def review_page(cfg: RiverlineConfig, servers: str, port: int) -> Iterator[None]:
+    """The review page on 127.0.0.1:``port`` for people, in a thread, for the block's length.
+
+    Its URL and token go to stdout (the token is ``RIVERLINE_REVIEW_TOKEN`` if set, else a
+    one-off one), so a person can open it while the demo runs.
+    """
+    import uvicorn
+
+    from consumers.review import open_review_queue
+    from consumers.review.web import create_app
+
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            console.print(f"[red]error:[/red] --review-web: port {port} is in use", highlight=False)
+            raise typer.Exit(1)
+    token = os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(18)
+    with open_review_queue(cfg, servers) as queue:
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(queue, token), host="127.0.0.1", port=port, log_level="error")
+        )
+        # In a thread uvicorn installs no signal handler: the demo's own stops everything.
+        thread = threading.Thread(target=server.run, name="review-web", daemon=True)
+        thread.start()
+        while not server.started and thread.is_alive():
+            time.sleep(0.05)
+        print(f"review page: http://127.0.0.1:{port}/  token: {token}", flush=True)
+        print("people answer there; Ctrl-C stops the demo and prints the summary", flush=True)
+        try:
+            yield
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
 
 
 def run_review_demo(
@@ -29,9 +72,12 @@ def run_review_demo(
     source: str,
     delay: LabelDelay | None,
     limit: int | None,
-    spec: ReviewerSpec,
+    spec: ReviewerSpec | None,
     speed: float,
+    web_port: int | None = None,
 ) -> dict[str, Any]:
+    """The paced replay and the consumer, with a simulated reviewer (``spec``), the review
+    page for people (``web_port``: the consumer then runs until stopped), or both."""
     from consumers.run import Consumer
     from producers.replay import replay
 
@@ -41,12 +87,14 @@ def run_review_demo(
             "(try --config configs/review.yaml)",
             highlight=False,
         )
-    try:
-        truth = true_labels(source, limit)
-    except SourceError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False)
-        raise typer.Exit(1) from None
-    reviewer = SimulatedReviewer(cfg, servers, SimulatedAnswers(spec, truth)).start()
+    reviewer = None
+    if spec is not None:
+        try:
+            truth = true_labels(source, limit)
+        except SourceError as e:
+            console.print(f"[red]error:[/red] {e}", highlight=False)
+            raise typer.Exit(1) from None
+        reviewer = SimulatedReviewer(cfg, servers, SimulatedAnswers(spec, truth)).start()
     failure: list[BaseException] = []
 
     def publish() -> None:
@@ -55,21 +103,30 @@ def run_review_demo(
         except BaseException as e:  # shown after the consumer stops
             failure.append(e)
 
-    producer = threading.Thread(target=publish, name="replay", daemon=True)
-    producer.start()
-    console.print(
-        f"replaying at {speed:g}x while a simulated reviewer answers "
-        f"(accuracy {spec.accuracy:g}, {spec.delay_seconds:g}s later); consuming...",
-        highlight=False,
-    )
-    consumer = Consumer(cfg, servers, client, until_idle=3.0, stop=stop)
-    try:
-        result = consumer.run()
-    finally:
-        reviewer.stop()
-        producer.join(timeout=5)
+    with ExitStack() as stack:
+        if web_port is not None:
+            stack.enter_context(review_page(cfg, servers, web_port))
+        producer = threading.Thread(target=publish, name="replay", daemon=True)
+        producer.start()
+        who = "people on the review page" if reviewer is None else "a simulated reviewer"
+        if reviewer is not None and spec is not None:
+            who += f" (accuracy {spec.accuracy:g}, {spec.delay_seconds:g}s later)"
+            if web_port is not None:
+                who += " and people on the review page"
+        console.print(f"replaying at {speed:g}x while {who} answer; consuming...", highlight=False)
+        # With people, the demo waits for them until stopped; a simulated reviewer is done
+        # once the stream is.
+        until_idle = None if web_port is not None else 3.0
+        consumer = Consumer(cfg, servers, client, until_idle=until_idle, stop=stop)
+        try:
+            result = consumer.run()
+        finally:
+            if reviewer is not None:
+                reviewer.stop()
+            producer.join(timeout=5)
     if failure:
         console.print(f"[red]error:[/red] replay failed: {failure[0]}", highlight=False)
         raise typer.Exit(1)
-    console.print(f"simulated reviewer: {reviewer.answered} answers published", highlight=False)
+    if reviewer is not None:
+        console.print(f"simulated reviewer: {reviewer.answered} answers published", highlight=False)
     return result
