@@ -97,9 +97,15 @@ def run_review_demo(
         reviewer = SimulatedReviewer(cfg, servers, SimulatedAnswers(spec, truth)).start()
     failure: list[BaseException] = []
 
+    # With people, event time starts now: the requests' deadlines and the time to answer are
+    # then on the clock people see (a dataset's own times may be years old).
+    options = SourceOptions(limit=limit)
+    if web_port is not None:
+        options = SourceOptions(limit=limit, start=time.time())
+
     def publish() -> None:
         try:
-            replay(cfg, servers, source, delay, options=SourceOptions(limit=limit), speed=speed)
+            replay(cfg, servers, source, delay, options=options, speed=speed)
         except BaseException as e:  # shown after the consumer stops
             failure.append(e)
 
