@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -82,8 +83,20 @@ def replay(
     bootstrap: BootstrapOpt = None,
     redis_url: RedisOpt = None,
     label_delay: Annotated[
-        str, typer.Option(help="Events (50) or event time (30s, 5m, 1h) before a label is known.")
+        str,
+        typer.Option(
+            help="Events (50) or event time (30s, 5m, 1h) before a label is known; none: "
+            "publish no label (people are the only teachers)."
+        ),
     ] = "0",
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="Event time of the first row where the source has no time column (River "
+            "datasets): epoch seconds, or 'now' [default: 1700000000].",
+            show_default=False,
+        ),
+    ] = None,
     speed: Annotated[str, typer.Option(help="Times real time (e.g. 10), or 'max'.")] = "max",
     limit: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
     id_column: Annotated[str, typer.Option(help="CSV/JSONL id column.")] = "id",
@@ -115,9 +128,13 @@ def replay(
     if on_error not in ("stop", "skip"):
         raise typer.BadParameter("'stop' or 'skip'", param_hint="--on-error")
     try:
-        delay = parse_delay(label_delay)
+        delay = None if label_delay.strip().lower() == "none" else parse_delay(label_delay)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--label-delay") from None
+    try:
+        first_ts = None if start is None else time.time() if start == "now" else float(start)
+    except ValueError:
+        raise typer.BadParameter("epoch seconds or 'now'", param_hint="--start") from None
     pace = parse_speed(speed)
     if no_labels and label_column is not None:
         raise typer.BadParameter("--no-labels and --label-column contradict each other")
@@ -132,6 +149,8 @@ def replay(
             limit=limit,
             on_error=on_error,  # type: ignore[arg-type]
         )
+        if first_ts is not None:
+            options = replace(options, start=first_ts)
         metrics = ReplayMetrics()
         options.on_skip = lambda _error: metrics.skipped.inc()
         if metrics_port is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from tests.integration.review_support import (
     TOKEN,
     human_labels,
     make_request,
+    port_open,
     publish_requests,
     served_app,
 )
@@ -113,3 +115,147 @@ def test_a_reviewer_in_chromium_answers_three_requests(make_config: Any) -> None
         ("b2", "phishing", "human", "selena"),
         ("b3", False, "human", "selena"),
     ]
+
+
+# -- the README's recipe, as written ----------------------------------------------------------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+REPO = README.parent
+
+
+def readme_recipe() -> list[str]:
+    """The command lines of the README's step-by-step review recipe."""
+    text = README.read_text()
+    section = text[text.index("## Reviewing") : text.index("## Configuration")]
+    block = section.split("**Step by step**", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def _answer_first_request_in_chromium(url: str, token: str) -> str:
+    """A person, in headless Chromium: log in, wait for the first request, press 2 (true)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser = _browser()
+    try:
+        wait = WebDriverWait(browser, 120)
+        browser.get(url)
+        wait.until(ec.url_contains("/login"))
+        browser.find_element(By.NAME, "reviewer").send_keys("ana")
+        browser.find_element(By.NAME, "token").send_keys(token)
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        # The page looks again every 3 s until the pipeline's first request is there.
+        wait.until(ec.presence_of_element_located((By.ID, "request-id")))
+        first = str(browser.find_element(By.ID, "request-id").text)
+        buttons = browser.find_elements(By.CSS_SELECTOR, "button.choice")
+        # Classes known before any label: the rules' and the default's answers.
+        assert [b.text.removeprefix(k) for b, k in zip(buttons, "12", strict=True)] == [
+            "false",
+            "true",
+        ]
+        assert "1-2 answer" in browser.find_element(By.CLASS_NAME, "hint").text
+        browser.find_element(By.TAG_NAME, "body").send_keys("2")
+        wait.until(ec.text_to_be_present_in_element((By.CLASS_NAME, "notice"), first))
+        return first
+    finally:
+        browser.quit()
+
+
+def test_the_readme_recipe_with_a_person_answering_the_first_request_by_keyboard(
+    backends: Any, tmp_path: Path
+) -> None:
+    """Issue 19: the README's review recipe, its commands run as written (the broker's printed
+    export line pasted, the page on a free port); a person answers the fresh pipeline's very
+    first request (made before any label) by keyboard in Chromium; status and the report show
+    the answer learned, by source."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from pipeline.kafka.embedded import free_port
+    from tests.conftest import delete_pipelines
+    from tests.integration.helpers import wait_for
+
+    lines = readme_recipe()
+    name = f"test-recipe-{os.urandom(4).hex()}"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERLINE_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    # The test's own pipeline name and Redis: the commands stay as written.
+    env |= {"RIVERLINE_NAME": name, "RIVERLINE_REDIS_URL": backends.redis}
+    (tmp_path / "configs").symlink_to(REPO / "configs")
+    jobs: list[subprocess.Popen[str]] = []
+    printed_export = ""
+    answered = ""
+    outputs: dict[str, str] = {}
+
+    def shell(command: str, **kw: Any) -> subprocess.Popen[str]:
+        return subprocess.Popen(["bash", "-c", command], env=env, cwd=tmp_path, text=True, **kw)
+
+    try:
+        for line in lines:
+            command = line.split("  #", 1)[0].strip().replace("8765", str(port))
+            if line.startswith("#"):
+                assert "open http://127.0.0.1:8765/" in line
+                # A person opens the page once the command says it serves.
+                wait_for(lambda: port_open(port), 60, "the review page to listen")
+                answered = _answer_first_request_in_chromium(
+                    f"http://127.0.0.1:{port}/", env["RIVERLINE_REVIEW_TOKEN"]
+                )
+                continue
+            if command.startswith("export RIVERLINE_KAFKA_BOOTSTRAP="):
+                command = printed_export  # what a person pastes: the broker's own line
+            if command.startswith("export "):
+                shown = subprocess.run(
+                    ["bash", "-c", f"{command} && env -0"],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                env = dict(item.split("=", 1) for item in shown.stdout.split("\0") if "=" in item)
+                continue
+            if command.startswith("kill %"):
+                for job in command.split()[1:]:
+                    process = jobs[int(job.removeprefix("%")) - 1]
+                    process.send_signal(signal.SIGTERM)
+                    assert process.wait(timeout=60) == 0, job
+                continue
+            if command.endswith("&"):
+                command = command.removesuffix("&").strip()
+                if command == "riverline broker":
+                    broker = shell(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                    assert broker.stdout is not None
+                    printed_export = broker.stdout.readline().strip()
+                    jobs.append(broker)
+                else:
+                    log = (tmp_path / f"job{len(jobs) + 1}.log").open("w")
+                    jobs.append(shell(command, stdout=log, stderr=subprocess.STDOUT))
+                continue
+            if command.startswith("riverline status"):
+                # "once learned": the status hash is refreshed every couple of seconds.
+                def learned(command: str = command) -> bool:
+                    done = shell(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                    out, _ = done.communicate(timeout=60)
+                    outputs["status"] = out
+                    return "human 1" in out
+
+                wait_for(learned, 120, "status to show the person's answer learned")
+                continue
+            done = shell(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            out, err = done.communicate(timeout=300)
+            assert done.returncode == 0, (line, out, err)
+            outputs[command.split()[1]] = out + err
+    finally:
+        for process in reversed(jobs):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=30)
+        delete_pipelines(backends, {name})
+    assert answered == "0"  # the very first event's request, before any label existed
+    assert "published 300 events and 0 labels" in outputs["replay"]
+    assert "labels learned by source" in outputs["status"]
+    page = next((tmp_path / "reports").glob(f"{name}-learning-curve.html")).read_text()
+    assert "<td>labels learned from human</td><td>1</td>" in page
