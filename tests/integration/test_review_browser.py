@@ -259,3 +259,45 @@ def test_the_readme_recipe_with_a_person_answering_the_first_request_by_keyboard
     assert "labels learned by source" in outputs["status"]
     page = next((tmp_path / "reports").glob(f"{name}-learning-curve.html")).read_text()
     assert "<td>labels learned from human</td><td>1</td>" in page
+
+
+def test_an_answer_outside_the_allowed_labels_is_refused_on_the_page(make_config: Any) -> None:
+    """Issue 19: with validation.labels [1, 2, 3] the page took 2.5, which the pipeline then
+    dead-lettered. Now the page says the pipeline's reason and the request stays answerable."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    cfg = make_config(
+        {
+            "model": {"spec": "linear_model.LinearRegression"},
+            "evaluation": {"metric": "MAE"},
+            "validation": {"labels": [1, 2, 3]},
+        }
+    )
+    publish_requests(cfg, [make_request(cfg, "r1", task="regression")])
+    browser = _browser()
+    try:
+        with served_app(cfg) as served:
+            wait = WebDriverWait(browser, 20)
+            browser.get(served.url + "/")
+            wait.until(ec.url_contains("/login"))
+            browser.find_element(By.NAME, "reviewer").send_keys("selena")
+            browser.find_element(By.NAME, "token").send_keys(TOKEN)
+            browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+            wait.until(ec.presence_of_element_located((By.ID, "request-id")))
+            field = browser.find_element(By.NAME, "value")
+            assert (field.get_attribute("min"), field.get_attribute("max")) == ("1", "3")
+            field.send_keys("2.5", Keys.ENTER)  # within the range, not an allowed label
+            wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".notice.error")))
+            error = browser.find_element(By.CSS_SELECTOR, ".notice.error").text
+            assert "label_not_allowed" in error and "(1, 2, 3)" in error, error
+            # Not marked answered: the same request, and an allowed answer is taken.
+            assert browser.find_element(By.ID, "request-id").text == "r1"
+            browser.find_element(By.NAME, "value").send_keys("2", Keys.ENTER)
+            wait.until(ec.text_to_be_present_in_element((By.CLASS_NAME, "notice"), "r1"))
+    finally:
+        browser.quit()
+    labels = json_values(human_labels(cfg, 1))
+    assert [(x["id"], x["label"]) for x in labels] == [("r1", 2)]

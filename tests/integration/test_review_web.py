@@ -452,3 +452,59 @@ def test_an_answer_the_pipeline_would_refuse_is_refused_with_its_reason(make_con
         assert reply.status == 200, reply.body
     labels = json_values(human_labels(cfg, 1))
     assert [(x["id"], x["label"]) for x in labels] == [("g1", 2)]
+
+
+def test_the_demo_keeps_the_review_page_open_for_people(backends: Any, tmp_path: Path) -> None:
+    """Issue 19: `riverline demo --config configs/review.yaml --review-web PORT` prints the
+    page's URL and token and waits for people; their answers are learned."""
+    import signal
+
+    from tests.integration.cli import cli_env, start
+    from tests.integration.helpers import read_topic
+
+    repo = Path(__file__).resolve().parents[2]
+    port = free_port()
+    args = ["demo", "--config", "configs/review.yaml", "--review-web", str(port)]
+    args += ["--limit", "40", "--speed", "200", "--label-delay", "none"]
+    args += ["--redis-url", backends.redis, "--out", str(tmp_path)]
+    demo = start(args, cli_env(), cwd=repo)
+    try:
+        assert demo.stdout is not None and demo.stderr is not None
+        said = demo.stdout.readline()
+        found = re.fullmatch(rf"review page: (http://127\.0\.0\.1:{port}/)  token: (\S+)\n", said)
+        assert found, said
+        served, token = Served(found.group(1).rstrip("/")), found.group(2)
+        bootstrap = name = None
+        while bootstrap is None or name is None:
+            line = demo.stderr.readline()
+            assert line, "the demo said nothing about its broker and pipeline"
+            if broker := re.match(r"embedded broker \(Tansu\) on (\S+)", line):
+                bootstrap = broker.group(1)
+            if pipeline := re.match(r"pipeline (\S+): replaying", line):
+                name = pipeline.group(1)
+        first: dict[str, Any] = {}
+
+        def asked() -> bool:
+            reply = api(served, "GET", "/api/next", reviewer="ana", token=token)
+            first.update(reply.json()["request"] or {})
+            return bool(first)
+
+        wait_for(asked, 60, "the demo's first review request")
+        assert first["id"] == "0" and first["classes"] == [False, True]
+        answer = {"id": "0", "label": True}
+        reply = api(served, "POST", "/api/answer", answer, reviewer="ana", token=token)
+        assert reply.status == 200, reply.body
+
+        def learned() -> bool:
+            records = read_topic(bootstrap or "", f"{name}.predictions", timeout_s=1.0)
+            return any(p["source"] == "human" for p in json_values(records))
+
+        wait_for(learned, 60, "the person's answer served as a correcting prediction")
+        demo.send_signal(signal.SIGINT)
+        out, err = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.communicate()
+    assert demo.returncode == 0, err
+    assert "labels learned by source: 1 human" in out, out
