@@ -434,6 +434,7 @@ class Writer:
         processor, inputs = self.processor, self.inputs
         empty = LatencyHistogram()
         report["run"] = {
+            "pipeline": self.config.name,  # here, not above: reports of two runs compare equal
             "role": self.role,
             "records": inputs.records if inputs else 0,
             "published_predictions": self.outputs.published if self.outputs else 0,

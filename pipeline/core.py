@@ -621,7 +621,6 @@ class LearningCore(ReviewLoop):
         """The numbers a person checks first, as plain JSON-able values."""
         state = self.state
         return {
-            "pipeline": self.pipeline,
             "events": state.events,
             "labels": state.labels,
             "metrics": state.evaluator.values(),

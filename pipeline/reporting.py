@@ -259,8 +259,9 @@ def _html(report: dict[str, Any], png: bytes) -> str:
     metrics: dict[str, dict[str, Any]] = report.get("metrics", {})
     roles = ("model", "fallback", "served")
     names = sorted({name for role in roles for name in metrics.get(role, {})})
+    name = report.get("pipeline") or (report.get("run") or {}).get("pipeline")
     summary = [
-        ["pipeline", report.get("pipeline")],
+        ["pipeline", name],
         ["events", report.get("events")],
         ["labels", report.get("labels")],
         ["mode", report.get("mode")],
@@ -289,7 +290,6 @@ def _html(report: dict[str, Any], png: bytes) -> str:
         for d in report.get("drift", [])
     ]
     decisions.sort(key=lambda row: row[1])
-    name = report.get("pipeline")
     title = html.escape(f"riverline learning curve: {name + ', ' if name else ''}{metric}")
     image = base64.b64encode(png).decode("ascii")
     style = (

@@ -52,6 +52,7 @@ def report_command(
                 )
                 raise typer.Exit(1)
             data = LearningCore.from_config(cfg, checkpoint.state).report()
+            data["pipeline"] = cfg.name
             stem = f"{cfg.name}-learning-curve"
         try:
             png, page = write_learning_curve(data, out, stem=stem)
