@@ -108,6 +108,20 @@ class Fallback:
         function = load_callable(config.callable) if config.callable else None
         return cls(config.rules, function, config.default)
 
+    def rule_for(self, features: Mapping[str, Any]) -> str | None:
+        """The first rule that matches, as text (for people: why the rules said so).
+
+        >>> from pipeline.config import Rule
+        >>> Fallback((Rule(feature="age", op=">=", value=18, prediction="adult"),)).rule_for(
+        ...     {"age": 30})
+        'age >= 18 -> adult'
+        """
+        for rule in self.rules:
+            if rule_matches(rule, features):
+                value = "" if rule.op in ("is null", "is not null") else f" {rule.value}"
+                return f"{rule.feature} {rule.op}{value} -> {rule.prediction}"
+        return None
+
     def answer(self, features: Mapping[str, Any]) -> Answer:
         for rule in self.rules:
             if rule_matches(rule, features):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pipeline.explain import contributions
 from pipeline.review import (
     _NO_TRUTH,
     Requested,
@@ -45,7 +46,10 @@ from pipeline.schemas import (
 
 if TYPE_CHECKING:
     from pipeline.core import CoreState, Outcome
-    from pipeline.fallback import Answer
+    from pipeline.fallback import Answer, Fallback
+
+# Feature contributions shown to a reviewer beside the model's answer.
+REVIEW_EXPLAIN_TOP_K = 5
 
 
 class ReviewLoop:
@@ -53,6 +57,7 @@ class ReviewLoop:
 
     state: CoreState
     review: ReviewPolicy | None
+    fallback: Fallback
 
     @property
     def _book(self) -> ReviewBook:
@@ -97,6 +102,10 @@ class ReviewLoop:
                 )
             else:
                 opinion = ModelOpinion(prediction=model_pred, model_version=self.state.learned)
+            # Only for requests (bounded by the budget), never on every event.
+            why = contributions(self.state.model, x, REVIEW_EXPLAIN_TOP_K)
+            if why:
+                opinion = opinion.model_copy(update={"explanation": why})
         request = ReviewRequest(
             id=event.id,
             pipeline=policy.pipeline,
@@ -119,6 +128,7 @@ class ReviewLoop:
                 prediction=answer.prediction,
                 source=answer.source,  # type: ignore[arg-type]
                 confidence=answer.confidence,
+                rule=self.fallback.rule_for(x) if answer.source == "heuristic" else None,
             ),
             mode=policy.config.mode,
             requested_at=event.ts,

@@ -123,6 +123,8 @@ class ModelOpinion(_Wire):
     proba: dict[str, float] | None = None
     confidence: float | None = None
     model_version: int
+    # Why (linear models: the largest feature contributions, as predictions carry them).
+    explanation: list[dict[str, Any]] | None = None
 
 
 class RulesOpinion(_Wire):
@@ -131,6 +133,7 @@ class RulesOpinion(_Wire):
     prediction: LabelValue | None
     source: PredictionSource
     confidence: float | None = None
+    rule: str | None = None  # the rule that fired, as the config says it
 
 
 class ReviewRequest(_Wire):

@@ -182,10 +182,20 @@ def _opinions(delivered: Delivered) -> str:
                 + " · ".join(f"{esc(k)} {v:.2f}" for k, v in ranked)
                 + "</div>"
             )
+        why = ""
+        if model.explanation:
+            why = (
+                '<div class="proba" id="model-why">why: '
+                + " · ".join(
+                    f"{esc(term.get('feature'))} {float(term.get('contribution', 0.0)):+.2f}"
+                    for term in model.explanation
+                )
+                + "</div>"
+            )
         parts.append(
             f'<div class="opinion" id="model-opinion"><div class="who">Model '
             f'v{model.model_version}</div><div class="says">{show(model.prediction)}</div>'
-            f"{_confidence(model.confidence)}{proba}</div>"
+            f"{_confidence(model.confidence)}{proba}{why}</div>"
         )
     rules = request.rules
     if rules is None or rules.prediction is None:
@@ -197,7 +207,9 @@ def _opinions(delivered: Delivered) -> str:
         parts.append(
             f'<div class="opinion" id="rules-opinion"><div class="who">Rules '
             f'({esc(rules.source)})</div><div class="says">{show(rules.prediction)}</div>'
-            f"{_confidence(rules.confidence)}</div>"
+            f"{_confidence(rules.confidence)}"
+            + (f'<div class="proba" id="rule">rule: {esc(rules.rule)}</div>' if rules.rule else "")
+            + "</div>"
         )
     return "".join(parts)
 

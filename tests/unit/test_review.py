@@ -452,3 +452,20 @@ def test_summary_counts_each_kind_of_label_by_what_it_is(
     assert "raised in the model" not in out
     assert "3 events, 4 labels, 4 learned (1 of them ground truth correcting a person)" in out
     assert "labels not learned: 1 answers from people only scored (ground truth came first)" in out
+
+
+def test_the_request_says_why_the_model_and_the_rules_answered() -> None:
+    """Issue 19, point 4: the model's explanation beside its answer, the rule that fired."""
+    rules = [{"feature": "x", "op": ">", "value": 0.5, "prediction": True}]
+    core = core_for(
+        {"policy": "uncertain", "confidence_below": 1.0},
+        fallback={"default": False, "rules": rules},
+    )
+    core.on_event(event(0))
+    core.on_label(Label(id="0", ts=0.5, label=False))
+    (request,) = requests(core.on_event(event(1, x=2.0)))
+    assert request.rules is not None and request.rules.rule == "x > 0.5 -> True"
+    assert request.model is not None and request.model.explanation
+    assert request.model.explanation[0]["feature"] == "x"
+    (default,) = requests(core.on_event(event(2, x=0.0)))
+    assert default.rules is not None and default.rules.rule is None  # the default answered

@@ -70,3 +70,19 @@ def test_answer_controls_follow_the_pipelines_rules() -> None:
         "p", "ann", standing, "c", Delivered(number, 0, 0), now=0.0, allowed=(1, 2, 3)
     )
     assert 'type="number"' in page and 'min="1" max="3"' in page and "allowed: 1, 2, 3" in page
+
+
+def test_the_page_shows_why_escaped() -> None:
+    """Issue 19, point 4: the model's top contributions and the rule that fired, as text."""
+    request = _request(
+        model=ModelOpinion(
+            prediction="ok",
+            model_version=3,
+            explanation=[{"feature": EVIL, "value": 1.0, "contribution": 0.5}],
+        ),
+        rules=RulesOpinion(prediction="ok", source="heuristic", rule=f"{EVIL} > 1 -> 'ok'"),
+    )
+    standing = Standing(waiting=1, answered=0, skipped=0, caught_up=True)
+    page = review_page("p", "ann", standing, "c", Delivered(request, 0, 0), now=0.0)
+    assert 'id="model-why"' in page and "+0.50" in page and 'id="rule"' in page
+    assert EVIL not in page
