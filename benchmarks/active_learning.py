@@ -45,8 +45,15 @@ DATASETS = {
 
 
 def run(
-    dataset: str, policy: str, accuracy: float, delay: float, discount: float = 3.0, seed: int = 1
+    dataset: str,
+    policy: str,
+    accuracy: float,
+    delay: float,
+    discount: float = 3.0,
+    seed: int = 1,
+    steered: bool = False,
 ) -> dict[str, Any]:
+    """One run; ``steered``: entropy with its default target share, else a fixed factor."""
     spec, default = DATASETS[dataset]
     review: dict[str, Any] = {"deadline_seconds": None, "max_pending": 1_000_000}
     if policy != "every label":
@@ -62,6 +69,9 @@ def run(
         },
         environ={},
     )
+    if not steered:
+        fixed = config.review.model_copy(update={"target_share": None})
+        config = config.model_copy(update={"review": fixed})
     core = LearningCore.from_config(config)
     rows = list(open_source(f"river:{dataset}"))
     truth = {r.id: r.label for r in rows}
@@ -112,7 +122,11 @@ def run(
     report = core.report()
     return {
         "dataset": dataset,
-        "policy": policy if policy != "entropy" else f"entropy (discount {discount:g})",
+        "policy": policy
+        if policy != "entropy"
+        else f"entropy (target share {config.review.target_share:g}, default)"
+        if steered
+        else f"entropy (discount {discount:g})",
         "events": len(rows),
         "labels": report["labels"],
         "label_share": report["labels"] / len(rows),
@@ -137,8 +151,17 @@ def main() -> None:
     for dataset in args.datasets.split(","):
         runs = [("every label", 0.0), ("unserved", 0.0), ("uncertain", 0.0)]
         runs += [("entropy", float(d)) for d in args.discounts.split(",")]
+        runs += [("entropy", -1.0)]  # the default: steered to its target share
         for policy, discount in runs:
-            result = run(dataset, policy, args.accuracy, args.delay, discount or 3.0)
+            steered = discount < 0
+            result = run(
+                dataset,
+                policy,
+                args.accuracy,
+                args.delay,
+                3.0 if steered else discount or 3.0,
+                steered=steered,
+            )
             results.append(result)
             print(
                 f"{dataset:9} {result['policy']:24} labels {result['labels']:5d} "

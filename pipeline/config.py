@@ -382,7 +382,18 @@ class ReviewConfig(_Section):
     )
     confidence_below: float = Field(default=0.75, ge=0.0, le=1.0)
     discount_factor: float = Field(
-        default=3.0, gt=0.0, description="EntropySampler's: higher asks for fewer labels."
+        default=3.0,
+        gt=0.0,
+        description="EntropySampler's: higher asks for fewer labels (where target_share is "
+        "set, the factor it starts from).",
+    )
+    target_share: float | None = Field(
+        default=0.35,
+        gt=0.0,
+        le=1.0,
+        description="entropy: the share of the events the model has an opinion on that the "
+        "sampler asks about, steered by adapting discount_factor as the stream goes; null: a "
+        "fixed discount_factor.",
     )
     seed: int = Field(default=42, description="EntropySampler's seed: a replay asks the same.")
     budget_per_minute: float | None = Field(

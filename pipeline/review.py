@@ -29,6 +29,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -149,6 +150,9 @@ class ReviewBook:
     classes: list[Any] = field(default_factory=list)
     bucket: TokenBucket | None = None
     sampler: active.EntropySampler | None = None
+    # entropy with target_share: the recent share of asks (a moving average), which steers the
+    # sampler's discount factor (a checkpoint from before it reads the class default).
+    asked_share: float | None = None
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         answer = state.get("time_to_answer")
@@ -214,6 +218,35 @@ def merged_classes(*groups: Any) -> list[Any]:
     return out
 
 
+# Steering the entropy sampler to a share of asks: the moving average's weight per event (a
+# memory of a few hundred events), and how fast the discount factor follows the gap. Measured
+# on Phishing, Bananas and ImageSegments (benchmarks/active_learning.py; README).
+SHARE_ALPHA = 0.005
+SHARE_GAIN = 0.05
+DISCOUNT_RANGE = (0.2, 50.0)
+
+
+def steer(book: ReviewBook, asked: bool, target: float) -> None:
+    """Move the sampler's discount factor so that its share of asks tends to ``target``:
+    a higher factor asks less. Pure arithmetic on the checkpointed book, so a replay steers
+    the same way.
+
+    >>> book = ReviewBook.new(ReviewConfig(policy="entropy"), ("Accuracy",))
+    >>> for _ in range(200):
+    ...     steer(book, True, 0.35)  # asking about everything: the factor grows
+    >>> book.sampler.discount_factor > 3.0
+    True
+    """
+    sampler = book.sampler
+    assert sampler is not None
+    share = target if book.asked_share is None else book.asked_share
+    share += SHARE_ALPHA * ((1.0 if asked else 0.0) - share)
+    book.asked_share = share
+    low, high = DISCOUNT_RANGE
+    factor = sampler.discount_factor * math.exp(SHARE_GAIN * (share - target))
+    sampler.discount_factor = min(high, max(low, factor))
+
+
 class ReviewPolicy:
     """The configured choice of events for people (stateless: the state is the book)."""
 
@@ -261,9 +294,13 @@ class ReviewPolicy:
             if sum(1 for p in model_pred.values() if p > 0) < 2:
                 # One class with all the weight: certain. (River's sampler would divide by
                 # log2(1) = 0 when that weight is not exactly 1.)
-                return False
-            _, ask = book.sampler.predict_proba_one(x, proba=model_pred)
-            return bool(ask)
+                ask = False
+            else:
+                ask = bool(book.sampler.predict_proba_one(x, proba=model_pred)[1])
+            target = self.config.target_share
+            if target is not None:
+                steer(book, ask, target)
+            return ask
         return False
 
     def admit(self, book: ReviewBook, ts: float) -> bool:

@@ -91,8 +91,26 @@ def test_uncertain_asks_below_the_confidence_and_without_an_opinion() -> None:
 
 
 def test_entropy_follows_rivers_sampler_with_the_seed() -> None:
-    """The same choices as River's EntropySampler wrapping the same model, seed and factor."""
-    core = core_for({"policy": "entropy", "discount_factor": 2.0, "seed": 7})
+    """The same choices as River's EntropySampler wrapping the same model, seed and factor
+    (a fixed factor: target_share null)."""
+
+    def fixed() -> LearningCore:
+        # target_share null (as in a YAML file: an override of None means "unset").
+        config = load_config(
+            None,
+            {
+                "name": "unit-review",
+                "model": {"spec": LOGREG},
+                "fallback": {"default": False},
+                "gating": {"min_labels": 1000},
+                "review": {"policy": "entropy", "discount_factor": 2.0, "seed": 7},
+            },
+            environ={},
+        )
+        review = config.review.model_copy(update={"target_share": None})
+        return LearningCore.from_config(config.model_copy(update={"review": review}))
+
+    core = fixed()
     reference = active.EntropySampler(GivenProba(), discount_factor=2.0, seed=7)
     asked, expected = [], []
     for e, y in phishing(400):
@@ -106,7 +124,7 @@ def test_entropy_follows_rivers_sampler_with_the_seed() -> None:
     assert asked == expected
     assert 0 < sum(asked) < 400
     # Seeded: a second run asks about exactly the same events.
-    again = core_for({"policy": "entropy", "discount_factor": 2.0, "seed": 7})
+    again = fixed()
     second = []
     for e, y in phishing(400):
         second.append(bool(requests(again.on_event(e))))
@@ -469,3 +487,28 @@ def test_the_request_says_why_the_model_and_the_rules_answered() -> None:
     assert request.model.explanation[0]["feature"] == "x"
     (default,) = requests(core.on_event(event(2, x=0.0)))
     assert default.rules is not None and default.rules.rule is None  # the default answered
+
+
+def test_entropy_steers_to_its_target_share_with_the_default_config() -> None:
+    """Issue 19, point 6: no per-dataset discount factor. A model always unsure (0.6 / 0.4)
+    would be asked about ~91% of the time at the fixed factor 3; steered, about 35%."""
+    from pipeline.review import ReviewBook, ReviewPolicy
+
+    settings = {"review": {"policy": "entropy"}, "fallback": {"default": False}}
+    config = load_config(None, settings, environ={}).review
+    assert config.target_share == 0.35
+    policy = ReviewPolicy(config, "unit", classifier=True, classes=[False, True])
+    book = ReviewBook.new(config, ("Accuracy",))
+    asked = [
+        policy.wants(book, {"x": 1}, {True: 0.6, False: 0.4}, served_by_model=False)
+        for _ in range(6000)
+    ]
+    share = sum(asked[-3000:]) / 3000
+    assert 0.30 <= share <= 0.40, share
+    fixed = config.model_copy(update={"target_share": None})
+    book = ReviewBook.new(fixed, ("Accuracy",))
+    unsteered = [
+        ReviewPolicy(fixed, "unit", True).wants(book, {"x": 1}, {True: 0.6, False: 0.4}, False)
+        for _ in range(3000)
+    ]
+    assert sum(unsteered) / 3000 > 0.85
