@@ -7,6 +7,7 @@ import os
 from pipeline.cli import (  # noqa: F401  (registers the commands)
     broker,
     checkpoints,
+    configs,
     demo,
     model,
     pipelines,
