@@ -208,8 +208,8 @@ class ModelConfig(_Section):
 
     spec: str = Field(
         default=DEFAULT_MODEL_SPEC,
-        description="A River model spec (`module.Class`, steps joined with `|`); the default: "
-        "numbers (and booleans) scaled, strings one-hot, logistic regression.",
+        description="A River model spec (`module.Class`, pipeline steps joined by a pipe); the "
+        "default: numbers (and booleans) scaled, strings one-hot, logistic regression.",
     )
 
     @field_validator("spec")

@@ -157,6 +157,10 @@ def _cell(text: str) -> str:
 
 
 def _code(text: str) -> str:
+    # A pipe escaped inside a code span shows its backslash in Python-Markdown (MkDocs), and an
+    # unescaped one ends the cell on GitHub: such a cell stays plain text, its pipes escaped.
+    if "|" in text:
+        return text.replace("<", "&lt;")
     return f"`{text}`" if text else ""
 
 
