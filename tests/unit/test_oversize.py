@@ -197,3 +197,31 @@ def test_a_record_that_raises_is_dead_lettered_and_counted() -> None:
     assert found["reason"] == "processing_error"
     assert found["message"].startswith("ValidationError: ")
     assert base64.b64decode(found["value_b64"]) == raw
+
+
+class BrokenValidator:
+    """A validator with a bug: raises something other than InvalidRecord on one value."""
+
+    def event(self, raw: bytes | None) -> Event:
+        if raw == b"boom":
+            raise RecursionError("maximum recursion depth exceeded")
+        return Event(id="ok", ts=1.0, features={})
+
+
+def test_a_parser_that_raises_spoils_its_record_only() -> None:
+    from pipeline.kafka.records import to_item, to_items
+    from pipeline.kafka.transport import Record
+    from pipeline.schemas import InvalidRecord
+
+    records = [
+        Record("p.events", 0, i, None, raw, None, None) for i, raw in enumerate([b"boom", b"x"])
+    ]
+    validator: Any = BrokenValidator()
+    for items in (
+        to_items(records, ("p.events", 0), KIND_EVENT, validator),
+        [to_item(r, KIND_EVENT, validator) for r in records],
+    ):
+        bad, good = (item.payload.parsed for item in items)
+        assert isinstance(bad, InvalidRecord) and bad.reason == "processing_error"
+        assert str(bad).startswith("RecursionError: ")
+        assert isinstance(good, Event)
