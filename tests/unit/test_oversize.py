@@ -225,3 +225,12 @@ def test_a_parser_that_raises_spoils_its_record_only() -> None:
         assert isinstance(bad, InvalidRecord) and bad.reason == "processing_error"
         assert str(bad).startswith("RecursionError: ")
         assert isinstance(good, Event)
+
+
+def test_tail_says_a_dead_letters_value_was_cut() -> None:
+    from pipeline.cli.tail import format_record
+
+    value = b'{"id": "big", "features": {"s": "' + b"x" * 50_000 + b'"}}'
+    sent = encode_dead_letter(letter(None, value), None, value, MAX)
+    line = format_record("dead-letters", 0, 5, sent)
+    assert f"of {len(value)} bytes, sha256 {hashlib.sha256(value).hexdigest()})" in line
