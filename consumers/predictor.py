@@ -23,7 +23,7 @@ from consumers.gc_policy import tune_for_streaming
 from consumers.idleness import IdleStop
 from consumers.inputs import Inputs
 from consumers.outputs import Outputs
-from consumers.processing import PredictionProcessor
+from consumers.processing import PredictionProcessor, is_infrastructure
 from consumers.signals import StopFlag
 from consumers.status import StatusBoard, active_seconds, lag_view
 from pipeline.checkpointing.model_versions import ModelVersionStore
@@ -125,6 +125,7 @@ class Predictor:
             self.config.name,
             transport.partition_count(self.topics.predictions) or 0,
             flush_timeout_s=delivery_ms / 1000 + 5,
+            max_message_bytes=self.config.kafka.max_message_bytes,
         )
         self.processor = PredictionProcessor(self.serving, self.outputs, self.metrics)
         validator = Validator(self.config.validation, regression=not self.serving.classifier)
@@ -198,7 +199,13 @@ class Predictor:
         processed = 0
         with self.lock:
             while (item := inputs.pop()) is not None:
-                processor.process(item.payload)
+                try:
+                    processor.process(item.payload)
+                except Exception as e:
+                    # No single record may stop serving; only the infrastructure may.
+                    if is_infrastructure(e):
+                        raise
+                    processor.failed(item.payload, e)
                 offsets[item.partition] = item.offset + 1  # type: ignore[index]
                 processed += 1
                 if self.stop.is_set():

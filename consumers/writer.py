@@ -23,7 +23,7 @@ from consumers.idleness import IdleStop
 from consumers.inputs import Inputs
 from consumers.outputs import Outputs
 from consumers.ownership import Ownership
-from consumers.processing import RecordProcessor
+from consumers.processing import RecordProcessor, is_infrastructure
 from consumers.signals import StopFlag
 from consumers.status import StatusBoard, active_seconds, lag_view
 from pipeline.checkpointing.store import CheckpointStore, Fenced, Offsets
@@ -184,6 +184,7 @@ class Writer:
             self.config.name,
             transport.partition_count(self.topics.predictions) or 0,
             flush_timeout_s=delivery_ms / 1000 + 5,
+            max_message_bytes=self.config.kafka.max_message_bytes,
         )
         self.processor = RecordProcessor(
             self.core,
@@ -292,7 +293,13 @@ class Writer:
         )
         processed = 0
         while (item := pop()) is not None:
-            process(item.payload)
+            try:  # free in CPython 3.11+ until something raises
+                process(item.payload)
+            except Exception as e:
+                # No single record may stop the pipeline; only its infrastructure may.
+                if is_infrastructure(e):
+                    raise
+                processor.failed(item.payload, e)
             # The offset moves before any checkpoint can see the record's effect on the state.
             offsets[item.partition] = item.offset + 1  # type: ignore[index]
             processed += 1

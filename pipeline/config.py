@@ -166,6 +166,14 @@ class KafkaConfig(_Section):
         description="Largest record batch a producer makes, in bytes: keep it below the brokers' "
         "max.message.bytes (1 MB by default), or they refuse the batch.",
     )
+    max_message_bytes: int = Field(
+        default=1_000_000,
+        ge=16_384,
+        description="Largest record riverline publishes (key, value and headers), and the "
+        "producers' own limit; keep it at or below the brokers' max.message.bytes (1 MB by "
+        "default). A larger dead letter keeps its value truncated, with its length and sha256; "
+        "a larger prediction or review request is dead-lettered (output_too_large).",
+    )
     client_options: dict[str, Any] = Field(
         default_factory=dict,
         json_schema_extra={"default": {}},  # a factory's value is not in the schema otherwise

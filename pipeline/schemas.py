@@ -14,6 +14,7 @@ missing_field | ts: Field required
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 from datetime import UTC, datetime
@@ -155,8 +156,23 @@ class ReviewRequest(_Wire):
     deadline: float | None = None
 
 
+# What a record costs on the wire beyond its key and value: the record batch header (61 bytes),
+# the record's own varints and attributes, and headers. Outputs stay this far below
+# ``kafka.max_message_bytes``, so that neither client nor broker refuses them.
+RECORD_OVERHEAD = 512
+# A dead letter's message, and its key when the value had to be cut, are kept to this many
+# characters: what is cut is what the origin topic/partition/offset still holds.
+DEAD_LETTER_TEXT = 2_048
+
+
 class DeadLetter(_Wire):
-    """A record that could not be used, with everything needed to replay it."""
+    """A record that could not be used, with everything needed to replay it.
+
+    ``value_length`` and ``value_sha256`` describe the original value. When the whole letter
+    would not fit ``kafka.max_message_bytes`` (:func:`encode_dead_letter`), ``value_b64`` keeps
+    the value's first bytes only and ``value_truncated`` says so; the record itself is still at
+    ``topic``/``partition``/``offset`` (until the topic's retention drops it).
+    """
 
     reason: str
     message: str
@@ -168,6 +184,10 @@ class DeadLetter(_Wire):
     value_b64: str | None
     rejected_at: float
     pipeline: str | None = None  # the pipeline that rejected it
+    value_length: int | None = None
+    value_sha256: str | None = None
+    value_truncated: bool = False
+    key_truncated: bool = False
 
     @classmethod
     def of(
@@ -184,9 +204,6 @@ class DeadLetter(_Wire):
         rejected_at: float,
         pipeline: str | None = None,
     ) -> DeadLetter:
-        def b64(raw: bytes | None) -> str | None:
-            return None if raw is None else base64.b64encode(raw).decode("ascii")
-
         return cls(
             reason=reason,
             message=message,
@@ -194,11 +211,68 @@ class DeadLetter(_Wire):
             partition=partition,
             offset=offset,
             timestamp=timestamp,
-            key_b64=b64(key),
-            value_b64=b64(value),
+            key_b64=_b64(key),
+            value_b64=_b64(value),
             rejected_at=rejected_at,
             pipeline=pipeline,
+            value_length=None if value is None else len(value),
+            value_sha256=None if value is None else hashlib.sha256(value).hexdigest(),
         )
+
+
+def _b64(raw: bytes | None) -> str | None:
+    return None if raw is None else base64.b64encode(raw).decode("ascii")
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def encode_dead_letter(
+    letter: DeadLetter, key: bytes | None, value: bytes | None, max_bytes: int
+) -> bytes:
+    """``letter`` as published: whole when it fits ``max_bytes`` with its record key ``key``,
+    else with its message and key cut and as much of ``value`` as fits (``value_truncated``).
+
+    ``key`` and ``value`` are the original bytes ``letter`` was made of (the base64 in it is
+    not decoded again). ``max_bytes`` is ``kafka.max_message_bytes``: the result plus ``key``
+    and :data:`RECORD_OVERHEAD` never exceeds it.
+
+    >>> value = b"x" * 3000
+    >>> letter = DeadLetter.of("r", "m", topic="t", partition=0, offset=7, timestamp=None,
+    ...                        key=None, value=value, rejected_at=0.0)
+    >>> encode_dead_letter(letter, None, value, 1_000_000) == encode(letter)
+    True
+    >>> small = json.loads(encode_dead_letter(letter, None, value, 2_000))
+    >>> small["value_truncated"], small["value_length"], small["offset"]
+    (True, 3000, 7)
+    >>> len(encode_dead_letter(letter, None, value, 2_000)) <= 2_000 - RECORD_OVERHEAD
+    True
+    """
+    data = encode(letter)
+    budget = max_bytes - RECORD_OVERHEAD - (len(key) if key else 0)
+    if len(data) <= budget:
+        return data
+    key_b64 = letter.key_b64
+    key_truncated = letter.key_truncated
+    if key is not None and len(key_b64 or "") > DEAD_LETTER_TEXT:
+        key_b64, key_truncated = _b64(key[: DEAD_LETTER_TEXT // 4 * 3]), True
+    cut = letter.model_copy(
+        update={
+            "message": _cut(letter.message, DEAD_LETTER_TEXT),
+            "key_b64": key_b64,
+            "key_truncated": key_truncated,
+            "value_b64": "",
+            "value_truncated": True,
+        }
+    )
+    # The value's base64 goes between the empty string's quotes: 4 characters per 3 bytes.
+    room = budget - len(encode(cut))
+    kept = max(0, room // 4 * 3)
+    if value is None or kept >= len(value):
+        # Cutting the message and key was enough.
+        return encode(cut.model_copy(update={"value_b64": _b64(value), "value_truncated": False}))
+    return encode(cut.model_copy(update={"value_b64": _b64(value[:kept])}))
 
 
 class InvalidRecord(ValueError):

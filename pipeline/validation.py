@@ -45,6 +45,8 @@ REASONS = {
     "label_orphaned": "a label whose event expired or never came, within the join TTL",
     "event_evicted": "the join buffer was full: the oldest pending event was dropped",
     "model_error": "the model raised on this record",
+    "processing_error": "anything else raised on this record (the message names the exception)",
+    "output_too_large": "the prediction or review request is larger than kafka.max_message_bytes",
 }
 
 

@@ -160,6 +160,12 @@ def format_record(kind: str, partition: int, offset: int, raw: bytes | None) -> 
     if kind == "dead-letters":
         origin = f"{data.get('topic')}[{data.get('partition')}] offset {data.get('offset')}"
         value = json.dumps(decoded_value(data), default=repr, ensure_ascii=False)
+        if data.get("value_truncated"):
+            # Cut to fit kafka.max_message_bytes: the whole record is still at its origin.
+            value += (
+                f" (truncated: {len(base64.b64decode(data.get('value_b64') or ''))} of "
+                f"{data.get('value_length')} bytes, sha256 {data.get('value_sha256')})"
+            )
         return (
             f"{where} {_time(data.get('rejected_at'))} {data.get('reason')}: "
             f"{data.get('message')}\n    from {origin}: {value}"

@@ -349,6 +349,8 @@ class ConfluentProducer:
             "acks": "all",
             "linger.ms": config.linger_ms,
             "batch.size": config.batch_bytes,
+            # What riverline bounds its outputs by (pipeline.schemas.RECORD_OVERHEAD below it).
+            "message.max.bytes": config.max_message_bytes,
             # Order kept across retries without idempotence (not every broker supports it).
             "max.in.flight.requests.per.connection": 1,
             "delivery.timeout.ms": DELIVERY_TIMEOUT_MS,

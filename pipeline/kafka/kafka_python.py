@@ -76,6 +76,8 @@ def make_producer(config: KafkaConfig, bootstrap: str, **overrides: Any) -> Kafk
         "retries": 10,
         "max_in_flight_requests_per_connection": 1,  # keeps per-partition order across retries
         "batch_size": config.batch_bytes,
+        # What riverline bounds its outputs by (pipeline.schemas.RECORD_OVERHEAD below it).
+        "max_request_size": config.max_message_bytes,
         "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
         **_common(config, bootstrap),
         **overrides,

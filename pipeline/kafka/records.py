@@ -126,6 +126,11 @@ def _as_int(value: Any) -> int | None:
         return None
 
 
+def _unparsable(error: Exception) -> InvalidRecord:
+    """What the parser raised other than :class:`InvalidRecord`: dead-lettered like one."""
+    return InvalidRecord("processing_error", f"{type(error).__name__}: {error}"[:2048])
+
+
 _tuple_new = tuple.__new__  # a NamedTuple's own __new__ is a Python function: one call more
 _INVALID_TS = float("-inf")
 
@@ -158,6 +163,10 @@ def to_item(record: Any, kind: str, validator: Validator) -> Item:
         rank = RANKS[kind]
         # First in line: a bad record's time (if any) must not hold back the valid records
         # behind it in its partition; it only goes to the dead-letter topic.
+        ts = _INVALID_TS
+    except Exception as e:  # a parser bug must not stop the pipeline: this record only
+        parsed = _unparsable(e)
+        rank = RANKS[kind]
         ts = _INVALID_TS
     seq, sent_ms = _seq_and_sent(headers)
     origin = _tuple_new(Origin, (topic, partition, offset, timestamp, key, value))
@@ -197,6 +206,9 @@ def to_items(
         except InvalidRecord as e:
             parsed = e
             ts = _INVALID_TS  # first in line, as in to_item
+        except Exception as e:
+            parsed = _unparsable(e)
+            ts = _INVALID_TS
         seq: int | None
         sent_ms: int | None
         if headers and len(headers) == 2:
