@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -161,5 +162,10 @@ def open_store(config: str, name: str | None, redis_url: str | None) -> Checkpoi
 
 
 def stdout_console() -> Console:
-    """Tables for people go to stdout, at full width on a terminal, 120 columns in a pipe."""
-    return Console(width=None if sys.stdout.isatty() else 120)
+    """Tables for people go to stdout, at full width on a terminal, 120 columns in a pipe.
+
+    ``COLUMNS`` set in the environment wins in a pipe too (rich reads it), so a script or the
+    docs' tests get the lines a terminal that wide shows.
+    """
+    wide = sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit()
+    return Console(width=None if wide else 120)
