@@ -3,8 +3,8 @@
 For a pipeline of transformers ending in ``linear_model.LogisticRegression`` or
 ``LinearRegression``, the contribution of feature ``f`` is ``w_f * z_f``, where ``z`` is the
 input after the pipeline's transformers (e.g. a StandardScaler); the intercept is reported
-apart. Other models (trees, forests, neighbours) get no per-prediction explanation: the README
-says what is offered for them.
+apart. Other models (trees, forests, neighbours) get no per-prediction explanation:
+docs/how-to/monitor.md says what is offered for them.
 
 >>> from river import linear_model
 >>> model = linear_model.LinearRegression()

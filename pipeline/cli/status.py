@@ -119,7 +119,7 @@ def status(
             if weights is None:
                 out.print(
                     f"{type(model).__name__} is not linear: no global weights to show "
-                    "(see README, Explanations)"
+                    "(see docs/how-to/monitor.md, Explanations)"
                 )
                 return
             weights_table = Table(title="global weights (on the scaled inputs)")

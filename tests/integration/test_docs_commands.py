@@ -1,5 +1,8 @@
 """The command blocks of the README and the tutorials, run as a reader would run them.
 
+The README's blocks are excerpts of the tutorials' (a test checks they are the same, so each
+runs once).
+
 Each page is one reader's session (a working directory of its own with the repository's
 ``configs/``, the shell environment carried from command to command, background terminals
 started and stopped with Ctrl-C), against the real console script, the embedded broker and
@@ -17,13 +20,21 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Backends, delete_pipelines
-from tests.integration.doc_commands import FENCE, MARKER, PageRunner, reader_environment
+from tests.integration.doc_commands import (
+    FENCE,
+    MARKER,
+    Block,
+    PageRunner,
+    parse_blocks,
+    reader_environment,
+)
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 TUTORIALS = sorted((REPO / "docs" / "tutorials").glob("*.md"))
-PAGES = TUTORIALS
+README = REPO / "README.md"
+PAGES = [README, *TUTORIALS]
 NOT_TESTED = re.compile(r"^<!--\s*not tested:\s*\S.*-->\s*$")
 COMMAND_FENCE = re.compile(r"^```(bash|console|sh|shell)\s*$")
 
@@ -47,7 +58,22 @@ def test_every_command_block_is_run_or_says_why() -> None:
     assert not unmarked, f"command blocks neither run nor saying why not: {unmarked}"
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if "<!-- test" in p.read_text()], ids=_label)
+def test_readme_blocks_are_run_in_the_tutorials() -> None:
+    """The README's command blocks are excerpts of the tutorials, so running those runs them."""
+    run = {_block_text(b) for page in TUTORIALS for b in parse_blocks(page.read_text())}
+    excerpts = parse_blocks(README.read_text(), "README.md")
+    assert excerpts, "the README shows no tested command"
+    differ = [b.where for b in excerpts if _block_text(b) not in run]
+    assert not differ, f"README blocks that are not a tutorial's (run) block: {differ}"
+
+
+def _block_text(block: Block) -> tuple[bool, tuple[tuple[str, tuple[str, ...] | None], ...]]:
+    return block.background, tuple(
+        (c.text, None if c.shown is None else tuple(c.shown)) for c in block.commands
+    )
+
+
+@pytest.mark.parametrize("page", [p for p in TUTORIALS if "<!-- test" in p.read_text()], ids=_label)
 def test_page_commands(page: Path, backends: Backends, tmp_path: Path) -> None:
     (tmp_path / "configs").symlink_to(REPO / "configs")
     env = reader_environment()
