@@ -58,7 +58,7 @@ def review(
 ) -> None:
     """Answer review requests: their answers are published as labels with source human."""
     from consumers.review import open_review_queue
-    from consumers.review.auth import is_loopback
+    from consumers.review.auth import is_loopback, weak_token
     from consumers.signals import StopFlag
 
     setup_logging(log_level)
@@ -75,6 +75,11 @@ def review(
                 f"--no-auth serves on loopback only, not on {host}; set {TOKEN_ENV} to serve there"
             )
             raise typer.Exit(2)
+    # Reachable from the network: a short token falls to guessing, throttle or not.
+    problem = weak_token(token) if web and token is not None and not is_loopback(host) else None
+    if problem:
+        print_error(f"{TOKEN_ENV} {problem}: serving on {host} needs a strong token")
+        raise typer.Exit(2)
     if claim_ttl <= 0:
         raise typer.BadParameter("must be above 0", param_hint="--claim-ttl")
     with friendly_errors():
