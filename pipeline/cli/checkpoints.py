@@ -18,8 +18,10 @@ from pipeline.cli.common import (
     console,
     friendly_errors,
     open_store,
+    print_error,
     stdout_console,
 )
+from pipeline.display import literal
 
 checkpoint_app = typer.Typer(help="Inspect and roll back a pipeline's checkpoints in Redis.")
 app.add_typer(checkpoint_app, name="checkpoint")
@@ -36,7 +38,7 @@ def checkpoint_list(
     with friendly_errors():
         store = open_store(config, name, redis_url)
         latest = store.latest_version()
-        table = Table(title=f"checkpoints of {store.prefix}")
+        table = Table(title=literal(f"checkpoints of {store.prefix}"))
         for column in (
             "version",
             "latest",
@@ -56,11 +58,9 @@ def checkpoint_list(
                 str(version),
                 ("*" if version == latest else "") + (" pinned" if version in pinned else ""),
                 written,
-                str(meta.get("reason", "")),
-                str(meta.get("events", "")),
-                str(meta.get("labels", "")),
-                str(meta.get("mode", "")),
-                str(meta.get("bytes", "")),
+                # Metadata read from Redis: shown as text, whoever wrote it.
+                *(literal(meta.get(k, "")) for k in ("reason", "events", "labels", "mode")),
+                literal(meta.get("bytes", "")),
             )
         stdout_console().print(table)
 
@@ -111,10 +111,9 @@ def checkpoint_rollback(
         cfg = build_config(config, name, None, redis_url)
         holder = Lease(store.client, cfg.name, cfg.checkpoint.lease_ttl_ms).holder()
         if holder and not force:
-            console.print(
-                f"[red]error:[/red] pipeline is running (lease held by {holder}); stop it first "
-                "or pass --force (its next checkpoint would supersede the rollback)",
-                highlight=False,
+            print_error(
+                f"pipeline is running (lease held by {holder}); stop it first "
+                "or pass --force (its next checkpoint would supersede the rollback)"
             )
             raise typer.Exit(1)
         store.rollback(version)

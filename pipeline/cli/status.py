@@ -20,6 +20,7 @@ from pipeline.cli.common import (
     open_store,
     stdout_console,
 )
+from pipeline.display import literal
 
 
 @app.command()
@@ -42,15 +43,16 @@ def status(
         latest = store.latest_version()
         meta = store.meta(latest) if latest is not None else None
         if raw is None and meta is None:
-            console.print(f"pipeline {cfg.name}: nothing in Redis yet", highlight=False)
+            console.print(literal(f"pipeline {cfg.name}: nothing in Redis yet"), highlight=False)
             raise typer.Exit(1)
         info = json.loads(raw) if raw is not None else {}
-        table = Table(title=f"pipeline {cfg.name}", show_header=False)
+        table = Table(title=literal(f"pipeline {cfg.name}"), show_header=False)
         table.add_column("what")
         table.add_column("value")
 
         def row(label: str, value: Any) -> None:
-            table.add_row(label, str(value))
+            # Slice values, reasons, owners: from records and Redis, shown never obeyed.
+            table.add_row(literal(label), literal(value))
 
         row("mode", info.get("mode", meta and meta.get("mode")))
         row("model", info.get("model", cfg.model.spec))
@@ -126,7 +128,7 @@ def status(
             weights_table.add_column("feature")
             weights_table.add_column("weight", justify="right")
             for feature, weight in weights.items():
-                weights_table.add_row(feature, f"{weight:+.4f}")
+                weights_table.add_row(literal(feature), f"{weight:+.4f}")
             out.print(weights_table)
 
 

@@ -9,6 +9,7 @@ from rich.table import Table
 from pipeline.cli.common import (
     stdout_console,
 )
+from pipeline.display import literal
 
 
 def _quantiles(latency: dict[str, Any]) -> str:
@@ -62,7 +63,7 @@ def print_summary(report: dict[str, Any], replayed_first: bool = False) -> None:
     sources.add_column("source")
     sources.add_column("predictions", justify="right")
     for source, count in report["predictions_by_source"].items():
-        sources.add_row(source, str(count))
+        sources.add_row(literal(source), str(count))  # split mode reads them from a topic
     out.print(sources)
     out.print("\n[bold]Metrics on the same labels, over the whole run[/bold]")
     metrics = Table()
@@ -95,7 +96,7 @@ def print_summary(report: dict[str, Any], replayed_first: bool = False) -> None:
         )
         out.print(f"{what}: {_quantiles(waited)}", highlight=False)
     for drift in report.get("drift", []):
-        out.print(f"drift detected at label {drift['label_index']} ({drift['detector']})")
+        out.print(literal(f"drift detected at label {drift['label_index']} ({drift['detector']})"))
     if report["dead_letters"]:
         out.print(f"dead letters: {report['dead_letters']}")
     served = report.get("served_from_predictions")

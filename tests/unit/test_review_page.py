@@ -53,3 +53,15 @@ def test_a_regression_request_asks_for_a_number_and_the_login_asks_for_the_token
     assert 'id="queue-length">1+<' in page  # not caught up yet: at least one
     assert 'name="token"' in login_page("p", needs_token=True)
     assert 'name="token"' not in login_page("p", needs_token=False)
+
+
+def test_the_policy_allows_the_pages_own_style_and_script_by_hash() -> None:
+    """A change to either without its hash would be blocked silently in a browser."""
+    import base64
+    import hashlib
+
+    from consumers.review.page import CONTENT_SECURITY_POLICY, SHORTCUTS, STYLE
+
+    for source in (STYLE, SHORTCUTS):
+        digest = base64.b64encode(hashlib.sha256(source.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in CONTENT_SECURITY_POLICY
