@@ -9,10 +9,10 @@ checks the limits a deployment sets: sizes, counts, lengths, times, the label se
 Traceback (most recent call last):
 ...
 pipeline.schemas.InvalidRecord: 3 features where at most 2 are allowed
->>> check_label(Label(id="a", ts=0.0, label="maybe"), limits, now=0.0, regression=False)
+>>> check_label(Label(id="a", ts=0.0, label="no"), limits, now=0.0, regression=False)
 Traceback (most recent call last):
 ...
-pipeline.schemas.InvalidRecord: label 'maybe' is not one of the configured labels (True, False)
+pipeline.schemas.InvalidRecord: label 'no' (str) is not one of the configured labels (True, False)
 """
 
 from __future__ import annotations
@@ -105,12 +105,30 @@ def check_label(label: Label, limits: ValidationConfig, now: float, regression: 
         raise InvalidRecord(
             "label_wrong_type", f"label {value!r} is not a class, and the model is a classifier"
         )
-    if limits.labels is not None and value not in limits.labels:
+    if limits.labels is not None and not label_allowed(value, limits.labels):
         raise InvalidRecord(
             "label_not_allowed",
-            f"label {value!r} is not one of the configured labels {limits.labels}",
+            f"label {value!r} ({type(value).__name__}) is not one of the configured labels "
+            f"{limits.labels}",
         )
     _check_ts(label.ts, limits, now)
+
+
+def label_allowed(value: object, labels: tuple[object, ...]) -> bool:
+    """Whether ``value`` is one of ``labels``, type included.
+
+    ``in`` compares with ``==``, where ``1 == True == 1.0``: a set of ``[true, false]`` would let
+    ``1`` and ``0.0`` through, and a model would learn them as classes of their own (River keys
+    them apart from the bools in its outputs). bool, int, float and str match only themselves;
+    a set that means ``1`` and ``1.0`` alike lists both.
+
+    >>> label_allowed(1, (True, False)), label_allowed(True, (True, False))
+    (False, True)
+    >>> label_allowed(1.0, (0, 1)), label_allowed(1.0, (0, 1, 0.0, 1.0))
+    (False, True)
+    """
+    kind = type(value)
+    return any(type(allowed) is kind and allowed == value for allowed in labels)
 
 
 @dataclass(frozen=True)
