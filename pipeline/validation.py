@@ -22,7 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pipeline.config import ValidationConfig
-from pipeline.schemas import Event, InvalidRecord, Label, parse_event, parse_label
+from pipeline.schemas import (
+    Event,
+    InvalidRecord,
+    Label,
+    check_magnitude,
+    parse_event,
+    parse_label,
+)
 
 REASONS = {
     "empty": "the record has no value",
@@ -35,6 +42,8 @@ REASONS = {
     "wrong_type": "a field has the wrong type",
     "nested_feature": "a feature or attribute value is an object or a list",
     "not_finite": "a number is NaN or infinite",
+    "value_out_of_range": "a number feature (or a regressor's label) is beyond "
+    "validation.max_abs_value",
     "value_too_long": "a string feature is longer than validation.max_string_length",
     "too_many_features": "more features than validation.max_features",
     "ts_in_future": "the event time is too far ahead of the wall clock",
@@ -45,6 +54,8 @@ REASONS = {
     "label_orphaned": "a label whose event expired or never came, within the join TTL",
     "event_evicted": "the join buffer was full: the oldest pending event was dropped",
     "model_error": "the model raised on this record",
+    "model_non_finite": "learning from this event turned the model's state NaN or infinite: "
+    "the model was rolled back to before it",
 }
 
 
@@ -74,12 +85,15 @@ def check_event(event: Event, limits: ValidationConfig, now: float) -> None:
             "too_many_features",
             f"{len(event.features)} features where at most {limits.max_features} are allowed",
         )
+    bound = limits.max_abs_value
     for name, value in event.features.items():
         if isinstance(value, str) and len(value) > limits.max_string_length:
             raise InvalidRecord(
                 "value_too_long",
                 f"features.{name}: {len(value)} characters, at most {limits.max_string_length}",
             )
+        if bound is not None:
+            check_magnitude(f"features.{name}", value, bound)
     _check_ts(event.ts, limits, now)
 
 
@@ -100,6 +114,8 @@ def check_label(label: Label, limits: ValidationConfig, now: float, regression: 
         raise InvalidRecord(
             "label_wrong_type", f"label {value!r} is not a number, and the model is a regressor"
         )
+    if regression and limits.max_abs_value is not None:
+        check_magnitude("label", value, limits.max_abs_value)
     if not regression and isinstance(value, float) and not value.is_integer():
         # A classifier would make every distinct number a class of its own.
         raise InvalidRecord(
@@ -152,7 +168,7 @@ class Validator:
         limits = self.limits
         if raw is not None and len(raw) > limits.max_record_bytes:
             check_size(raw, limits)
-        event = parse_event(raw)
+        event = parse_event(raw, limits.max_abs_value)
         size = len(raw)  # type: ignore[arg-type]  # parse_event refuses None
         values = event.__dict__  # where pydantic keeps the fields
         if size <= limits.max_string_length and len(values["features"]) <= limits.max_features:
@@ -174,10 +190,15 @@ class Validator:
         label = parse_label(raw)
         values = label.__dict__
         kind = type(values["label"])
-        # check_label's type tests, for the usual types: a regressor's number, a classifier's
-        # bool, int or str (never refused), with no label set configured.
+        # check_label's type tests, for the usual types: a regressor's number (within
+        # max_abs_value), a classifier's bool, int or str (never refused), with no label set
+        # configured.
+        bound = limits.max_abs_value
         if limits.labels is None and (
-            (kind is float or kind is int)
+            (
+                (kind is float or kind is int)
+                and (bound is None or -bound <= values["label"] <= bound)
+            )
             if self.regression
             else (kind is bool or kind is int or kind is str)
         ):

@@ -348,7 +348,7 @@ def test_the_validator_refuses_as_before() -> None:
 def reference_event(raw: bytes | None, limits: ValidationConfig, now: float) -> Event:
     """The validator's event path as it was: every check, one after the other."""
     check_size(raw, limits)
-    event = parse_event(raw)
+    event = parse_event(raw, limits.max_abs_value)  # magnitudes are checked as it parses
     check_event(event, limits, now)
     return event
 
