@@ -49,6 +49,7 @@ RAW: dict[str, tuple[str, bytes | None]] = {
     "ts_in_future": ("event", event(ts=NOW + 8 * 86_400)),
     "ts_before_start": ("event", event(ts=NOW - 1000)),
     "label_not_allowed": ("label", b'{"id": "e", "ts": 1700000000, "label": 7}'),
+    "value_out_of_range": ("event", event(features={"x": 1e308})),
 }
 
 
@@ -107,6 +108,12 @@ def test_core_codes_duplicate_orphan_evicted_model_error() -> None:
     c.on_event(Event(id="s", ts=NOW, features={"city": "Lyon"}))
     outcome = c.on_label(Label(id="s", ts=NOW, label=True))
     assert reasons(outcome) == ["model_error"]
+
+    c = core(model={"spec": numeric_only})
+    c.on_event(Event(id="huge", ts=NOW, features={"x": 1e308}))
+    c.on_event(Event(id="tiny", ts=NOW, features={"x": -1e308}))
+    c.on_label(Label(id="huge", ts=NOW, label=True))
+    assert reasons(c.on_label(Label(id="tiny", ts=NOW, label=False))) == ["model_non_finite"]
 
 
 @pytest.mark.parametrize(
