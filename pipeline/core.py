@@ -248,14 +248,14 @@ class LearningCore(ReviewLoop):
         history_max: int = 2000,
         pipeline: str | None = None,
         review: ReviewPolicy | None = None,
-        rollback_every: int = 1000,
+        rollback_every: int | None = 1000,
     ) -> None:
         self.review = review
         self.state = state
         # Not in the state (not checkpointed): a restored core starts from the restored model.
-        # None for a model with no learned numbers the guard can read (nothing to check).
-        guard = ModelGuard(state.model, rollback_every)
-        self.guard: ModelGuard | None = guard if guard.checks else None
+        # None when turned off, or for a model with no learned numbers the guard can read.
+        guard = ModelGuard(state.model, rollback_every) if rollback_every else None
+        self.guard: ModelGuard | None = guard if guard is not None and guard.checks else None
         # The counters counted on every record, as Tallies (checkpoints keep plain Counters).
         state.served_by = _tally(state.served_by)
         if state.review is not None:

@@ -32,12 +32,15 @@ False
 
 from __future__ import annotations
 
+import inspect
 import math
 import pickle
 from collections import defaultdict
 from typing import Any
 
 from river import compose
+
+isfinite = math.isfinite  # a global read saves the module attribute lookup on every label
 
 # An attribute of one of these types holds learned numbers; found once per model object.
 _FLOAT_DICTS: tuple[type, ...] = ()
@@ -63,9 +66,16 @@ def probes(model: Any) -> tuple[tuple[tuple[Any, str], ...], tuple[tuple[Any, st
     floats: list[tuple[Any, str]] = []
     dicts: list[tuple[Any, str]] = []
     for step in _steps(model):
+        # Hyperparameters (River keeps each __init__ argument as an attribute of that name)
+        # are not learned: a finite one stays finite, and reading it costs a label time.
+        try:
+            settings = set(inspect.signature(type(step).__init__).parameters)
+        except (TypeError, ValueError):
+            settings = set()
         for name, value in getattr(step, "__dict__", {}).items():
             if type(value) is float:
-                floats.append((step, name))
+                if name not in settings:
+                    floats.append((step, name))
             elif (isinstance(value, defaultdict) and value.default_factory is float) or isinstance(
                 value, _FLOAT_DICTS
             ):
@@ -105,8 +115,9 @@ class ModelGuard:
 
     def _probe(self, model: Any) -> None:
         self._floats, self._dicts = probes(model)
-        # Whether the model has learned numbers the guard can read; without, it keeps nothing.
-        self.checks = bool(self._floats or self._dicts)
+        # Whether the model keeps learned numbers in dicts the guard can read (linear models,
+        # scalers); without (trees, ensembles: their numbers sit in nodes), it keeps nothing.
+        self.checks = bool(self._dicts)
         self._model = model
 
     def finite(self, model: Any) -> bool:
@@ -117,8 +128,10 @@ class ModelGuard:
         for owner, name in self._floats:
             total += getattr(owner, name)
         for owner, name in self._dicts:
+            # Read each time: a model may replace a dict (River's linear models do in a
+            # mini-batch), and a kept one would be the old.
             total += sum(getattr(owner, name).values())
-        return math.isfinite(total)
+        return isfinite(total)
 
     def learned(self, x: dict[str, Any], y: Any, model: Any = None) -> None:
         """``model`` (finite) learned ``(x, y)``; every ``every`` labels it becomes the copy."""
