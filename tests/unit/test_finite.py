@@ -124,3 +124,45 @@ def test_a_model_turned_non_finite_is_rolled_back_and_scores_as_without_the_reco
     assert model["LogisticRegression"].weights == other["LogisticRegression"].weights
     assert model["StandardScaler"].vars == other["StandardScaler"].vars
     assert poisoned.model_version == reference.model_version == clean.model_version - 2
+
+
+@pytest.mark.parametrize(
+    ("spec", "extra", "label"),
+    [
+        ("linear_model.LogisticRegression", {}, lambda i: i % 2 == 0),
+        # A NaN regression was served as {"prediction": null, "source": "model"} by predictors.
+        ("linear_model.LinearRegression", {"evaluation": {"metric": "MAE"}}, float),
+    ],
+)
+def test_a_non_finite_prediction_is_no_opinion_for_the_learner_and_a_predictor(
+    spec: str, extra: dict[str, Any], label: Any
+) -> None:
+    from pipeline.serving.predictor_core import ServingCore
+    from pipeline.serving.snapshot import snapshot_of
+
+    cfg = load_config(
+        None,
+        {
+            "name": "finite-serving",
+            "model": {"spec": f"preprocessing.StandardScaler | {spec}"},
+            "fallback": {"default": 0.0 if extra else False},
+            "gating": {"min_labels": 1, "window": 10},
+            "drift": {"detector": None},
+            **extra,
+        },
+        environ={},
+    )
+    # The guard off (as before it existed): the model's state turns NaN and stays so.
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"rollback_every": None})})
+    learner = LearningCore.from_config(cfg)
+    for i, value in enumerate([1.0, 2.0, 1e308, -1e308, 3.0]):
+        learner.on_event(Event(id=str(i), ts=float(i), features={"x": value}))
+        learner.on_label(Label(id=str(i), ts=float(i), label=label(i)))
+    assert learner.state.model_rollbacks == 0
+    learner.state.gating.mode = "serving"  # as if promoted before it broke: the model serves
+    probe = Event(id="probe", ts=10.0, features={"x": 1.0})
+    predictor = ServingCore(cfg, snapshot_of(learner, cfg, {}))
+    for served in (learner.on_event(probe), predictor.on_event(probe)):
+        fields = json.loads(served.prediction_json() or b"{}")
+        assert fields["source"] == "default", fields  # the model had no opinion
+        assert fields["prediction"] is not None and fields["proba"] is None, fields
