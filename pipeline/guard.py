@@ -8,13 +8,15 @@ plus the labels learned since, which it keeps (references to the features the jo
 held anyway). The rebuilt model equals one that never saw the record.
 
 What "the state" is: the learned numbers River keeps as attributes of each step (float
-attributes such as ``intercept``, ``defaultdict(float)`` such as StandardScaler's ``means``
-and ``vars``, and ``VectorDict`` weights), found once per model object. Their sum is finite
-exactly when each is (an inf or NaN anywhere makes it inf or NaN; finite values that overflow
-their sum are themselves out of any sane range), and ``sum`` over a dict runs in C: a few
-microseconds per label for a linear pipeline. A model with no such attributes (trees,
-ensembles) is not checked after learn_one; its non-finite predictions are refused at serving
-time (the model has no opinion, the fallback serves).
+attributes such as ``intercept`` but not the hyperparameters, ``defaultdict(float)`` such as
+StandardScaler's ``means`` and ``vars``, and ``VectorDict`` weights), found once per model
+object. Their sum is finite exactly when each is (an inf or NaN anywhere makes it inf or NaN;
+finite values that overflow their sum are themselves out of any sane range), and ``sum`` over
+a dict runs in C: 1.5-3 microseconds per label for a scaled logistic regression. A model with
+no such dicts (trees, ensembles: their numbers sit in nodes) is neither checked after
+learn_one nor copied; its non-finite predictions are refused at serving time (the model has
+no opinion, the fallback serves). Memory: one pickled copy and at most ``every`` (x, y)
+references. A learn_one that raises is the core's ``model_error``, not rolled back.
 
 >>> from river import linear_model, preprocessing
 >>> model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
@@ -104,14 +106,17 @@ class ModelGuard:
         self._model: Any = None  # the model object the probes were found on
         self._floats: tuple[tuple[Any, str], ...] = ()
         self._dicts: tuple[tuple[Any, str], ...] = ()
-        self._snapshot(model)
+        self._copy = b""
+        self._since: list[tuple[dict[str, Any], Any]] = []
         self._probe(model)
+        if self.checks:  # a model the guard cannot check is not copied either
+            self._snapshot(model)
 
     def _snapshot(self, model: Any) -> None:
         # Pickled rather than deep-copied: checkpoints pickle the model, so it pickles, and
         # the bytes are compact and cannot be changed by anyone holding the model.
         self._copy = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
-        self._since: list[tuple[dict[str, Any], Any]] = []
+        self._since = []
 
     def _probe(self, model: Any) -> None:
         self._floats, self._dicts = probes(model)
