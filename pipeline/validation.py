@@ -134,9 +134,10 @@ def label_allowed(value: object, labels: tuple[object, ...]) -> bool:
     """Whether ``value`` is one of ``labels``, type included.
 
     ``in`` compares with ``==``, where ``1 == True == 1.0``: a set of ``[true, false]`` would let
-    ``1`` and ``0.0`` through, and a model would learn them as classes of their own (River keys
-    them apart from the bools in its outputs). bool, int, float and str match only themselves;
-    a set that means ``1`` and ``1.0`` alike lists both.
+    ``1`` and ``0.0`` through. A model keys them as one class (they hash alike) and serves
+    whichever it saw first, so a stream of booleans could get ``1`` back, or a producer that
+    sends ``1`` by mistake go unnoticed. bool, int, float and str match only themselves; a set
+    that means ``1`` and ``1.0`` alike lists both.
 
     >>> label_allowed(1, (True, False)), label_allowed(True, (True, False))
     (False, True)
