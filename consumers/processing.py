@@ -215,6 +215,9 @@ class RecordProcessor:
             if refused:
                 self.core.state.dead_letters[OUTPUT_TOO_LARGE] += refused
         for rejection in outcome.rejections:
+            if rejection.reason == "model_non_finite":
+                # Rare, and the model was about to be lost for good: worth a line of its own.
+                log.warning("pipeline %s: %s", self.config.name, rejection.message)
             self.outputs.dead_letter(rejection.origin, rejection.reason, rejection.message)
         for decision in outcome.decisions:
             log_decision(decision)

@@ -219,6 +219,14 @@ class ModelConfig(_Section):
         description="A River model spec (`module.Class`, pipeline steps joined by a pipe); the "
         "default: numbers (and booleans) scaled, strings one-hot, logistic regression.",
     )
+    rollback_every: int | None = Field(
+        default=1000,
+        ge=1,
+        description="A model whose learned numbers turn NaN or infinite after a label is rolled "
+        "back to a copy taken every this many labels, plus the labels since (kept in memory), "
+        "and the event is dead-lettered (model_non_finite). Fewer: more copies, less kept. "
+        "null: no check after learn_one (saves ~2-3 us a label on a linear pipeline).",
+    )
 
     @field_validator("spec")
     @classmethod
@@ -378,6 +386,16 @@ class ValidationConfig(_Section):
     min_ts: float | None = Field(default=None, description="Event times before this are refused.")
     labels: tuple[bool | int | float | str, ...] | None = Field(
         default=None, description="The allowed classes; unset allows any."
+    )
+    max_abs_value: float | None = Field(
+        default=1e12,
+        gt=0,
+        description="A number feature (or a regressor's label) larger in magnitude is refused "
+        "(value_out_of_range). 1e12 is River's own default gradient clip for its linear models, "
+        "far above any count, price or epoch-seconds time, and far below where a model's sums "
+        "of squares overflow (1e308): a value beyond it is a unit error or an attack, and one "
+        "such value wrecks a linear model's weights for good. Epoch milliseconds (~1.7e12) "
+        "exceed it: send seconds or raise it; null: no limit.",
     )
 
 

@@ -19,6 +19,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from pipeline.config import RiverlineConfig
 from pipeline.evaluation import ABSTAIN, Evaluator
 from pipeline.fallback import Fallback
 from pipeline.gating import Decision, Gating
+from pipeline.guard import ModelGuard, finite_prediction
 from pipeline.join import DUPLICATE, JoinBuffer, Pending
 from pipeline.models import is_classifier, make_drift_detector, parse_model_spec
 from pipeline.review import ReviewBook, ReviewOutput, ReviewPolicy, TokenBucket
@@ -86,6 +88,9 @@ class CoreState:
     expired_labels: int = 0
     duplicate_labels: int = 0
     model_errors: int = 0
+    # Labels whose learning turned the model non-finite, undone (pipeline/guard.py); a class
+    # default, so checkpoints from before it read 0.
+    model_rollbacks: int = 0
     drift_detector: Any = None
     drift_events: list[dict[str, Any]] = field(default_factory=list)
     # The learning curve, thinned to at most history_max samples by doubling the spacing.
@@ -243,9 +248,14 @@ class LearningCore(ReviewLoop):
         history_max: int = 2000,
         pipeline: str | None = None,
         review: ReviewPolicy | None = None,
+        rollback_every: int | None = 1000,
     ) -> None:
         self.review = review
         self.state = state
+        # Not in the state (not checkpointed): a restored core starts from the restored model.
+        # None when turned off, or for a model with no learned numbers the guard can read.
+        guard = ModelGuard(state.model, rollback_every) if rollback_every else None
+        self.guard: ModelGuard | None = guard if guard is not None and guard.checks else None
         # The counters counted on every record, as Tallies (checkpoints keep plain Counters).
         state.served_by = _tally(state.served_by)
         if state.review is not None:
@@ -310,6 +320,7 @@ class LearningCore(ReviewLoop):
             review=ReviewPolicy(
                 config.review, config.name, is_classifier(state.model), config.validation.labels
             ),
+            rollback_every=config.model.rollback_every,
         )
 
     @property
@@ -354,6 +365,12 @@ class LearningCore(ReviewLoop):
             model_pred = None
             state.model_errors += 1
             self._reject(outcome, "model_error", f"predict raised {type(e).__name__}: {e}", origin)
+        else:
+            if not finite_prediction(model_pred):
+                # An input the model cannot score (a huge number): no opinion, the fallback
+                # serves; the model itself is checked when it learns (see _learn).
+                model_pred = None
+                state.model_errors += 1
         answer = self.fallback.constant or self.fallback.answer(x)
         fields, kept_model = self.server.serve(
             event_id, ts, x, model_pred, answer, state.gating, model, state.learned
@@ -506,12 +523,20 @@ class LearningCore(ReviewLoop):
         model: Any = state.model
         try:
             model.learn_one(pending.x, y)
-            state.learned += 1
         except Exception as e:
             state.model_errors += 1
             self._reject(
                 outcome, "model_error", f"learn_one raised {type(e).__name__}: {e}", origin
             )
+        else:
+            guard = self.guard
+            if guard is None:
+                state.learned += 1
+            elif guard.finite(model):
+                state.learned += 1
+                guard.learned(pending.x, y, model)
+            else:
+                self._roll_back(guard, pending, outcome)
         state.labels = labels = state.labels + 1
         outcome.learned = True
         book = state.review
@@ -557,6 +582,22 @@ class LearningCore(ReviewLoop):
             outcome.decide(decision)
         if labels % state.history_every == 0:
             self._sample_history()
+
+    def _roll_back(self, guard: ModelGuard, pending: Pending, outcome: Outcome) -> None:
+        """Learning ``pending`` turned the model non-finite: back to the model as it was before
+        (equal to one that never saw it), and the event dead-lettered as the cause."""
+        state = self.state
+        state.model = guard.restore()
+        state.model_rollbacks += 1
+        big = sorted(pending.x.items(), key=lambda kv: -_magnitude(kv[1]))[:3]
+        shown = ", ".join(f"{name}={value!r}" for name, value in big)
+        self._reject(
+            outcome,
+            "model_non_finite",
+            f"learning event {pending.id!r} turned the model's state not finite (largest "
+            f"features: {shown}); the model was rolled back to before it",
+            pending.origin,
+        )
 
     def _drifted(self, detector: Any, before: float | None, outcome: Outcome) -> None:
         """The detector saw a change in the model's error: unless the error fell, start the
@@ -640,6 +681,7 @@ class LearningCore(ReviewLoop):
             "expired_labels": state.expired_labels,
             "duplicate_labels": state.duplicate_labels,
             "model_errors": state.model_errors,
+            "model_rollbacks": state.model_rollbacks,
             "dead_letters": dict(sorted(state.dead_letters.items())),
             "metric": state.evaluator.names[0],
             "bigger_is_better": state.evaluator.bigger_is_better,
@@ -651,6 +693,13 @@ class LearningCore(ReviewLoop):
                 state.served_join.report() if state.served_join is not None else None
             ),
         }
+
+
+def _magnitude(value: Any) -> float:
+    """A feature value's size, for naming the likely culprits (strings and bools: 0)."""
+    if type(value) is float or type(value) is int:
+        return abs(value) if value == value else math.inf
+    return 0.0
 
 
 def ensure_review_book(config: RiverlineConfig, state: CoreState) -> None:

@@ -38,6 +38,7 @@ from pipeline.config import RiverlineConfig
 from pipeline.core import Outcome, Rejection
 from pipeline.fallback import Fallback
 from pipeline.gating import Gating
+from pipeline.guard import finite_prediction
 from pipeline.models import is_classifier, make_metric, parse_model_spec
 from pipeline.provenance import fallback_digest
 from pipeline.schemas import Event, Prediction
@@ -130,8 +131,9 @@ class ServingCore:
             return None
         try:
             if self._server.classifier:
-                return model.predict_proba_one(x)
-            return model.predict_one(x)
+                prediction = model.predict_proba_one(x)
+            else:
+                prediction = model.predict_one(x)
         except Exception as e:
             # As the learner: a model that chokes on one strange vector must not stop serving.
             self.model_errors += 1
@@ -139,6 +141,11 @@ class ServingCore:
             message = f"predict raised {type(e).__name__}: {e}"
             outcome.reject(Rejection("model_error", message, origin))
             return None
+        if not finite_prediction(prediction):
+            # As the learner: NaN or infinity is no opinion (the fallback serves).
+            self.model_errors += 1
+            return None
+        return prediction
 
     def report(self) -> dict[str, Any]:
         """The predictor's counts, as plain JSON-able values."""
