@@ -95,6 +95,16 @@ class StatusBoard:
                 metrics.slice_metric.labels(value=value, role=role).set(metric)
         for role, gap in slices.get("gap", {}).items():
             metrics.slice_gap.labels(role=role).set(gap)
+        board = state.challengers.report()["leaderboard"] if state.challengers else []
+        if board:
+            # A promotion moves names between roles: the old series would stay at their last
+            # values under the wrong role.
+            metrics.challenger_metric.clear()
+        for entry in board:
+            for window, key in (("windowed", "windowed"), ("run", "metric")):
+                metrics.challenger_metric.labels(
+                    name=entry["name"], role=entry["role"], window=window
+                ).set(entry[key])
         return {
             "mode": state.gating.mode,
             "model_version": core.model_version,
@@ -108,6 +118,7 @@ class StatusBoard:
             "slices_attribute": slices.get("attribute"),
             "slices": by_slice,
             "slices_gap": slices.get("gap", {}),
+            "challengers": board,
             "review": review,
             "redis_healthy": redis_healthy,
         }

@@ -211,6 +211,22 @@ class RedisConfig(_Section):
         return v
 
 
+class ChallengerSpec(_Section):
+    """A model that learns beside the champion, scored but never served (pipeline/challengers)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="Its name.")
+    spec: str = Field(description="A River model spec, as model.spec.")
+
+    @field_validator("spec")
+    @classmethod
+    def _buildable(cls, v: str) -> str:
+        try:
+            parse_model_spec(v)
+        except SpecError as e:
+            raise ValueError(str(e)) from None
+        return v
+
+
 class ModelConfig(_Section):
     """The River model, untrained at start."""
 
@@ -227,6 +243,20 @@ class ModelConfig(_Section):
         "and the event is dead-lettered (model_non_finite). Fewer: more copies, less kept. "
         "null: no check after learn_one (saves ~2-3 us a label on a linear pipeline).",
     )
+    challengers: tuple[ChallengerSpec, ...] = Field(
+        default=(),
+        description="Models that learn on every label beside the champion and are scored on "
+        "them, never served until promoted (challengers.promote).",
+    )
+
+    @field_validator("challengers")
+    @classmethod
+    def _distinct(cls, v: tuple[ChallengerSpec, ...]) -> tuple[ChallengerSpec, ...]:
+        names = [c.name for c in v]
+        if len(set(names)) != len(names) or "model" in names:
+            # "model" names the model of model.spec, champion or not.
+            raise ValueError("challenger names must be distinct, and none may be 'model'")
+        return v
 
     @field_validator("spec")
     @classmethod
@@ -345,6 +375,15 @@ class TelemetryConfig(_Section):
     )
     status_every_seconds: float = Field(
         default=2.0, gt=0, description="How often the status hash in Redis is refreshed."
+    )
+
+
+class ChallengersConfig(_Section):
+    promote: Literal["manual", "auto"] = Field(
+        default="manual",
+        description="auto: a challenger scored on gating.min_labels labels that beats the "
+        "champion over gating.window by more than gating.margin takes over; manual: never "
+        "by itself.",
     )
 
 
@@ -543,6 +582,9 @@ class RiverlineConfig(_Section):
     kafka: KafkaConfig = Field(default=KafkaConfig(), description="Kafka: cluster, topics.")
     redis: RedisConfig = Field(default=RedisConfig(), description="Redis: state and models.")
     model: ModelConfig = Field(default=ModelConfig(), description="The River model.")
+    challengers: ChallengersConfig = Field(
+        default=ChallengersConfig(), description="How a challenger takes over."
+    )
     evaluation: EvaluationConfig = Field(
         default=EvaluationConfig(), description="Metrics, slices, the learning curve."
     )

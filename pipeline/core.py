@@ -27,7 +27,8 @@ from typing import Any, Literal, TypeVar, cast
 
 from river import base, drift
 
-from pipeline.config import RiverlineConfig
+from pipeline.challengers import Challengers
+from pipeline.config import ConfigError, RiverlineConfig
 from pipeline.evaluation import ABSTAIN, Evaluator
 from pipeline.fallback import Fallback
 from pipeline.gating import Decision, Gating
@@ -100,6 +101,8 @@ class CoreState:
     review: ReviewBook | None = None
     # Split mode (learner): served answers come from the published predictions; None in run.
     served_join: ServedJoin | None = None
+    # Models learning beside the champion (pipeline/challengers.py); None: none configured.
+    challengers: Challengers | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,8 +257,8 @@ class LearningCore(ReviewLoop):
         self.state = state
         # Not in the state (not checkpointed): a restored core starts from the restored model.
         # None when turned off, or for a model with no learned numbers the guard can read.
-        guard = ModelGuard(state.model, rollback_every) if rollback_every else None
-        self.guard: ModelGuard | None = guard if guard is not None and guard.checks else None
+        self.rollback_every = rollback_every
+        self.guard = self._guard_for(state.model)
         # The counters counted on every record, as Tallies (checkpoints keep plain Counters).
         state.served_by = _tally(state.served_by)
         if state.review is not None:
@@ -272,6 +275,9 @@ class LearningCore(ReviewLoop):
         # after a detection, and a kept one would give the old window's estimate.
         detector = state.drift_detector
         self._adwin: Any = detector if _inlinable_adwin(detector) else None
+        # Read once per record: None unless challengers learn beside the champion.
+        board = state.challengers
+        self._challengers = board if board is not None and board.members else None
 
     @property
     def pipeline(self) -> str | None:
@@ -310,6 +316,7 @@ class LearningCore(ReviewLoop):
         """A core for this config, fresh or resumed from a checkpointed state."""
         state = state if state is not None else cls.new_state(config)
         ensure_review_book(config, state)
+        ensure_challengers(config, state)
         return cls(
             state,
             Fallback.from_config(config.fallback),
@@ -371,6 +378,9 @@ class LearningCore(ReviewLoop):
                 # serves; the model itself is checked when it learns (see _learn).
                 model_pred = None
                 state.model_errors += 1
+        challengers = self._challengers
+        if challengers is not None:
+            challengers.predict(event_id, x)
         answer = self.fallback.constant or self.fallback.answer(x)
         fields, kept_model = self.server.serve(
             event_id, ts, x, model_pred, answer, state.gating, model, state.learned
@@ -404,6 +414,8 @@ class LearningCore(ReviewLoop):
         )
         if evicted:
             for old in evicted:
+                if challengers is not None:
+                    challengers.forget(old.id)
                 state.expired_unlabelled += 1
                 self._reject(
                     outcome,
@@ -539,6 +551,11 @@ class LearningCore(ReviewLoop):
                 self._roll_back(guard, pending, outcome)
         state.labels = labels = state.labels + 1
         outcome.learned = True
+        challengers = self._challengers
+        if challengers is not None:
+            promotion = challengers.learn(pending.id, pending.x, y, model_pred, labels, model)
+            if promotion is not None:
+                outcome.decide(self._promoted(promotion))
         book = state.review
         if book is not None:
             # What the review loop keeps of a learned label (the usual one: ground truth).
@@ -599,6 +616,33 @@ class LearningCore(ReviewLoop):
             pending.origin,
         )
 
+    def _guard_for(self, model: Any) -> ModelGuard | None:
+        """The guard of ``model``: None when turned off, or for a model with no learned numbers
+        the guard can read."""
+        every = self.rollback_every
+        guard = ModelGuard(model, every) if every else None
+        return guard if guard is not None and guard.checks else None
+
+    def _promoted(self, promotion: Any) -> Decision:
+        """A challenger is the champion now: it serves (through the gating) from here on."""
+        self.state.model = promotion.model
+        # The guard's copy is of the old champion: restoring it would undo the takeover.
+        self.guard = self._guard_for(promotion.model)
+        return Decision(
+            "promotion",
+            promotion.label_index,
+            promotion.challenger_metric,
+            promotion.champion_metric,
+            promotion.reason,
+        )
+
+    def promote_challenger(self, name: str) -> Decision:
+        """Promote challenger ``name`` by hand (KeyError naming the challengers if unknown)."""
+        board = self._challengers
+        if board is None:
+            raise KeyError(f"no challenger {name!r} (none is configured)")
+        return self._promoted(board.promote(name, self.state.labels, self.state.model))
+
     def _drifted(self, detector: Any, before: float | None, outcome: Outcome) -> None:
         """The detector saw a change in the model's error: unless the error fell, start the
         windows afresh and demote the model."""
@@ -643,6 +687,10 @@ class LearningCore(ReviewLoop):
         state = self.state
         expired, orphans = state.join.expire(state.watermark, state.events)
         state.expired_unlabelled += len(expired)
+        challengers = self._challengers
+        if challengers is not None:
+            for pending in expired:
+                challengers.forget(pending.id)
         outcome.expire(expired)
         for parked in orphans:
             state.expired_labels += 1
@@ -692,6 +740,7 @@ class LearningCore(ReviewLoop):
             "served_from_predictions": (
                 state.served_join.report() if state.served_join is not None else None
             ),
+            **({"challengers": board.report()} if (board := state.challengers) else {}),
         }
 
 
@@ -700,6 +749,22 @@ def _magnitude(value: Any) -> float:
     if type(value) is float or type(value) is int:
         return abs(value) if value == value else math.inf
     return 0.0
+
+
+def ensure_challengers(config: RiverlineConfig, state: CoreState) -> None:
+    """The challengers the config names, for a fresh state or one checkpointed without them
+    (a state that has them keeps its own: they learned what it learned)."""
+    if not config.model.challengers or state.challengers is not None:
+        return
+    classifier = is_classifier(state.model)
+    for challenger in config.model.challengers:
+        if is_classifier(parse_model_spec(challenger.spec)) != classifier:
+            raise ConfigError(
+                f"invalid configuration:\n  model.challengers: {challenger.name!r} is "
+                f"{'not ' if classifier else ''}a classifier, and the champion is"
+                f"{'' if classifier else ' not'}"
+            )
+    state.challengers = Challengers.from_config(config, classifier)
 
 
 def ensure_review_book(config: RiverlineConfig, state: CoreState) -> None:

@@ -239,6 +239,31 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _challenger_section(report: dict[str, Any]) -> str:
+    """The leaderboard of the champion and its challengers (none configured: nothing).
+
+    >>> board = {"leaderboard": [{"name": "a", "role": "champion", "spec": "s", "windowed": 0.9,
+    ...     "metric": 0.8, "scored": 10, "errors": 0}], "promotions": []}
+    >>> "<td>champion</td>" in _challenger_section({"challengers": board})
+    True
+    """
+    board = report.get("challengers") or {}
+    if not board.get("leaderboard"):
+        return ""
+    rows = [
+        [e["role"], e["name"], e["windowed"], e["metric"], e["scored"], e["spec"]]
+        for e in board["leaderboard"]
+    ]
+    promotions = [
+        [p["label_index"], p["name"], p["previous"], p["reason"]] for p in board["promotions"]
+    ]
+    return (
+        "\n<h2>Challengers</h2>\n"
+        + _table(["role", "name", "windowed", "whole run", "scored", "spec"], rows)
+        + (_table(["label index", "promoted", "over", "reason"], promotions) if promotions else "")
+    )
+
+
 def _html(report: dict[str, Any], png: bytes) -> str:
     metric = str(report.get("metric", "metric"))
     metrics: dict[str, dict[str, Any]] = report.get("metrics", {})
@@ -288,6 +313,7 @@ def _html(report: dict[str, Any], png: bytes) -> str:
             if _review_rows(report)
             else ""
         )
+        + _challenger_section(report)
         + "\n<h2>Decisions</h2>\n"
         + _table(["kind", "label index", "model", "fallback", "reason"], decisions)
         + "\n</body></html>\n"

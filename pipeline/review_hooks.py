@@ -193,6 +193,9 @@ class ReviewLoop:
             outcome.reject(
                 Rejection("model_error", f"learn_one raised {type(e).__name__}: {e}", None)
             )
+        challengers = state.challengers
+        if challengers is not None:
+            challengers.teach(waiting.x, label.label)  # what the champion learns, they learn
         state.labels += 1
         book.learned_by_source["ground_truth"] += 1
         book.counts["corrections"] += 1

@@ -309,6 +309,12 @@ class PipelineMetrics:
             "riverline_slice_gap", "Best minus worst slice, gating metric", ["role"], registry=r
         )
         self.redis_healthy = Gauge("riverline_redis_healthy", "1 if Redis answers", registry=r)
+        self.challenger_metric = Gauge(
+            "riverline_challenger_metric",
+            "Gating metric of the champion and each challenger (window: windowed or run)",
+            ["name", "role", "window"],
+            registry=r,
+        )
         buckets = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 600, 3600)
         self.latency = Histogram(
             "riverline_event_to_prediction_seconds",

@@ -7,10 +7,12 @@ import os
 from pipeline.cli import (  # noqa: F401  (registers the commands)
     broker,
     checkpoints,
+    compare,
     configs,
     demo,
     model,
     pipelines,
+    promote,
     replay,
     report,
     review,

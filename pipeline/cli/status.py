@@ -90,6 +90,12 @@ def status(
             )
         for label, value in review_rows(info.get("review") or {}):
             row(label, value)
+        for entry in info.get("challengers") or ():
+            row(
+                f"{entry['role']} {entry['name']}",
+                f"windowed {entry['windowed']:.4f}, run {entry['metric']:.4f} "
+                f"({entry['scored']} scored)",
+            )
         for partition, lag in (info.get("lag") or {}).items():
             row(f"lag {partition}", lag)
         if meta is not None:
