@@ -28,6 +28,7 @@ from river import base, drift
 
 from pipeline.config import RiverlineConfig
 from pipeline.evaluation import ABSTAIN, Evaluator
+from pipeline.explain import ExplainSettings
 from pipeline.fallback import Fallback
 from pipeline.gating import Decision, Gating
 from pipeline.join import DUPLICATE, JoinBuffer, Pending
@@ -239,6 +240,7 @@ class LearningCore(ReviewLoop):
         fallback: Fallback,
         *,
         explain_top_k: int | None = None,
+        explain: ExplainSettings | None = None,
         drift_demotes: bool = True,
         history_max: int = 2000,
         pipeline: str | None = None,
@@ -253,7 +255,7 @@ class LearningCore(ReviewLoop):
         self.fallback = fallback
         self.classifier = is_classifier(state.model)
         # The serving rule, shared with the predictors (pipeline/serving/serve.py).
-        self.server = Server(self.classifier, explain_top_k, pipeline)
+        self.server = Server(self.classifier, explain_top_k, pipeline, explain)
         self.drift_demotes = drift_demotes
         self.history_max = history_max
         # River's ADWIN keeps its window in a helper (Rust); reading it directly saves the
@@ -272,6 +274,12 @@ class LearningCore(ReviewLoop):
     def explain_top_k(self) -> int | None:
         """Feature contributions per model-served prediction; None: no explanation."""
         return self.server.explain_top_k
+
+    @property
+    def explain_settings(self) -> ExplainSettings | None:
+        """How predictions are explained (None: they are not), handed to predictors."""
+        explainer = self.server.explainer
+        return explainer.settings if explainer is not None else None
 
     @staticmethod
     def new_state(config: RiverlineConfig) -> CoreState:
@@ -303,7 +311,7 @@ class LearningCore(ReviewLoop):
         return cls(
             state,
             Fallback.from_config(config.fallback),
-            explain_top_k=config.explain.top_k if config.explain.enabled else None,
+            explain=ExplainSettings.from_config(config.explain),
             drift_demotes=config.drift.demote,
             history_max=config.evaluation.history_max,
             pipeline=config.name,

@@ -105,6 +105,13 @@ class ExplainSettings:
     background: int = 32
     seed: int = 0
 
+    @classmethod
+    def from_config(cls, config: Any) -> ExplainSettings | None:
+        """The settings of an ``ExplainConfig``; None when explanations are off."""
+        if not config.enabled:
+            return None
+        return cls(config.top_k, config.every, config.samples, config.background, config.seed)
+
 
 def tree_root(model: Any) -> Any:
     """The root node of a River Hoeffding tree, or None.

@@ -100,7 +100,12 @@ class ServingCore:
     def swap(self, snapshot: ServingSnapshot) -> None:
         """Serve the next records with this version (call between records, never during one)."""
         self.check(snapshot)
-        self._server = Server(snapshot.classifier, snapshot.explain_top_k, self.pipeline)
+        self._server = Server(
+            snapshot.classifier,
+            snapshot.explain_top_k,
+            self.pipeline,
+            getattr(snapshot, "explain", None),  # absent from versions saved before it
+        )
         self._gating = snapshot.gating
         self._model = snapshot.model
         self._version = snapshot.version

@@ -92,7 +92,7 @@ def test_an_event_with_a_null_feature_is_explained_as_the_model_saw_it() -> None
     assert [t["feature"] for t in prediction.explanation] == ["a"]
 
 
-def test_explanations_absent_for_non_linear_models_and_fallback() -> None:
+def test_explanations_absent_when_the_fallback_serves() -> None:
     core = core_for(
         model={"spec": "tree.HoeffdingTreeClassifier"},
         fallback={"default": False},
@@ -100,6 +100,45 @@ def test_explanations_absent_for_non_linear_models_and_fallback() -> None:
     )
     prediction = core.on_event(Event(id="1", ts=0.0, features={"x": 1.0})).prediction
     assert prediction is not None and prediction.explanation is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "method"),
+    [
+        ("tree.HoeffdingTreeRegressor(grace_period=10, delta=0.01)", "tree"),
+        ("forest.ARFRegressor(n_models=3, seed=1, aggregation_method='mean')", "ensemble"),
+        ("preprocessing.StandardScaler | neighbors.KNNRegressor", "sampled"),
+    ],
+)
+def test_every_model_kind_is_explained_one_in_every(spec: str, method: str) -> None:
+    core = core_for(
+        model={"spec": spec},
+        evaluation={"metric": "MAE"},
+        fallback={"default": 0.0},
+        gating={"min_labels": 0, "window": 5, "margin": 0.0},
+        explain={"enabled": True, "top_k": 5, "every": 2, "samples": 16, "background": 8},
+    )
+    served = []
+    for i in range(200):
+        x = {"a": float(i % 3), "b": float(i % 5), "c": float(i % 7)}
+        prediction = core.on_event(Event(id=str(i), ts=float(i), features=x)).prediction
+        assert prediction is not None
+        if prediction.source == "model" and i >= 100:
+            served.append(prediction)
+        core.on_label(Label(id=str(i), ts=i + 0.5, label=2 * x["a"] - x["b"] + x["c"]))
+    assert served
+    explained = [p for p in served if p.explanation]
+    assert len(explained) == pytest.approx(len(served) / 2, abs=1)
+    for p in explained:
+        assert p.explanation is not None
+        summary = p.explanation[-1]
+        assert summary["method"] == method
+        terms = p.explanation[:-1]
+        assert {t["feature"] for t in terms} <= {"a", "b", "c"}
+        assert sum(t["contribution"] for t in terms) == pytest.approx(
+            p.prediction - summary["base"], abs=1e-9
+        )
+    assert core.server.explainer is not None and core.server.explainer.explained > 0
 
 
 def test_drift_demotes_then_the_model_earns_promotion_again() -> None:
