@@ -64,6 +64,10 @@ class StatusBoard:
         metrics.flush()
         # A learner serves nothing itself: count what the predictors published.
         served_by = state.served_join.by_source if state.served_join else state.served_by
+        explainer = core.server.explainer
+        explain = (
+            explainer.report(time.monotonic() - self.started) if explainer is not None else None
+        )
         metrics.sync_counters(
             {
                 "events": state.events,
@@ -72,6 +76,7 @@ class StatusBoard:
                 "dead_letters": state.dead_letters,
                 "expired_unlabelled": state.expired_unlabelled,
                 "drift": len(state.drift_events),
+                "explain": explain,
             }
         )
         review = state.review.report() if state.review is not None else {}
@@ -110,6 +115,7 @@ class StatusBoard:
             "slices_gap": slices.get("gap", {}),
             "review": review,
             "redis_healthy": redis_healthy,
+            "explain": explain,
         }
 
 

@@ -431,6 +431,19 @@ class Explainer:
         self.explained = 0
         self.seconds = 0.0
 
+    def report(self, elapsed: float | None = None) -> dict[str, Any]:
+        """What explaining has cost: how many, the seconds spent, the mean per explanation and,
+        given the seconds the process has run, their share of it."""
+        each = self.seconds / self.explained * 1000 if self.explained else 0.0
+        report = {
+            "explained": self.explained,
+            "seconds": round(self.seconds, 6),
+            "ms_each": round(each, 4),
+        }
+        if elapsed:
+            report["share"] = round(self.seconds / elapsed, 6)
+        return report
+
     def observe(self, x: dict[str, Any]) -> None:
         """Keep an event's features as background (every event, served by the model or not)."""
         self._background.append(x)

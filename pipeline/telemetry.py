@@ -309,6 +309,13 @@ class PipelineMetrics:
             "riverline_slice_gap", "Best minus worst slice, gating metric", ["role"], registry=r
         )
         self.redis_healthy = Gauge("riverline_redis_healthy", "1 if Redis answers", registry=r)
+        self.explanations = Counter(
+            "riverline_explanations", "Model-served predictions explained", registry=r
+        )
+        # Its rate is the share of the process's time spent explaining.
+        self.explain_seconds = Counter(
+            "riverline_explain_seconds", "Time spent explaining predictions", registry=r
+        )
         buckets = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 600, 3600)
         self.latency = Histogram(
             "riverline_event_to_prediction_seconds",
@@ -362,6 +369,10 @@ class PipelineMetrics:
             self._advance(f"source:{source}", n, self.predictions.labels(source=source))
         for reason, n in counts["dead_letters"].items():
             self._advance(f"reason:{reason}", n, self.dead_letters.labels(reason=reason))
+        explain = counts.get("explain")
+        if explain:
+            self._advance("explained", explain["explained"], self.explanations)
+            self._advance("explain_seconds", explain["seconds"], self.explain_seconds)
 
     def _init_review(self, r: Any) -> None:
         """Humans in the loop: requests, answers, who taught the model, how fast people are."""

@@ -86,6 +86,14 @@ def status(
                 "latency ms p50/p90/p99",
                 f"{latency['p50']:.1f} / {latency['p90']:.1f} / {latency['p99']:.1f}",
             )
+        explained = info.get("explain")
+        if explained:
+            share = explained.get("share")
+            row(
+                "explained",
+                f"{explained['explained']} predictions, {explained['ms_each']:.2f} ms each"
+                + (f", {share:.1%} of the time" if share is not None else ""),
+            )
         for label, value in review_rows(info.get("review") or {}):
             row(label, value)
         for partition, lag in (info.get("lag") or {}).items():

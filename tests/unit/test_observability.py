@@ -229,3 +229,44 @@ def test_the_drift_demo_demotes_at_the_drift_after_an_earlier_detection_it_ignor
         ("promotion", 4392),
     ]
     assert [d["label_index"] for d in report["drift"]] == [4192]
+
+
+def test_the_cost_of_explaining_is_in_the_status_and_the_metrics() -> None:
+    from consumers.status import StatusBoard
+    from pipeline.telemetry import PipelineMetrics
+
+    core = explained_regression("preprocessing.StandardScaler | neighbors.KNNRegressor", 2, {})
+    metrics = PipelineMetrics()
+    board = StatusBoard(metrics, client=None, key="unused", every_seconds=1.0)  # type: ignore[arg-type]
+    status = board.learning_gauges(core, redis_healthy=True)
+    explain = status["explain"]
+    assert explain["explained"] == core.server.explainer.explained > 0
+    assert explain["ms_each"] > 0 and explain["share"] > 0  # (the board is newer than the core)
+    registry = metrics.registry
+    assert registry.get_sample_value("riverline_explanations_total") == explain["explained"]
+    assert registry.get_sample_value("riverline_explain_seconds_total") == explain["seconds"]
+
+
+def test_a_predictor_keeps_its_background_across_model_versions() -> None:
+    from pipeline.serving.predictor_core import ServingCore
+    from pipeline.serving.snapshot import snapshot_of
+
+    core = explained_regression("preprocessing.StandardScaler | neighbors.KNNRegressor", 2, {})
+    cfg = load_config(
+        None,
+        {
+            "name": "obs",
+            "model": {"spec": "preprocessing.StandardScaler | neighbors.KNNRegressor"},
+            "evaluation": {"metric": "MAE"},
+            "fallback": {"default": 0.0},
+            "gating": {"min_labels": 0, "window": 5, "margin": 0.0},
+            "explain": {"enabled": True, "top_k": 2},
+        },
+        environ={},
+    )
+    predictor = ServingCore(cfg, snapshot_of(core, cfg, {}))
+    explainer = predictor.explainer
+    assert explainer is not None
+    predictor.on_event(Event(id="p", ts=100.0, features={"a": 1.0, "b": 2.0}))
+    predictor.swap(snapshot_of(core, cfg, {}))
+    assert predictor.explainer is explainer and explainer.explained == 1
