@@ -22,7 +22,7 @@ import random
 import time
 import zlib
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from operator import itemgetter
 from typing import Any
 
@@ -475,3 +475,33 @@ class Explainer:
         self.seconds += time.perf_counter() - started
         self.explained += 1
         return found
+
+
+def explain_answer(
+    model: Any,
+    x: dict[str, Any],
+    classifier: bool,
+    settings: ExplainSettings,
+    background: list[dict[str, Any]],
+    event_id: str = "",
+) -> dict[str, Any]:
+    """The model's answer to ``x`` and its explanation, as a server would give them (for
+    ``riverline explain``: a recomputed or what-if event): ``prediction``, ``confidence`` (a
+    classifier's), ``explanation`` (None if the model has no answer or cannot be explained)."""
+    explainer = Explainer(replace(settings, every=1), classifier)
+    for z in background:
+        explainer.observe(z)
+    explainer.observe(x)
+    if classifier:
+        proba = model.predict_proba_one(x) or {}
+        if not proba:
+            return {"prediction": None, "confidence": None, "explanation": None}
+        target = max(proba, key=proba.__getitem__)
+        confidence = float(proba[target])
+        found = explainer.explain(model, x, event_id, target, confidence)
+        return {"prediction": target, "confidence": confidence, "explanation": found}
+    value = model.predict_one(x)
+    if value is None:
+        return {"prediction": None, "confidence": None, "explanation": None}
+    found = explainer.explain(model, x, event_id, None, value)
+    return {"prediction": value, "confidence": None, "explanation": found}

@@ -9,6 +9,7 @@ from pipeline.cli import (  # noqa: F401  (registers the commands)
     checkpoints,
     configs,
     demo,
+    explain,
     model,
     pipelines,
     replay,
