@@ -81,6 +81,10 @@ class StatusBoard:
         )
         review = state.review.report() if state.review is not None else {}
         metrics.sync_review(review)
+        importance = None
+        if state.importance is not None:
+            importance = state.importance.top(10)
+            metrics.sync_importance(state.importance.top(20))
         for mode in ("cold", "shadow", "serving"):
             metrics.mode.labels(mode=mode).set(1 if state.gating.mode == mode else 0)
         metrics.model_version.set(core.model_version)
@@ -116,6 +120,7 @@ class StatusBoard:
             "review": review,
             "redis_healthy": redis_healthy,
             "explain": explain,
+            "importance": importance,
         }
 
 

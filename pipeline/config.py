@@ -342,6 +342,23 @@ class ExplainConfig(_Section):
     seed: int = Field(
         default=0, description="Seed of the sampled explanations (with each event's id)."
     )
+    importance: bool = Field(
+        default=False,
+        description="Global feature importance as the model learns (incremental permutation "
+        "importance over the last `background` events): report, status, metrics.",
+    )
+    importance_every: int = Field(
+        default=1,
+        ge=1,
+        description="Update the importance on one label in this many (each update costs one "
+        "model call per feature, plus one).",
+    )
+    importance_alpha: float = Field(
+        default=0.01,
+        gt=0.0,
+        le=1.0,
+        description="Smoothing of the importance: the weight of each new label's measure.",
+    )
 
 
 class TelemetryConfig(_Section):

@@ -31,6 +31,7 @@ from pipeline.evaluation import ABSTAIN, Evaluator
 from pipeline.explain import ExplainSettings
 from pipeline.fallback import Fallback
 from pipeline.gating import Decision, Gating
+from pipeline.importance import Importance
 from pipeline.join import DUPLICATE, JoinBuffer, Pending
 from pipeline.models import is_classifier, make_drift_detector, parse_model_spec
 from pipeline.review import ReviewBook, ReviewOutput, ReviewPolicy, TokenBucket
@@ -96,6 +97,9 @@ class CoreState:
     review: ReviewBook | None = None
     # Split mode (learner): served answers come from the published predictions; None in run.
     served_join: ServedJoin | None = None
+    # Global feature importance (explain.importance); None when off, or in checkpoints from
+    # before it existed (the class default answers for them).
+    importance: Importance | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +312,7 @@ class LearningCore(ReviewLoop):
         """A core for this config, fresh or resumed from a checkpointed state."""
         state = state if state is not None else cls.new_state(config)
         ensure_review_book(config, state)
+        ensure_importance(config, state)
         return cls(
             state,
             Fallback.from_config(config.fallback),
@@ -512,6 +517,9 @@ class LearningCore(ReviewLoop):
             y, model_pred, pending.fallback, served, pending.attributes
         )
         model: Any = state.model
+        importance = state.importance
+        if importance is not None:  # with the model that answered, before it learns
+            importance.update(model, pending.x, y, self.classifier, state.labels)
         try:
             model.learn_one(pending.x, y)
             state.learned += 1
@@ -600,6 +608,7 @@ class LearningCore(ReviewLoop):
                 "mode": state.gating.mode,
                 "served": dict(state.served_by),
                 "learned_by": dict(state.review.learned_by_source) if state.review else {},
+                **({"importance": state.importance.top(8)} if state.importance else {}),
             }
         )
         if len(state.history) > self.history_max:
@@ -658,7 +667,31 @@ class LearningCore(ReviewLoop):
             "served_from_predictions": (
                 state.served_join.report() if state.served_join is not None else None
             ),
+            # Only with explain.importance: a report without it keeps its keys.
+            **(
+                {
+                    "importance": {
+                        "values": state.importance.top(),
+                        "updates": state.importance.updates,
+                        "model_version": self.model_version,
+                    }
+                }
+                if state.importance is not None
+                else {}
+            ),
         }
+
+
+def ensure_importance(config: RiverlineConfig, state: CoreState) -> None:
+    """Global importance as the config asks: started afresh (a checkpoint from before it, or
+    with it off), or dropped (turned off)."""
+    explain = config.explain
+    if not explain.importance:
+        state.importance = None
+    elif state.importance is None:
+        state.importance = Importance(
+            explain.importance_alpha, explain.background, explain.importance_every, explain.seed
+        )
 
 
 def ensure_review_book(config: RiverlineConfig, state: CoreState) -> None:

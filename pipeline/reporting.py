@@ -239,6 +239,41 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _importance_section(report: dict[str, Any]) -> str:
+    """Global importance over time (explain.importance): a line per feature among those ever
+    in a sample's top, against the labels learned, so a change in what the model relies on
+    shows; then the last values. Empty when the report has none."""
+    history = [s for s in report.get("history", []) if s.get("importance")]
+    last = (report.get("importance") or {}).get("values") or {}
+    if not history and not last:
+        return ""
+    parts = ["\n<h2>Global importance (incremental permutation)</h2>\n"]
+    if history:
+        features = sorted({f for s in history for f in s["importance"]})
+        fig = Figure(figsize=(WIDTH, HEIGHT / 2), dpi=DPI)
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
+        xs = [s["label"] for s in history]
+        for feature in features:
+            ax.plot(xs, [s["importance"].get(feature) for s in history], label=feature)
+        _draw_markers(ax, _markers(report))
+        ax.set_xlabel("labels learned")
+        ax.set_ylabel("loss rise when replaced")
+        ax.set_title("What the model relies on, as it learns")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize="small", ncols=min(len(features), 4))
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        image = base64.b64encode(buffer.getvalue()).decode("ascii")
+        parts.append(
+            f'<img src="data:image/png;base64,{image}" width="{WIDTH * DPI}" '
+            f'height="{HEIGHT * DPI // 2}" alt="global importance over time">\n'
+        )
+    parts.append(_table(["feature", "importance now"], [[f, v] for f, v in last.items()]))
+    return "".join(parts)
+
+
 def _html(report: dict[str, Any], png: bytes) -> str:
     metric = str(report.get("metric", "metric"))
     metrics: dict[str, dict[str, Any]] = report.get("metrics", {})
@@ -288,6 +323,7 @@ def _html(report: dict[str, Any], png: bytes) -> str:
             if _review_rows(report)
             else ""
         )
+        + _importance_section(report)
         + "\n<h2>Decisions</h2>\n"
         + _table(["kind", "label index", "model", "fallback", "reason"], decisions)
         + "\n</body></html>\n"

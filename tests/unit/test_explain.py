@@ -7,9 +7,17 @@ import itertools
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from river import datasets, ensemble, forest, naive_bayes, neighbors, preprocessing, tree
 
-from pipeline.explain import Explainer, ExplainSettings, explain, tree_contributions
+from pipeline.explain import (
+    Explainer,
+    ExplainSettings,
+    explain,
+    sampled_contributions,
+    tree_contributions,
+)
 
 PHISHING = list(itertools.islice(datasets.Phishing(), 400))
 TRUMP = list(datasets.TrumpApproval())
@@ -239,3 +247,30 @@ def test_an_unexplainable_model_still_serves():
     explainer = Explainer(ExplainSettings(), True)
     explainer.observe({"a": 1.0})
     assert explainer.explain(Odd(), {"a": 1.0}, "1", True, 0.9) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    x=st.dictionaries(
+        st.sampled_from("abcdef"), st.floats(-10, 10, allow_nan=False), min_size=1, max_size=6
+    ),
+    background=st.lists(
+        st.dictionaries(st.sampled_from("abcdefg"), st.floats(-10, 10, allow_nan=False)),
+        min_size=1,
+        max_size=10,
+    ),
+    samples=st.integers(1, 200),
+    seed=st.integers(0, 2**32),
+)
+def test_sampled_attribution_adds_up_and_repeats_for_any_model(x, background, samples, seed):
+    # A model with interactions and missing values: what matters is the telescoping.
+    def predict(z):
+        return z.get("a", 0.5) * z.get("b", -1.0) + max(z.get("c", 0.0), z.get("d", 0.0)) ** 2
+
+    first = sampled_contributions(predict, x, background, samples, random.Random(seed))
+    again = sampled_contributions(predict, x, background, samples, random.Random(seed))
+    assert first == again
+    assert first is not None
+    base, found = first
+    assert set(found) == set(x)
+    assert sum(found.values()) == pytest.approx(predict(x) - base, abs=1e-6)

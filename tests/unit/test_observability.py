@@ -270,3 +270,65 @@ def test_a_predictor_keeps_its_background_across_model_versions() -> None:
     predictor.on_event(Event(id="p", ts=100.0, features={"a": 1.0, "b": 2.0}))
     predictor.swap(snapshot_of(core, cfg, {}))
     assert predictor.explainer is explainer and explainer.explained == 1
+
+
+def _importance_run(tmp_path: Any = None) -> tuple[LearningCore, list[dict[str, Any]]]:
+    """The label is ``a`` for 1500 events, then ``b``: what the model relies on changes."""
+    import random
+
+    core = core_for(
+        model={"spec": "linear_model.LogisticRegression(optimizer=optim.SGD(0.5))"},
+        evaluation={"metric": "Accuracy", "history_every": 50},
+        fallback={"default": False},
+        explain={"importance": True, "importance_alpha": 0.02, "background": 16},
+    )
+    rng = random.Random(7)
+    tops = []
+    for i in range(3000):
+        x = {"a": float(rng.random() > 0.5), "b": float(rng.random() > 0.5), "c": rng.random()}
+        y = bool(x["a"]) if i < 1500 else bool(x["b"])
+        core.on_event(Event(id=str(i), ts=float(i), features=x))
+        core.on_label(Label(id=str(i), ts=i + 0.5, label=y))
+        if i in (1499, 2999):
+            assert core.state.importance is not None
+            tops.append(core.state.importance.top())
+    return core, tops
+
+
+def test_global_importance_follows_what_the_model_relies_on(tmp_path: Any) -> None:
+    import pickle
+
+    from pipeline.reporting import write_learning_curve
+
+    core, (before, after) = _importance_run()
+    assert next(iter(before)) == "a" and before["a"] > 5 * abs(before["c"])
+    assert next(iter(after)) == "b" and after["b"] > 5 * abs(after["a"])
+    report = core.report()
+    assert report["importance"]["values"] == after
+    assert report["importance"]["model_version"] == 3000
+    assert all("importance" in sample for sample in report["history"][1:])
+    # The same run again gives the same numbers (seeded by the label's index), and the state
+    # survives a checkpoint's pickling.
+    again, _ = _importance_run()
+    assert again.report()["importance"] == report["importance"]
+    restored = pickle.loads(pickle.dumps(core.state))
+    assert restored.importance.top() == after
+    # In the status hash and in Prometheus.
+    from consumers.status import StatusBoard
+    from pipeline.telemetry import PipelineMetrics
+
+    metrics = PipelineMetrics()
+    board = StatusBoard(metrics, client=None, key="unused", every_seconds=1.0)  # type: ignore[arg-type]
+    assert board.learning_gauges(core, redis_healthy=True)["importance"] == after
+    gauge = metrics.registry.get_sample_value
+    assert gauge("riverline_feature_importance", {"feature": "b"}) == after["b"]
+    _, page = write_learning_curve(report, tmp_path)
+    text = page.read_text()
+    assert "Global importance" in text and text.count("data:image/png;base64,") == 2
+
+
+def test_global_importance_is_off_by_default_and_for_old_checkpoints() -> None:
+    core = core_for(model={"spec": "linear_model.LogisticRegression"}, fallback={"default": False})
+    assert core.state.importance is None and "importance" not in core.report()
+    core.on_event(Event(id="1", ts=0.0, features={"a": 1.0}))
+    core.on_label(Label(id="1", ts=0.5, label=True))
