@@ -44,7 +44,13 @@ def runs(backends: Backends, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                 "evaluation": {"metric": "Accuracy"},
                 "fallback": {"default": False},
                 "gating": {"min_labels": 30, "window": 30},
-                "explain": {"enabled": True, "top_k": 3, "samples": 64, "background": 16},
+                "explain": {
+                    "enabled": True,
+                    "top_k": 3,
+                    "samples": 64,
+                    "background": 16,
+                    "importance": True,
+                },
                 "telemetry": {"status_every_seconds": 0.2},
             },
         )
@@ -125,10 +131,17 @@ def test_riverline_explain_an_event_and_a_what_if(runs: Any) -> None:
     assert missing.returncode == 1 and "no event or prediction" in missing.stderr
 
 
-def test_status_shows_the_cost_of_explaining(runs: Any) -> None:
-    path, _, _, predictions = runs["knn"]
-    result = riverline(["status", "--config", str(path)], cli_env())
+def test_status_shows_the_cost_of_explaining_and_the_global_importance(runs: Any) -> None:
+    path, _, events, predictions = runs["knn"]
+    result = riverline(["status", "--config", str(path), "--explain"], cli_env())
     assert result.returncode == 0, result.stderr
-    line = next(line for line in result.stdout.splitlines() if "explained" in line)
+    lines = result.stdout.splitlines()
+    line = next(line for line in lines if "explained" in line)
     served = sum(p["source"] == "model" for p in predictions)
     assert f"{served} predictions" in line and "ms each" in line and "of the time" in line
+    assert any("importance (top features)" in line for line in lines)
+    # status --explain: the importance table, one row per feature of Phishing.
+    assert "global importance at model version" in result.stdout
+    features = set(next(iter(events.values())))
+    shown = {line.split("│")[1].strip() for line in lines if line.count("│") == 3}
+    assert features <= shown, (features, shown)
