@@ -121,6 +121,9 @@ class StatusBoard:
             "redis_healthy": redis_healthy,
             "explain": explain,
             "importance": importance,
+            "importance_by_slice": (
+                state.importance.top_by_slice(3) if state.importance is not None else None
+            ),
         }
 
 

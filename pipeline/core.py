@@ -519,7 +519,10 @@ class LearningCore(ReviewLoop):
         model: Any = state.model
         importance = state.importance
         if importance is not None:  # with the model that answered, before it learns
-            importance.update(model, pending.x, y, self.classifier, state.labels)
+            by = state.evaluator.slice_by
+            attributes = pending.attributes
+            group = str(attributes[by]) if by and attributes and by in attributes else None
+            importance.update(model, pending.x, y, self.classifier, state.labels, group)
         try:
             model.learn_one(pending.x, y)
             state.learned += 1
@@ -674,6 +677,7 @@ class LearningCore(ReviewLoop):
                         "values": state.importance.top(),
                         "updates": state.importance.updates,
                         "model_version": self.model_version,
+                        "by_slice": state.importance.top_by_slice(3),
                     }
                 }
                 if state.importance is not None
@@ -690,7 +694,11 @@ def ensure_importance(config: RiverlineConfig, state: CoreState) -> None:
         state.importance = None
     elif state.importance is None:
         state.importance = Importance(
-            explain.importance_alpha, explain.background, explain.importance_every, explain.seed
+            explain.importance_alpha,
+            explain.background,
+            explain.importance_every,
+            explain.seed,
+            config.evaluation.max_slices,
         )
 
 

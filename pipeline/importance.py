@@ -36,17 +36,32 @@ from typing import Any
 class Importance:
     """The exponentially averaged loss increase per feature (see the module's doc)."""
 
-    def __init__(self, alpha: float, window: int, every: int, seed: int) -> None:
+    def __init__(
+        self, alpha: float, window: int, every: int, seed: int, max_slices: int = 100
+    ) -> None:
         self.alpha = alpha
         self.every = every
         self.seed = seed
+        self.max_slices = max_slices
         self.recent: deque[dict[str, Any]] = deque(maxlen=window)
         self.values: dict[str, float] = {}
+        # The same measure per slice (evaluation.slice_by), so that a group judged on other
+        # grounds shows; at most max_slices slices, later ones share "(other)" as the metrics.
+        self.by_slice: dict[str, dict[str, float]] = {}
         self.updates = 0
 
-    def update(self, model: Any, x: dict[str, Any], y: Any, classifier: bool, index: int) -> None:
+    def update(
+        self,
+        model: Any,
+        x: dict[str, Any],
+        y: Any,
+        classifier: bool,
+        index: int,
+        slice_value: str | None = None,
+    ) -> None:
         """Fold in one labelled event (``index``: the label's, which seeds the draws), with the
-        model as it was before learning from it; the event then joins the recent ones."""
+        model as it was before learning from it; the event then joins the recent ones.
+        ``slice_value``: the event's slice, whose own measure is updated too."""
         if index % self.every == 0 and self.recent and x:
             rng = random.Random(self.seed * 1_000_003 + index)
             try:
@@ -62,18 +77,34 @@ class Importance:
                     rises[feature] = _loss(model, changed, y, classifier) - before
             except Exception:  # a model that cannot answer a changed event: no update
                 rises = {}
-            alpha, values = self.alpha, self.values
-            for feature, rise in rises.items():
-                old = values.get(feature)
-                values[feature] = rise if old is None else old + alpha * (rise - old)
             if rises:
                 self.updates += 1
+                _fold(self.values, rises, self.alpha)
+                if slice_value is not None:
+                    by_slice = self.by_slice
+                    if slice_value not in by_slice and len(by_slice) >= self.max_slices:
+                        slice_value = "(other)"
+                    _fold(by_slice.setdefault(slice_value, {}), rises, self.alpha)
         self.recent.append(x)
 
     def top(self, k: int | None = None) -> dict[str, float]:
         """The ``k`` most important features (all with None), most important first."""
-        ranked = sorted(self.values.items(), key=lambda kv: -kv[1])
-        return {str(f): round(v, 6) for f, v in (ranked if k is None else ranked[:k])}
+        return _top(self.values, k)
+
+    def top_by_slice(self, k: int) -> dict[str, dict[str, float]]:
+        """Each slice's ``k`` most important features."""
+        return {value: _top(values, k) for value, values in sorted(self.by_slice.items())}
+
+
+def _fold(values: dict[str, float], rises: dict[str, float], alpha: float) -> None:
+    for feature, rise in rises.items():
+        old = values.get(feature)
+        values[feature] = rise if old is None else old + alpha * (rise - old)
+
+
+def _top(values: dict[str, float], k: int | None) -> dict[str, float]:
+    ranked = sorted(values.items(), key=lambda kv: -kv[1])
+    return {str(f): round(v, 6) for f, v in (ranked if k is None else ranked[:k])}
 
 
 def _loss(model: Any, x: dict[str, Any], y: Any, classifier: bool) -> float:

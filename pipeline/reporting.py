@@ -271,6 +271,14 @@ def _importance_section(report: dict[str, Any]) -> str:
             f'height="{HEIGHT * DPI // 2}" alt="global importance over time">\n'
         )
     parts.append(_table(["feature", "importance now"], [[f, v] for f, v in last.items()]))
+    by_slice = (report.get("importance") or {}).get("by_slice") or {}
+    if by_slice:
+        parts.append("\n<h3>What each slice is judged on (top features)</h3>\n")
+        rows = [
+            [value, ", ".join(f"{f} {v:+.4f}" for f, v in top.items())]
+            for value, top in by_slice.items()
+        ]
+        parts.append(_table(["slice", "top features"], rows))
     return "".join(parts)
 
 

@@ -100,6 +100,11 @@ def status(
                 "importance (top features)",
                 ", ".join(f"{f} {v:+.4f}" for f, v in list(info["importance"].items())[:5]),
             )
+        for value, top in sorted((info.get("importance_by_slice") or {}).items()):
+            row(
+                f"slice {attribute}={value} relies on",
+                ", ".join(f"{f} {v:+.4f}" for f, v in top.items()),
+            )
         for label, value in review_rows(info.get("review") or {}):
             row(label, value)
         for partition, lag in (info.get("lag") or {}).items():

@@ -332,3 +332,29 @@ def test_global_importance_is_off_by_default_and_for_old_checkpoints() -> None:
     assert core.state.importance is None and "importance" not in core.report()
     core.on_event(Event(id="1", ts=0.0, features={"a": 1.0}))
     core.on_label(Label(id="1", ts=0.5, label=True))
+
+
+def test_each_slice_shows_the_features_it_is_judged_on(tmp_path: Any) -> None:
+    import random
+
+    from pipeline.reporting import write_learning_curve
+
+    # Group g1's label is a, group g2's is b: one model, judged on different grounds per group.
+    core = core_for(
+        model={"spec": "linear_model.LogisticRegression(optimizer=optim.SGD(0.5))"},
+        evaluation={"metric": "Accuracy", "slice_by": "group"},
+        fallback={"default": False},
+        explain={"importance": True, "importance_alpha": 0.01, "background": 16},
+    )
+    rng = random.Random(3)
+    for i in range(3000):
+        group = "g1" if i % 2 else "g2"
+        x = {"a": float(rng.random() > 0.5), "b": float(rng.random() > 0.5), "c": rng.random()}
+        y = bool(x["a"]) if group == "g1" else bool(x["b"])
+        core.on_event(Event(id=str(i), ts=float(i), features=x, attributes={"group": group}))
+        core.on_label(Label(id=str(i), ts=i + 0.5, label=y))
+    by_slice = core.report()["importance"]["by_slice"]
+    assert sorted(by_slice) == ["g1", "g2"]
+    assert next(iter(by_slice["g1"])) == "a" and next(iter(by_slice["g2"])) == "b"
+    _, page = write_learning_curve(core.report(), tmp_path)
+    assert "What each slice is judged on" in page.read_text()
