@@ -4,6 +4,7 @@ would answer, and why, to features a person makes up."""
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from typing import Annotated, Any
 
 import typer
@@ -153,7 +154,11 @@ def explain(
         x: dict[str, Any] | None = None
         background: list[dict[str, Any]] = []
         version: int | None = None
-        with kafka_bootstrap(cfg, embedded_ok=False) as servers:
+        # A what-if needs no broker: without one, the explanation has no background of recent
+        # events (a tree's, a forest's or a linear model's needs none).
+        offline = event_id is None and not cfg.kafka.bootstrap
+        broker = nullcontext("") if offline else kafka_bootstrap(cfg, embedded_ok=False)
+        with broker as servers:
             if event_id is not None:
                 prediction = _find(cfg, servers, cfg.kafka.topics.predictions, scan, event_id)
                 event = _find(cfg, servers, cfg.kafka.topics.events, scan, event_id)
@@ -192,7 +197,8 @@ def explain(
             if x is None:
                 console.print(f"no event with id {event_id!r} to recompute from", highlight=False)
                 raise typer.Exit(1)
-            background = _recent_events(cfg, servers, settings.background)
+            if not offline:
+                background = _recent_events(cfg, servers, settings.background)
         model, classifier, source = _model(cfg, config, name, redis_url, version)
         answer = explain_answer(model, x, classifier, settings, background, event_id or "")
         shown.update(

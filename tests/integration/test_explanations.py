@@ -123,6 +123,15 @@ def test_riverline_explain_an_event_and_a_what_if(runs: Any) -> None:
         features = [e["feature"] for e in shown["explanation"] if "feature" in e]
         assert features and set(features) <= set(what_if)
     assert "fallback" in json.loads(by_fallback.stdout)["note"]
+    # A what-if needs no broker (a forest's explanation needs no background).
+    offline = cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update={"bootstrap": None})})
+    offline_path = write_config(offline, path.with_name("offline.yaml"))
+    alone = riverline(
+        ["explain", "--config", str(offline_path), "--json", "--features", json.dumps(what_if)],
+        env,
+    )
+    assert alone.returncode == 0, alone.stderr
+    assert json.loads(alone.stdout)["explanation"] == json.loads(imagined.stdout)["explanation"]
     # Printed for people too.
     table = riverline(["explain", "--config", str(path), "--id", served["id"]], env)
     assert table.returncode == 0, table.stderr
