@@ -358,3 +358,24 @@ def test_each_slice_shows_the_features_it_is_judged_on(tmp_path: Any) -> None:
     assert next(iter(by_slice["g1"])) == "a" and next(iter(by_slice["g2"])) == "b"
     _, page = write_learning_curve(core.report(), tmp_path)
     assert "What each slice is judged on" in page.read_text()
+
+
+def test_a_review_request_carries_the_models_explanation() -> None:
+    # The fallback serves (never promoted) and every unserved event goes to people: the
+    # reviewer still sees why the model says what it says.
+    core = core_for(
+        model={"spec": "naive_bayes.GaussianNB"},
+        fallback={"default": False},
+        gating={"min_labels": 10_000},
+        review={"policy": "unserved"},
+        explain={"enabled": True, "samples": 16, "background": 4},
+    )
+    requests = []
+    for i in range(40):
+        x = {"a": float(i % 3), "b": float(i % 2)}
+        outcome = core.on_event(Event(id=str(i), ts=float(i), features=x))
+        requests += [r.record for r in outcome.review]
+        core.on_label(Label(id=str(i), ts=i + 0.5, label=i % 3 == 0))
+    explained = [r for r in requests if r.model is not None and r.model.explanation]
+    assert len(explained) >= 30
+    assert all({e["feature"] for e in r.model.explanation[:-1]} <= {"a", "b"} for r in explained)
