@@ -237,6 +237,10 @@ class Predictor:
         processor = self.processor
         assert processor is not None
         self.metrics.flush()
+        explainer = self.serving.explainer
+        explain = (
+            explainer.report(time.monotonic() - self.started) if explainer is not None else None
+        )
         self.metrics.sync_counters(
             {
                 "events": self.serving.events,
@@ -245,6 +249,7 @@ class Predictor:
                 "drift": 0,
                 "served_by": self.serving.served_by,
                 "dead_letters": processor.dead_letters,
+                "explain": explain,
             }
         )
         snapshot = self.serving.snapshot
@@ -266,6 +271,7 @@ class Predictor:
             "latency_ms": processor.latency_ms.summary(),
             "ready": ready,
             "ready_reason": why,
+            "explain": explain,
         }
         with contextlib.suppress(redis.RedisError):
             self.status.publish(status, now)

@@ -363,8 +363,48 @@ class DriftConfig(_Section):
 class ExplainConfig(_Section):
     """Per-prediction explanations."""
 
-    enabled: bool = Field(default=False, description="Top feature contributions (linear models).")
+    enabled: bool = Field(
+        default=False,
+        description="Top feature contributions on each prediction the model serves (linear: "
+        "weights; trees: the path; forests: the members'; others: sampled Shapley values).",
+    )
     top_k: int = Field(default=3, ge=1, description="Feature contributions per prediction.")
+    every: int = Field(
+        default=1, ge=1, description="Explain one model-served prediction in this many (1: all)."
+    )
+    samples: int = Field(
+        default=128,
+        ge=1,
+        le=100_000,
+        description="Model calls per sampled explanation (models that are neither linear, "
+        "trees nor forests of trees): the fixed cost of each.",
+    )
+    background: int = Field(
+        default=32,
+        ge=1,
+        le=10_000,
+        description="Recent events kept as the background sampled explanations compare with.",
+    )
+    seed: int = Field(
+        default=0, description="Seed of the sampled explanations (with each event's id)."
+    )
+    importance: bool = Field(
+        default=False,
+        description="Global feature importance as the model learns (incremental permutation "
+        "importance over the last `background` events): report, status, metrics.",
+    )
+    importance_every: int = Field(
+        default=1,
+        ge=1,
+        description="Update the importance on one label in this many (each update costs one "
+        "model call per feature, plus one).",
+    )
+    importance_alpha: float = Field(
+        default=0.01,
+        gt=0.0,
+        le=1.0,
+        description="Smoothing of the importance: the weight of each new label's measure.",
+    )
 
 
 class TelemetryConfig(_Section):

@@ -30,9 +30,11 @@ from river import base, drift
 from pipeline.challengers import Challengers
 from pipeline.config import ConfigError, RiverlineConfig
 from pipeline.evaluation import ABSTAIN, Evaluator
+from pipeline.explain import ExplainSettings
 from pipeline.fallback import Fallback
 from pipeline.gating import Decision, Gating
 from pipeline.guard import ModelGuard, finite_prediction
+from pipeline.importance import Importance
 from pipeline.join import DUPLICATE, JoinBuffer, Pending
 from pipeline.models import is_classifier, make_drift_detector, parse_model_spec
 from pipeline.review import ReviewBook, ReviewOutput, ReviewPolicy, TokenBucket
@@ -103,6 +105,9 @@ class CoreState:
     served_join: ServedJoin | None = None
     # Models learning beside the champion (pipeline/challengers.py); None: none configured.
     challengers: Challengers | None = None
+    # Global feature importance (explain.importance); None when off, or in checkpoints from
+    # before it existed (the class default answers for them).
+    importance: Importance | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +252,7 @@ class LearningCore(ReviewLoop):
         fallback: Fallback,
         *,
         explain_top_k: int | None = None,
+        explain: ExplainSettings | None = None,
         drift_demotes: bool = True,
         history_max: int = 2000,
         pipeline: str | None = None,
@@ -266,7 +272,7 @@ class LearningCore(ReviewLoop):
         self.fallback = fallback
         self.classifier = is_classifier(state.model)
         # The serving rule, shared with the predictors (pipeline/serving/serve.py).
-        self.server = Server(self.classifier, explain_top_k, pipeline)
+        self.server = Server(self.classifier, explain_top_k, pipeline, explain)
         self.drift_demotes = drift_demotes
         self.history_max = history_max
         # River's ADWIN keeps its window in a helper (Rust); reading it directly saves the
@@ -288,6 +294,12 @@ class LearningCore(ReviewLoop):
     def explain_top_k(self) -> int | None:
         """Feature contributions per model-served prediction; None: no explanation."""
         return self.server.explain_top_k
+
+    @property
+    def explain_settings(self) -> ExplainSettings | None:
+        """How predictions are explained (None: they are not), handed to predictors."""
+        explainer = self.server.explainer
+        return explainer.settings if explainer is not None else None
 
     @staticmethod
     def new_state(config: RiverlineConfig) -> CoreState:
@@ -317,10 +329,11 @@ class LearningCore(ReviewLoop):
         state = state if state is not None else cls.new_state(config)
         ensure_review_book(config, state)
         ensure_challengers(config, state)
+        ensure_importance(config, state)
         return cls(
             state,
             Fallback.from_config(config.fallback),
-            explain_top_k=config.explain.top_k if config.explain.enabled else None,
+            explain=ExplainSettings.from_config(config.explain),
             drift_demotes=config.drift.demote,
             history_max=config.evaluation.history_max,
             pipeline=config.name,
@@ -533,6 +546,12 @@ class LearningCore(ReviewLoop):
             y, model_pred, pending.fallback, served, pending.attributes
         )
         model: Any = state.model
+        importance = state.importance
+        if importance is not None:  # with the model that answered, before it learns
+            by = state.evaluator.slice_by
+            attributes = pending.attributes
+            group = str(attributes[by]) if by and attributes and by in attributes else None
+            importance.update(model, pending.x, y, self.classifier, state.labels, group)
         try:
             model.learn_one(pending.x, y)
         except Exception as e:
@@ -677,6 +696,7 @@ class LearningCore(ReviewLoop):
                 "mode": state.gating.mode,
                 "served": dict(state.served_by),
                 "learned_by": dict(state.review.learned_by_source) if state.review else {},
+                **({"importance": state.importance.top(8)} if state.importance else {}),
             }
         )
         if len(state.history) > self.history_max:
@@ -741,6 +761,19 @@ class LearningCore(ReviewLoop):
                 state.served_join.report() if state.served_join is not None else None
             ),
             **({"challengers": board.report()} if (board := state.challengers) else {}),
+            # Only with explain.importance: a report without it keeps its keys.
+            **(
+                {
+                    "importance": {
+                        "values": state.importance.top(),
+                        "updates": state.importance.updates,
+                        "model_version": self.model_version,
+                        "by_slice": state.importance.top_by_slice(3),
+                    }
+                }
+                if state.importance is not None
+                else {}
+            ),
         }
 
 
@@ -765,6 +798,22 @@ def ensure_challengers(config: RiverlineConfig, state: CoreState) -> None:
                 f"{'' if classifier else ' not'}"
             )
     state.challengers = Challengers.from_config(config, classifier)
+
+
+def ensure_importance(config: RiverlineConfig, state: CoreState) -> None:
+    """Global importance as the config asks: started afresh (a checkpoint from before it, or
+    with it off), or dropped (turned off)."""
+    explain = config.explain
+    if not explain.importance:
+        state.importance = None
+    elif state.importance is None:
+        state.importance = Importance(
+            explain.importance_alpha,
+            explain.background,
+            explain.importance_every,
+            explain.seed,
+            config.evaluation.max_slices,
+        )
 
 
 def ensure_review_book(config: RiverlineConfig, state: CoreState) -> None:

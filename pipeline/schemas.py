@@ -124,6 +124,8 @@ class ModelOpinion(_Wire):
     proba: dict[str, float] | None = None
     confidence: float | None = None
     model_version: int
+    # Why (explain.enabled): the served prediction's explanation, or one made for the review.
+    explanation: list[dict[str, Any]] | None = None
 
 
 class RulesOpinion(_Wire):

@@ -202,6 +202,19 @@ def _confidence(confidence: float | None) -> str:
     )
 
 
+def _why(explanation: list[dict[str, Any]] | None) -> str:
+    """The model's top feature contributions, as text: each feature, its value, and how much
+    it moved the answer (up or down)."""
+    terms = [e for e in explanation or [] if "feature" in e]
+    if not terms:
+        return ""
+    items = "".join(
+        f"<li>{esc(e['feature'])} = {esc(e.get('value'))}: {float(e['contribution']):+.3f}</li>"
+        for e in terms
+    )
+    return f'<div class="proba" id="model-why">why: <ul>{items}</ul></div>'
+
+
 def _opinions(delivered: Delivered) -> str:
     request = delivered.request
     parts = []
@@ -224,7 +237,7 @@ def _opinions(delivered: Delivered) -> str:
         parts.append(
             f'<div class="opinion" id="model-opinion"><div class="who">Model '
             f'v{model.model_version}</div><div class="says">{show(model.prediction)}</div>'
-            f"{_confidence(model.confidence)}{proba}</div>"
+            f"{_confidence(model.confidence)}{proba}{_why(model.explanation)}</div>"
         )
     rules = request.rules
     if rules is None or rules.prediction is None:

@@ -10,6 +10,7 @@ from pipeline.cli import (  # noqa: F401  (registers the commands)
     compare,
     configs,
     demo,
+    explain,
     model,
     pipelines,
     promote,

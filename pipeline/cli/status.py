@@ -29,7 +29,8 @@ def status(
     name: NameOpt = None,
     redis_url: RedisOpt = None,
     explain: Annotated[
-        bool, typer.Option("--explain", help="Show the model's global weights (linear models).")
+        bool,
+        typer.Option("--explain", help="Global importance; a linear model's weights."),
     ] = False,
 ) -> None:
     """What a pipeline is doing now, from Redis: mode, metrics, decisions, drift, lag."""
@@ -88,6 +89,24 @@ def status(
                 "latency ms p50/p90/p99",
                 f"{latency['p50']:.1f} / {latency['p90']:.1f} / {latency['p99']:.1f}",
             )
+        explained = info.get("explain")
+        if explained:
+            share = explained.get("share")
+            row(
+                "explained",
+                f"{explained['explained']} predictions, {explained['ms_each']:.2f} ms each"
+                + (f", {share:.1%} of the time" if share is not None else ""),
+            )
+        if info.get("importance"):
+            row(
+                "importance (top features)",
+                ", ".join(f"{f} {v:+.4f}" for f, v in list(info["importance"].items())[:5]),
+            )
+        for value, top in sorted((info.get("importance_by_slice") or {}).items()):
+            row(
+                f"slice {attribute}={value} relies on",
+                ", ".join(f"{f} {v:+.4f}" for f, v in top.items()),
+            )
         for label, value in review_rows(info.get("review") or {}):
             row(label, value)
         for entry in info.get("challengers") or ():
@@ -122,12 +141,23 @@ def status(
             if latest is None:
                 console.print("no checkpoint to explain yet", highlight=False)
                 raise typer.Exit(1)
-            model = LearningCore.from_config(cfg, store.load(latest).state).state.model
+            state = LearningCore.from_config(cfg, store.load(latest).state).state
+            model = state.model
+            if state.importance is not None and state.importance.values:
+                importance_table = Table(
+                    title=f"global importance at model version {state.learned} "
+                    "(incremental permutation: the loss's rise when the feature is replaced)"
+                )
+                importance_table.add_column("feature")
+                importance_table.add_column("importance", justify="right")
+                for feature, value in state.importance.top().items():
+                    importance_table.add_row(feature, f"{value:+.4f}")
+                out.print(importance_table)
             weights = global_weights(model)
             if weights is None:
                 out.print(
                     f"{type(model).__name__} is not linear: no global weights to show "
-                    "(see README, Explanations)"
+                    "(see README, Explanations; explain.importance for any model)"
                 )
                 return
             weights_table = Table(title="global weights (on the scaled inputs)")

@@ -90,6 +90,9 @@ def test_a_reviewer_in_chromium_answers_three_requests(make_config: Any) -> None
 
             assert shown() == "b1"
             assert browser.find_element(By.ID, "queue-length").text == "3"
+            # The model's explanation beside its answer.
+            why = browser.find_element(By.ID, "model-why").text
+            assert "has_ip = True: +0.210" in why and "url_length = 0.31: -0.080" in why
             browser.save_screenshot(SCREENSHOT)
             body = browser.find_element(By.TAG_NAME, "body")
             body.send_keys("2")  # the shortcut for the second class: true
