@@ -78,11 +78,14 @@ def sign(secret: bytes | None, *parts: bytes) -> str:
 
 
 def check_signature(
-    where: str, secret: bytes | None, insecure: bool, signature: str, *parts: bytes
+    where: str, secret: bytes | None, insecure: bool, signature: str | bytes, *parts: bytes
 ) -> None:
     """Raise :class:`CheckpointError` unless the parts may be unpickled.
 
     Without a secret nothing can be checked: refused unless ``insecure`` (Redis trusted).
+    ``signature`` is the stored field as it is: anyone who can write Redis chooses its bytes,
+    so it is compared as bytes (``compare_digest`` on text raises for non-ASCII, and decoding
+    raises for invalid UTF-8: either would stop the reader instead of refusing the version).
     """
     if secret is None:
         if insecure:
@@ -94,7 +97,8 @@ def check_signature(
         )
     if not signature:
         raise CheckpointError(f"{where} is not signed; refusing to load it")
-    if not hmac.compare_digest(signature, sign(secret, *parts)):
+    stored = signature.encode("utf-8", "surrogatepass") if isinstance(signature, str) else signature
+    if not hmac.compare_digest(stored, sign(secret, *parts).encode("ascii")):
         raise CheckpointError(
             f"{where} failed its signature check "
             "(altered, or signed with another secret); refusing to load it"

@@ -63,12 +63,13 @@ def model_list(
         ):
             table.add_column(column)
         for meta in store.list():
-            made_of = meta.get("provenance", {})
+            made_of = meta.get("provenance")
+            made_of = made_of if isinstance(made_of, dict) else {}
             table.add_row(
                 str(meta.get("version", "")),
                 "*" if meta.get("version") == latest else "",
                 _when(meta.get("created_at")),
-                str(meta.get("mode", "")),
+                "unreadable metadata" if "unreadable" in meta else str(meta.get("mode", "")),
                 str(meta.get("labels", "")),
                 str(meta.get("bytes", "")),
                 str(made_of.get("riverline", "")),
