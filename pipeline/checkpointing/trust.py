@@ -24,10 +24,16 @@ import redis
 
 # The Lua lines that refuse a writer whose fencing token is below the pipeline's fence; the
 # script's KEYS[1] is ``lease:fence`` and ARGV[1] the token ('' for an unfenced writer).
+# A fenced writer finding no fence at all means Redis lost the lease's state (a restart
+# without its data): it must not write until its lease is taken back with its token, or until
+# it learns that a successor holds it (see :class:`LeaseVanished`).
 FENCE_CHECK = """
 if ARGV[1] ~= '' then
   local fence = redis.call('GET', KEYS[1])
-  if fence and tonumber(fence) > tonumber(ARGV[1]) then
+  if not fence then
+    return redis.error_reply('NOFENCE no fence for token ' .. ARGV[1])
+  end
+  if tonumber(fence) > tonumber(ARGV[1]) then
     return redis.error_reply('FENCED fence ' .. fence .. ' above token ' .. ARGV[1])
   end
 end
@@ -40,6 +46,15 @@ class CheckpointError(RuntimeError):
 
 class Fenced(CheckpointError):
     """The write came from a writer whose lease was taken over; nothing was written."""
+
+
+class LeaseVanished(redis.RedisError):
+    """A fenced write found no fence: Redis lost the lease's keys; nothing was written.
+
+    A Redis error, so every writer retries it as it retries an outage: meanwhile its lease
+    renewal either takes the lease back with the same token (nobody acquired since) and the
+    retry lands, or finds a successor holding it and the writer stops (``LeaseLost``).
+    """
 
 
 def key_prefix(pipeline: str) -> str:
@@ -63,6 +78,11 @@ def run_fenced(script: Any, keys: list[str], args: list[Any], what: str) -> Any:
     except redis.ResponseError as e:
         if "FENCED" in str(e):
             raise Fenced(f"{what} refused: {e}") from None
+        if "NOFENCE" in str(e):
+            raise LeaseVanished(
+                f"{what} not written: the pipeline's lease is gone from Redis (restarted "
+                "without its data?); retried once the lease is taken back"
+            ) from None
         raise
 
 
