@@ -1,10 +1,11 @@
 """Whoever can write Redis chooses the bytes of every field: a hostile one is refused, not fatal.
 
 One shared setup per kind of hostile signature (non-ASCII text, invalid UTF-8) plants it on the
-latest checkpoint and the latest model version, and an unparseable ``meta`` on an older
-checkpoint; then every command a user would run against that pipeline is run as the console
-script. Each refuses what it cannot verify with one ``error:`` line and no traceback; the
-listing commands still list; a predictor serves the newest version it can verify.
+latest checkpoint and the latest model version, an unparseable ``meta`` on an older checkpoint,
+and the same bytes as the pipeline's status and a predictor's; then every command a user would
+run against that pipeline is run as the console script. Each refuses what it cannot verify
+with one ``error:`` line and no traceback; the listing commands still list; a predictor serves
+the newest version it can verify.
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ def planted(
         learner.learn(10)
         bad_model = models.publish(learner.snapshot())
         client.hset(models.key(f"model:{bad_model}"), "sig", hostile)
+        # The status a writer publishes and a predictor's, as unreadable as the signature.
+        client.set(checkpoints.key("status"), hostile)
+        client.set(checkpoints.key("predictor:planted"), hostile, ex=600)
 
         publish(cfg, "river:Bananas", "5", limit=EVENTS)
         config = str(write_config(cfg, tmp / "c.yaml"))
