@@ -168,6 +168,8 @@ class Predictor:
             self._swap_if_newer()
             processed = self._drain()
             now = time.monotonic()
+            group, bound = predictor_group(self.config.name), self.config.kafka.join_timeout_seconds
+            inputs.check_joined(now, bound, group)
             if now - self.committed_at >= self.config.serving.commit_every_seconds:
                 self._commit()
             if self.status.due(now):

@@ -238,7 +238,9 @@ class Writer:
             raise
         finally:
             self.checkpointer.abandon()  # only a failed or fenced run still has one in flight
-            self.inputs.close()
+            # A fenced writer's successor is joining the group now: leaving mid-rebalance can
+            # leave the group stuck, an expiring session cannot.
+            self.inputs.close(leave_group=not fenced)
             self.outputs.close()
             if fenced:
                 self.ownership.abandon()
@@ -257,6 +259,7 @@ class Writer:
             processed = 0 if inputs.paused else self._drain()
             now = time.monotonic()
             self.ownership.check()
+            inputs.check_joined(now, self.config.kafka.join_timeout_seconds, self.config.name)
             if self.status.due(now):
                 self.publish_status(now)
             self._collect_checkpoint()

@@ -138,6 +138,15 @@ class KafkaConfig(_Section):
         ge=1000,
         description="Longest time between polls before the group counts a consumer as gone.",
     )
+    join_timeout_seconds: float = Field(
+        default=150.0,
+        ge=0,
+        description="How long a role waits for the consumer group to assign it partitions (an "
+        "empty assignment counts) before it stops with an error instead of hanging: a broker "
+        "can leave a group stuck in a rebalance (the embedded one does when a member leaves "
+        "mid-rebalance). Keep it above max_poll_interval_ms, the longest a join may "
+        "legitimately wait for the other members; 0 waits for ever.",
+    )
     max_poll_records: int = Field(default=500, ge=1, description="Records per fetch, at most.")
     max_partition_fetch_bytes: int = Field(
         default=1048576, ge=1, description="Bytes per partition and fetch, at most."

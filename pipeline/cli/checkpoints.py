@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from pipeline.checkpointing.trust import CheckpointError
 from pipeline.cli.app import app
 from pipeline.cli.common import (
     DEFAULT_CONFIG,
@@ -52,8 +53,13 @@ def checkpoint_list(
             table.add_column(column)
         pinned = store.pinned()
         for version in store.versions():
-            meta = store.meta(version) or {}
-            written = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(meta.get("written_at", 0)))
+            try:
+                meta = store.meta(version) or {}
+            except CheckpointError:  # listed as unreadable; the others are still shown
+                meta = {"reason": "unreadable metadata"}
+            written = time.strftime(
+                "%Y-%m-%d %H:%M:%S", time.localtime(float(meta.get("written_at") or 0))
+            )
             table.add_row(
                 str(version),
                 ("*" if version == latest else "") + (" pinned" if version in pinned else ""),

@@ -64,13 +64,14 @@ def model_list(
         ):
             table.add_column(column)
         for meta in store.list():
-            made_of = meta.get("provenance", {})
+            made_of = meta.get("provenance")
+            made_of = made_of if isinstance(made_of, dict) else {}
             # Metadata read from Redis: shown as text, whoever wrote it.
             table.add_row(
                 literal(meta.get("version", "")),
                 "*" if meta.get("version") == latest else "",
                 _when(meta.get("created_at")),
-                literal(meta.get("mode", "")),
+                "unreadable metadata" if "unreadable" in meta else literal(meta.get("mode", "")),
                 literal(meta.get("labels", "")),
                 literal(meta.get("bytes", "")),
                 literal(made_of.get("riverline", "")),

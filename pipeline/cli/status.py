@@ -34,7 +34,6 @@ def status(
     ] = False,
 ) -> None:
     """What a pipeline is doing now, from Redis: mode, metrics, decisions, drift, lag."""
-    import json
 
     with friendly_errors():
         cfg = build_config(config, name, None, redis_url)
@@ -46,7 +45,7 @@ def status(
         if raw is None and meta is None:
             console.print(literal(f"pipeline {cfg.name}: nothing in Redis yet"), highlight=False)
             raise typer.Exit(1)
-        info = json.loads(raw) if raw is not None else {}
+        info = json_mapping(raw) or {}  # unreadable (whoever can write Redis chose it): none
         table = Table(title=literal(f"pipeline {cfg.name}"), show_header=False)
         table.add_column("what")
         table.add_column("value")
@@ -170,14 +169,28 @@ def status(
 
 def predictor_statuses(client: Any, prefix: str) -> list[dict[str, Any]]:
     """The live predictors' statuses (each expires a while after its process stops)."""
-    import json
 
     found = []
     for key in sorted(client.scan_iter(match=prefix + "*", count=500)):
-        raw = client.get(key)
-        if raw is not None:
-            found.append(json.loads(raw))
+        status = json_mapping(client.get(key))
+        if status is not None:  # an unreadable one is left out, the others still shown
+            found.append(status)
     return found
+
+
+def json_mapping(raw: bytes | None) -> dict[str, Any] | None:
+    """A status written to Redis as a JSON object; None if absent or not one.
+
+    >>> json_mapping(b'{"mode": "shadow"}'), json_mapping(b"\\xff{"), json_mapping(b"[1]")
+    ({'mode': 'shadow'}, None, None)
+    """
+    import json
+
+    try:
+        value = json.loads(raw) if raw is not None else None
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def review_rows(review: dict[str, Any]) -> list[tuple[str, str]]:
