@@ -304,7 +304,8 @@ class JoinConfig(_Section):
     max_pending: int = Field(
         default=100_000,
         ge=1,
-        description="Events waiting for labels; when full, the oldest expires (dead-lettered).",
+        description="Events waiting for labels; when full, the oldest is evicted (dead-lettered), "
+        "unless its ttl_events ends with this event: then it expires (counted, not dead-lettered).",
     )
 
 

@@ -4,7 +4,10 @@ Bounded by time-to-live: an event expires when more than ``ttl_events`` events c
 or when the watermark (latest event time seen) passed its time by ``ttl_seconds``. Labels that
 came first wait under the same rule. Recently joined ids are remembered as long, so a duplicate
 label counts once; with ``max_pending`` set, at most that many of them (the oldest are
-forgotten first), so memory stays bounded even with no TTL.
+forgotten first), so memory stays bounded even with no TTL. A full buffer evicts its oldest
+event (dead-lettered by the core) only if that event's TTL does not end with this event; one
+whose TTL does expires instead, as by TTL: with ``max_pending == ttl_events`` (the defaults)
+the TTL's own window never evicts.
 
 >>> buf = JoinBuffer(ttl_events=2)
 >>> buf.add_event(Pending("a", ts=0.0, x={}, model=None, fallback=None, served=None), 1)
@@ -111,11 +114,15 @@ class JoinBuffer:
         # OrderedDict; pickled as one, as always.
         self.joined: dict[str, tuple[float, int]] = {}
         self._joined_order: deque[str] = deque()
+        # Events a full buffer let go at the end of their TTL, for ``expire`` to hand out.
+        self._due: list[Pending] = []
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         for derived in ("horizon", "_newest", "_unordered", "_joined_order"):
             state.pop(derived, None)
+        if not self._due:  # as between records (the core expires in the call that fills it)
+            del state["_due"]
         state["joined"] = _PickledAsOrderedDict(self.joined)
         return state
 
@@ -126,6 +133,9 @@ class JoinBuffer:
             joined = joined.items
         self.joined = dict(joined)
         self._joined_order = deque(self.joined)
+        self._due = list(state.get("_due", ()))
+        if self._due:
+            self.horizon = 0
         for queue in (self.pending, self.parked):
             if queue:
                 self._newest = max(self._newest, queue[next(reversed(queue))].number)
@@ -204,8 +214,19 @@ class JoinBuffer:
         if max_pending is None or len(queue) <= max_pending:
             return _NOTHING if parked is None else (parked, ())
         evicted: list[Pending] = []
+        ttl = self.ttl_events
         while len(queue) > max_pending:
-            evicted.append(queue.popitem(last=False)[1])
+            front = queue.popitem(last=False)[1]
+            if ttl is not None and number - front.number >= ttl:
+                # Its TTL ends before the next event in any case (a buffer that holds
+                # ``ttl_events`` events, the defaults, is full with the TTL's own window plus
+                # the new one): it expires, as by TTL (counted, not dead-lettered), at once.
+                self._due.append(front)
+                self.horizon = 0
+            else:
+                evicted.append(front)
+        if not evicted:
+            return _NOTHING if parked is None else (parked, ())
         return parked, evicted
 
     def match(self, event_id: str) -> Pending | _Duplicate | None:
@@ -261,6 +282,9 @@ class JoinBuffer:
         min_number = now_number - self.ttl_events if self.ttl_events is not None else -1
         ttl_s = self.ttl_seconds if self.ttl_seconds is not None else float("inf")
         events: list[Pending] = []
+        if self._due:  # taken from a full buffer at the end of their TTL (see ``add``)
+            events.extend(self._due)
+            self._due.clear()
         pending = self.pending
         while pending:
             front = pending[next(iter(pending))]

@@ -186,3 +186,26 @@ def test_a_label_whose_event_never_comes_is_dead_lettered_after_the_ttl() -> Non
         rejected += core.on_event(Event(id=str(i), ts=float(i), features={"x": 1.0})).rejections
     assert [(r.reason, r.origin) for r in rejected] == [("label_orphaned", "ghost-origin")]
     assert core.report()["expired_labels"] == 1
+
+
+def test_events_at_the_end_of_their_ttl_expire_rather_than_evicted_from_a_full_buffer() -> None:
+    # ttl_events == max_pending, as the defaults are: an event lives through ttl_events more
+    # events, so the buffer would hold one more than max_pending; the one at the end of its TTL
+    # expires (counted, not dead-lettered), nothing is evicted.
+    core = core_for(join={"ttl_events": 5, "max_pending": 5})
+    rejections = []
+    for i in range(20):
+        outcome = core.on_event(Event(id=str(i), ts=float(i), features={"x": 1.0}), origin=i)
+        rejections.extend(outcome.rejections)
+    assert rejections == []
+    report = core.report()
+    assert report["dead_letters"] == {}
+    assert report["pending_events"] == 5
+    assert report["expired_unlabelled"] == 15
+    # Beyond the TTL's needs, capacity still evicts (and dead-letters) the oldest.
+    core = core_for(join={"ttl_events": 10, "max_pending": 5})
+    reasons = []
+    for i in range(20):
+        outcome = core.on_event(Event(id=str(i), ts=float(i), features={"x": 1.0}), origin=i)
+        reasons += [(r.reason, r.origin) for r in outcome.rejections]
+    assert reasons == [("event_evicted", i) for i in range(15)]

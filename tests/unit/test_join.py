@@ -69,3 +69,18 @@ def test_capacity_bound_for_events_and_parked_labels() -> None:
     dropped = [buf.park_label(Label(id=i, ts=0.0, label=1), 0, origin=i) for i in "xyz"]
     assert [[p.origin for p in d] for d in dropped] == [[], [], ["x"]]
     assert len(buf.pending) == 2 and len(buf.parked) == 2
+
+
+def test_with_the_default_settings_unlabelled_events_expire_rather_than_being_evicted() -> None:
+    from pipeline.config import JoinConfig
+
+    defaults = JoinConfig()
+    buf = JoinBuffer(defaults.ttl_events, defaults.ttl_seconds, defaults.max_pending)
+    evicted = expired = 0
+    for n in range(1, 150_001):
+        evicted += len(buf.add(str(n), 0.0, {}, None, None, None, {}, n)[1])
+        if n >= buf.horizon:
+            expired += len(buf.expire(0.0, n)[0])
+    assert evicted == 0
+    assert expired == 50_000
+    assert len(buf) == defaults.max_pending
