@@ -17,7 +17,7 @@ from consumers.outputs import Outputs
 from pipeline.config import RiverlineConfig
 from pipeline.core import LearningCore, Outcome
 from pipeline.gating import Decision
-from pipeline.kafka.records import KIND_EVENT, KIND_PREDICTION, Incoming
+from pipeline.kafka.records import EVENT_ORIGINS, KIND_EVENT, KIND_PREDICTION, Incoming
 from pipeline.schemas import Event, InvalidRecord, Label
 from pipeline.served import Published
 from pipeline.telemetry import LatencyHistogram, PipelineMetrics
@@ -47,6 +47,8 @@ class RecordProcessor:
         serve: bool = True,
     ) -> None:
         self.core = core
+        # Pending events keep their features, not their records' bytes as well.
+        core.keep_origins(EVENT_ORIGINS)
         self.outputs = outputs
         self.metrics = metrics
         self.config = config

@@ -307,6 +307,14 @@ class JoinConfig(_Section):
         description="Events waiting for labels; when full, the oldest is evicted (dead-lettered), "
         "unless its ttl_events ends with this event: then it expires (counted, not dead-lettered).",
     )
+    max_pending_bytes: int | None = Field(
+        default=128 * 1024 * 1024,
+        ge=1,
+        description="Bytes of the records of events waiting for labels (and, apart, of labels "
+        "waiting for events); beyond it the oldest is evicted as when max_pending is reached. "
+        "Bounds the checkpoint (one Redis value, checkpoint.max_bytes) and memory (a record's "
+        "parsed features take a few times its bytes in memory).",
+    )
 
 
 class CheckpointConfig(_Section):
@@ -327,6 +335,13 @@ class CheckpointConfig(_Section):
         ge=1,
         description="While Redis is down, consume at most this many labels past the last "
         "checkpoint, then pause (nothing is dropped).",
+    )
+    max_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1,
+        description="Largest checkpoint written (compressed): one Redis value, and Redis refuses "
+        "a value over its proto-max-bulk-len (512 MiB by default). A larger one stops the writer "
+        "with an error naming the settings that bound it (join.max_pending_bytes, ...).",
     )
     background: bool = Field(
         default=True,

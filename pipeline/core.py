@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 from river import base, drift
 
@@ -223,6 +223,24 @@ def _inlinable_adwin(detector: Any) -> bool:
     )
 
 
+class OriginPolicy(Protocol):
+    """What the join buffer keeps of a record's origin (opaque to the core; the edge knows it),
+    and the bytes it stands for: a pending event's features are kept already, so its origin
+    need not keep the record's bytes too; an evicted event's dead letter gets them back."""
+
+    def keep_event(self, origin: Any) -> tuple[Any, int]:
+        """The origin to keep with a pending event, and the event's size in bytes."""
+        ...
+
+    def evicted_event(self, pending: Pending) -> Any:
+        """The origin to dead-letter an evicted event with (its value again)."""
+        ...
+
+    def size(self, origin: Any) -> int:
+        """A parked label's size in bytes (its origin is kept as it is)."""
+        ...
+
+
 class _Blank(Outcome):
     """An Outcome with its class defaults: ``Outcome.__init__`` is not called, nor is anything
     else (object's own ``__init__``, which CPython calls as C; a third cheaper than
@@ -262,6 +280,12 @@ class LearningCore(ReviewLoop):
         # after a detection, and a kept one would give the old window's estimate.
         detector = state.drift_detector
         self._adwin: Any = detector if _inlinable_adwin(detector) else None
+        self._origins: OriginPolicy | None = None
+
+    def keep_origins(self, policy: OriginPolicy) -> None:
+        """How the edge's origins are kept in the join buffer (see :class:`OriginPolicy`);
+        without one, as given, and of size 0 (nothing counts against max_pending_bytes)."""
+        self._origins = policy
 
     @property
     def pipeline(self) -> str | None:
@@ -291,7 +315,10 @@ class LearningCore(ReviewLoop):
             evaluator=evaluator,
             gating=Gating(config.gating, evaluator.bigger_is_better),
             join=JoinBuffer(
-                config.join.ttl_events, config.join.ttl_seconds, config.join.max_pending
+                config.join.ttl_events,
+                config.join.ttl_seconds,
+                config.join.max_pending,
+                config.join.max_pending_bytes,
             ),
         )
 
@@ -300,6 +327,8 @@ class LearningCore(ReviewLoop):
         """A core for this config, fresh or resumed from a checkpointed state."""
         state = state if state is not None else cls.new_state(config)
         ensure_review_book(config, state)
+        # A setting newer than some checkpoints: the config's, whatever the state says.
+        state.join.max_pending_bytes = config.join.max_pending_bytes
         return cls(
             state,
             Fallback.from_config(config.fallback),
@@ -374,6 +403,8 @@ class LearningCore(ReviewLoop):
         review = self.review
         if review is not None and review.enabled:
             self._review_event(event, x, model_pred, answer, outcome)
+        origins = self._origins
+        kept, size = (origin, 0) if origins is None else origins.keep_event(origin)
         parked, evicted = join.add(
             event_id,
             ts,
@@ -383,7 +414,8 @@ class LearningCore(ReviewLoop):
             served,
             values["attributes"],
             events,
-            origin,
+            kept,
+            size,
         )
         if evicted:
             for old in evicted:
@@ -391,9 +423,10 @@ class LearningCore(ReviewLoop):
                 self._reject(
                     outcome,
                     "event_evicted",
-                    f"join buffer full ({join.max_pending} pending): event {old.id!r} "
-                    "dropped unlabelled",
-                    old.origin,
+                    f"join buffer full ({len(join)} pending, {join.pending_bytes:,} bytes; "
+                    f"join.max_pending {join.max_pending}, max_pending_bytes "
+                    f"{join.max_pending_bytes}): event {old.id!r} dropped unlabelled",
+                    old.origin if origins is None else origins.evicted_event(old),
                 )
         if parked is not None:
             label = parked.label
@@ -440,7 +473,9 @@ class LearningCore(ReviewLoop):
             outcome.status = "duplicate"
         else:
             outcome.status = "parked"
-            for old in join.park_label(label, state.events, origin):
+            origins = self._origins
+            size = 0 if origins is None else origins.size(origin)
+            for old in join.park_label(label, state.events, origin, size):
                 state.expired_labels += 1
                 self._reject(
                     outcome,

@@ -209,3 +209,37 @@ def test_events_at_the_end_of_their_ttl_expire_rather_than_evicted_from_a_full_b
         outcome = core.on_event(Event(id=str(i), ts=float(i), features={"x": 1.0}), origin=i)
         reasons += [(r.reason, r.origin) for r in outcome.rejections]
     assert reasons == [("event_evicted", i) for i in range(15)]
+
+
+def test_pending_events_keep_their_bytes_once_and_are_bounded_in_bytes() -> None:
+    """The edge's origins (pipeline.kafka.records): a pending event keeps its features, not its
+    record's bytes too; evicted over join.max_pending_bytes, it is dead-lettered with its value
+    (the event re-serialised), which reads back as the same event."""
+    import pickle
+
+    import orjson
+
+    from pipeline.kafka.records import EVENT_ORIGINS, Origin
+    from pipeline.schemas import parse_event
+
+    core = core_for(join={"ttl_events": None, "max_pending": 1000, "max_pending_bytes": 20_000})
+    core.keep_origins(EVENT_ORIGINS)
+    raws, rejections = [], []
+    for i in range(100):
+        raw = orjson.dumps(
+            {"id": f"e{i}", "ts": float(i), "features": {"x": float(i), "s": "v" * 150}}
+        )
+        raws.append(raw)
+        origin = Origin("events", 0, i, None, f"e{i}".encode(), raw)
+        rejections += core.on_event(Event.model_validate_json(raw), origin).rejections
+    join = core.state.join
+    assert 20_000 - 250 < join.pending_bytes <= 20_000  # record bytes: key and value
+    assert all(p.origin.value is None for p in join.pending.values())
+    assert [r.reason for r in rejections] == ["event_evicted"] * (100 - len(join))
+    for i, rejection in enumerate(rejections):
+        assert rejection.origin[:3] == ("events", 0, i)
+        again = parse_event(rejection.origin.value)
+        assert again == Event.model_validate_json(raws[i])
+    # The checkpoint holds each pending event's bytes about once, not twice.
+    pickled = len(pickle.dumps(join))
+    assert pickled < 1.5 * join.pending_bytes, (pickled, join.pending_bytes)
