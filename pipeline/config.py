@@ -307,6 +307,20 @@ class JoinConfig(_Section):
         description="Events waiting for labels; when full, the oldest is evicted (dead-lettered), "
         "unless its ttl_events ends with this event: then it expires (counted, not dead-lettered).",
     )
+    seen_ids: int = Field(
+        default=1_000_000,
+        ge=0,
+        description="Event ids remembered beyond the TTL to catch duplicates (two Bloom "
+        "filters: the last seen_ids to 2 x seen_ids ids are always found); 0: only within the "
+        "TTL.",
+    )
+    seen_ids_error_rate: float = Field(
+        default=1e-6,
+        gt=0,
+        lt=1,
+        description="Chance that a new event id is taken for one seen (dead-lettered as "
+        "duplicate_event): a full filter's; memory ~41 bits per id per filter at 1e-6.",
+    )
     max_pending_bytes: int | None = Field(
         default=128 * 1024 * 1024,
         ge=1,

@@ -35,6 +35,7 @@ from pipeline.models import is_classifier, make_drift_detector, parse_model_spec
 from pipeline.review import ReviewBook, ReviewOutput, ReviewPolicy, TokenBucket
 from pipeline.review_hooks import ReviewLoop
 from pipeline.schemas import Event, Label, Prediction, encode, encode_fields
+from pipeline.seen_ids import SeenIds
 from pipeline.served import UNPUBLISHED, Published, ServedJoin
 from pipeline.serving.serve import Server
 
@@ -95,6 +96,8 @@ class CoreState:
     review: ReviewBook | None = None
     # Split mode (learner): served answers come from the published predictions; None in run.
     served_join: ServedJoin | None = None
+    # Event ids seen beyond the join's TTL (join.seen_ids); None in older checkpoints, or off.
+    seen_ids: SeenIds | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +226,17 @@ def _inlinable_adwin(detector: Any) -> bool:
     )
 
 
+def _seen_ids(config: RiverlineConfig, kept: SeenIds | None) -> SeenIds | None:
+    """The memory of event ids the config asks for: the one restored if it is that, else a
+    new one (a checkpoint from before it, or other settings, starts it empty)."""
+    capacity, error_rate = config.join.seen_ids, config.join.seen_ids_error_rate
+    if capacity == 0:
+        return None
+    if kept is not None and (kept.capacity, kept.error_rate) == (capacity, error_rate):
+        return kept
+    return SeenIds(capacity, error_rate)
+
+
 class OriginPolicy(Protocol):
     """What the join buffer keeps of a record's origin (opaque to the core; the edge knows it),
     and the bytes it stands for: a pending event's features are kept already, so its origin
@@ -327,8 +341,9 @@ class LearningCore(ReviewLoop):
         """A core for this config, fresh or resumed from a checkpointed state."""
         state = state if state is not None else cls.new_state(config)
         ensure_review_book(config, state)
-        # A setting newer than some checkpoints: the config's, whatever the state says.
+        # Settings newer than some checkpoints: the config's, whatever the state says.
         state.join.max_pending_bytes = config.join.max_pending_bytes
+        state.seen_ids = _seen_ids(config, state.seen_ids)
         return cls(
             state,
             Fallback.from_config(config.fallback),
@@ -359,7 +374,13 @@ class LearningCore(ReviewLoop):
         # them as attributes goes through pydantic's __getattr__ hook, at 3-4 times the cost.
         values = event.__dict__
         event_id = values["id"]
-        if event_id in join.pending or event_id in join.joined:
+        # Exactly within the TTL (the join's own ids), then the Bloom filters' memory beyond it.
+        seen = state.seen_ids
+        if (
+            event_id in join.pending
+            or event_id in join.joined
+            or (seen is not None and seen.check_and_add(event_id))
+        ):
             rejected = Outcome(None, "rejected")
             self._reject(
                 rejected, "duplicate_event", f"event id {event_id!r} was seen before", origin

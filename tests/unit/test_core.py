@@ -243,3 +243,21 @@ def test_pending_events_keep_their_bytes_once_and_are_bounded_in_bytes() -> None
     # The checkpoint holds each pending event's bytes about once, not twice.
     pickled = len(pickle.dumps(join))
     assert pickled < 1.5 * join.pending_bytes, (pickled, join.pending_bytes)
+
+
+def test_a_duplicate_event_long_after_the_join_ttl_is_still_caught() -> None:
+    import pickle
+
+    config = load_config(None, {"name": "unit", "join": {"ttl_events": 50}}, environ={})
+    core = LearningCore.from_config(config)
+    for i in range(1500):
+        assert core.on_event(Event(id=f"e{i}", ts=float(i), features={"x": 1.0})).rejections == ()
+        if i % 3 == 0:
+            core.on_label(Label(id=f"e{i}", ts=float(i), label=True))
+    # Through a checkpoint too: the memory of ids is part of the state.
+    core = LearningCore.from_config(config, pickle.loads(pickle.dumps(core.state)))
+    for i in (0, 1, 5, 1400):  # labelled or not, 1,450+ and 50+ events (the TTL) back
+        outcome = core.on_event(Event(id=f"e{i}", ts=2000.0, features={"x": 1.0}))
+        assert [r.reason for r in outcome.rejections] == ["duplicate_event"], i
+    assert core.report()["dead_letters"] == {"duplicate_event": 4}
+    assert core.state.events == 1500  # a duplicate is not an event of the stream
