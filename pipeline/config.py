@@ -319,7 +319,7 @@ class JoinConfig(_Section):
         gt=0,
         lt=1,
         description="Chance that a new event id is taken for one seen (dead-lettered as "
-        "duplicate_event): a full filter's; memory ~41 bits per id per filter at 1e-6.",
+        "duplicate_event): a full filter's; memory ~40 bits per id per filter at 1e-6.",
     )
     max_pending_bytes: int | None = Field(
         default=128 * 1024 * 1024,
