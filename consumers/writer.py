@@ -81,6 +81,7 @@ class Writer:
             require_secret(config),
             config.checkpoint.keep,
             config.checkpoint.insecure,
+            config.checkpoint.max_bytes,
         )
         self.lease = Lease(redis_client, config.name, config.checkpoint.lease_ttl_ms, owner)
         self.ownership = Ownership(self.lease, config.name, self.stop)

@@ -499,7 +499,30 @@ class JoinConfig(_Section):
     max_pending: int = Field(
         default=100_000,
         ge=1,
-        description="Events waiting for labels; when full, the oldest expires (dead-lettered).",
+        description="Events waiting for labels; when full, the oldest is evicted (dead-lettered), "
+        "unless its ttl_events ends with this event: then it expires (counted, not dead-lettered).",
+    )
+    seen_ids: int = Field(
+        default=1_000_000,
+        ge=0,
+        description="Event ids remembered beyond the TTL to catch duplicates (two Bloom "
+        "filters: the last seen_ids to 2 x seen_ids ids are always found); 0: only within the "
+        "TTL.",
+    )
+    seen_ids_error_rate: float = Field(
+        default=1e-6,
+        gt=0,
+        lt=1,
+        description="Chance that a new event id is taken for one seen (dead-lettered as "
+        "duplicate_event): a full filter's; memory ~40 bits per id per filter at 1e-6.",
+    )
+    max_pending_bytes: int | None = Field(
+        default=128 * 1024 * 1024,
+        ge=1,
+        description="Bytes of the records of events waiting for labels (and, apart, of labels "
+        "waiting for events); beyond it the oldest is evicted as when max_pending is reached. "
+        "Bounds the checkpoint (one Redis value, checkpoint.max_bytes) and memory (a record's "
+        "parsed features take a few times its bytes in memory).",
     )
 
 
@@ -527,6 +550,13 @@ class CheckpointConfig(_Section):
         ge=1,
         description="While Redis is down, consume at most this many labels past the last "
         "checkpoint, then pause (nothing is dropped).",
+    )
+    max_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1,
+        description="Largest checkpoint written (compressed): one Redis value, and Redis refuses "
+        "a value over its proto-max-bulk-len (512 MiB by default). A larger one stops the writer "
+        "with an error naming the settings that bound it (join.max_pending_bytes, ...).",
     )
     background: bool = Field(
         default=True,

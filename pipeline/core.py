@@ -23,7 +23,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 from river import base, drift
 
@@ -40,6 +40,7 @@ from pipeline.models import is_classifier, make_drift_detector, parse_model_spec
 from pipeline.review import ReviewBook, ReviewOutput, ReviewPolicy, TokenBucket
 from pipeline.review_hooks import ReviewLoop
 from pipeline.schemas import Event, Label, Prediction, encode, encode_fields
+from pipeline.seen_ids import SeenIds
 from pipeline.served import UNPUBLISHED, Published, ServedJoin
 from pipeline.serving.serve import Server
 
@@ -108,6 +109,8 @@ class CoreState:
     # Global feature importance (explain.importance); None when off, or in checkpoints from
     # before it existed (the class default answers for them).
     importance: Importance | None = None
+    # Event ids seen beyond the join's TTL (join.seen_ids); None in older checkpoints, or off.
+    seen_ids: SeenIds | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +239,35 @@ def _inlinable_adwin(detector: Any) -> bool:
     )
 
 
+def _seen_ids(config: RiverlineConfig, kept: SeenIds | None) -> SeenIds | None:
+    """The memory of event ids the config asks for: the one restored if it is that, else a
+    new one (a checkpoint from before it, or other settings, starts it empty)."""
+    capacity, error_rate = config.join.seen_ids, config.join.seen_ids_error_rate
+    if capacity == 0:
+        return None
+    if kept is not None and (kept.capacity, kept.error_rate) == (capacity, error_rate):
+        return kept
+    return SeenIds(capacity, error_rate)
+
+
+class OriginPolicy(Protocol):
+    """What the join buffer keeps of a record's origin (opaque to the core; the edge knows it),
+    and the bytes it stands for: a pending event's features are kept already, so its origin
+    need not keep the record's bytes too; an evicted event's dead letter gets them back."""
+
+    def keep_event(self, origin: Any) -> tuple[Any, int]:
+        """The origin to keep with a pending event, and the event's size in bytes."""
+        ...
+
+    def evicted_event(self, pending: Pending) -> Any:
+        """The origin to dead-letter an evicted event with (its value again)."""
+        ...
+
+    def size(self, origin: Any) -> int:
+        """A parked label's size in bytes (its origin is kept as it is)."""
+        ...
+
+
 class _Blank(Outcome):
     """An Outcome with its class defaults: ``Outcome.__init__`` is not called, nor is anything
     else (object's own ``__init__``, which CPython calls as C; a third cheaper than
@@ -284,6 +316,12 @@ class LearningCore(ReviewLoop):
         # Read once per record: None unless challengers learn beside the champion.
         board = state.challengers
         self._challengers = board if board is not None and board.members else None
+        self._origins: OriginPolicy | None = None
+
+    def keep_origins(self, policy: OriginPolicy) -> None:
+        """How the edge's origins are kept in the join buffer (see :class:`OriginPolicy`);
+        without one, as given, and of size 0 (nothing counts against max_pending_bytes)."""
+        self._origins = policy
 
     @property
     def pipeline(self) -> str | None:
@@ -319,7 +357,10 @@ class LearningCore(ReviewLoop):
             evaluator=evaluator,
             gating=Gating(config.gating, evaluator.bigger_is_better),
             join=JoinBuffer(
-                config.join.ttl_events, config.join.ttl_seconds, config.join.max_pending
+                config.join.ttl_events,
+                config.join.ttl_seconds,
+                config.join.max_pending,
+                config.join.max_pending_bytes,
             ),
         )
 
@@ -330,6 +371,9 @@ class LearningCore(ReviewLoop):
         ensure_review_book(config, state)
         ensure_challengers(config, state)
         ensure_importance(config, state)
+        # Settings newer than some checkpoints: the config's, whatever the state says.
+        state.join.max_pending_bytes = config.join.max_pending_bytes
+        state.seen_ids = _seen_ids(config, state.seen_ids)
         return cls(
             state,
             Fallback.from_config(config.fallback),
@@ -361,7 +405,13 @@ class LearningCore(ReviewLoop):
         # them as attributes goes through pydantic's __getattr__ hook, at 3-4 times the cost.
         values = event.__dict__
         event_id = values["id"]
-        if event_id in join.pending or event_id in join.joined:
+        # Exactly within the TTL (the join's own ids), then the Bloom filters' memory beyond it.
+        seen = state.seen_ids
+        if (
+            event_id in join.pending
+            or event_id in join.joined
+            or (seen is not None and seen.check_and_add(event_id))
+        ):
             rejected = Outcome(None, "rejected")
             self._reject(
                 rejected, "duplicate_event", f"event id {event_id!r} was seen before", origin
@@ -414,6 +464,8 @@ class LearningCore(ReviewLoop):
         review = self.review
         if review is not None and review.enabled:
             self._review_event(event, x, model_pred, answer, outcome)
+        origins = self._origins
+        kept, size = (origin, 0) if origins is None else origins.keep_event(origin)
         parked, evicted = join.add(
             event_id,
             ts,
@@ -423,7 +475,8 @@ class LearningCore(ReviewLoop):
             served,
             values["attributes"],
             events,
-            origin,
+            kept,
+            size,
         )
         if evicted:
             for old in evicted:
@@ -433,9 +486,10 @@ class LearningCore(ReviewLoop):
                 self._reject(
                     outcome,
                     "event_evicted",
-                    f"join buffer full ({join.max_pending} pending): event {old.id!r} "
-                    "dropped unlabelled",
-                    old.origin,
+                    f"join buffer full ({len(join)} pending, {join.pending_bytes:,} bytes; "
+                    f"join.max_pending {join.max_pending}, max_pending_bytes "
+                    f"{join.max_pending_bytes}): event {old.id!r} dropped unlabelled",
+                    old.origin if origins is None else origins.evicted_event(old),
                 )
         if parked is not None:
             label = parked.label
@@ -482,7 +536,9 @@ class LearningCore(ReviewLoop):
             outcome.status = "duplicate"
         else:
             outcome.status = "parked"
-            for old in join.park_label(label, state.events, origin):
+            origins = self._origins
+            size = 0 if origins is None else origins.size(origin)
+            for old in join.park_label(label, state.events, origin, size):
                 state.expired_labels += 1
                 self._reject(
                     outcome,

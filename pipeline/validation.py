@@ -52,7 +52,8 @@ REASONS = {
     "label_wrong_type": "the label's type does not fit the task",
     "label_not_allowed": "the label is not in validation.labels",
     "label_orphaned": "a label whose event expired or never came, within the join TTL",
-    "event_evicted": "the join buffer was full: the oldest pending event was dropped",
+    "event_evicted": "the join buffer was full (join.max_pending or max_pending_bytes): the "
+    "oldest pending event was dropped; its value is the event re-serialised",
     "model_error": "the model raised on this record",
     "processing_error": "anything else raised on this record (the message names the exception)",
     "output_too_large": "the prediction or review request is larger than kafka.max_message_bytes",

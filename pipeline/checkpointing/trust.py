@@ -44,6 +44,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint (or model version) that cannot be trusted or read."""
 
 
+class CheckpointTooLarge(CheckpointError):
+    """A checkpoint over ``checkpoint.max_bytes``: Redis would refuse it (a config matter, not
+    an outage: retrying cannot help)."""
+
+
 class Fenced(CheckpointError):
     """The write came from a writer whose lease was taken over; nothing was written."""
 
