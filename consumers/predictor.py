@@ -168,6 +168,8 @@ class Predictor:
             self._swap_if_newer()
             processed = self._drain()
             now = time.monotonic()
+            group, bound = predictor_group(self.config.name), self.config.kafka.join_timeout_seconds
+            inputs.check_joined(now, bound, group)
             if now - self.committed_at >= self.config.serving.commit_every_seconds:
                 self._commit()
             if self.status.due(now):
@@ -237,6 +239,10 @@ class Predictor:
         processor = self.processor
         assert processor is not None
         self.metrics.flush()
+        explainer = self.serving.explainer
+        explain = (
+            explainer.report(time.monotonic() - self.started) if explainer is not None else None
+        )
         self.metrics.sync_counters(
             {
                 "events": self.serving.events,
@@ -245,6 +251,7 @@ class Predictor:
                 "drift": 0,
                 "served_by": self.serving.served_by,
                 "dead_letters": processor.dead_letters,
+                "explain": explain,
             }
         )
         snapshot = self.serving.snapshot
@@ -266,6 +273,7 @@ class Predictor:
             "latency_ms": processor.latency_ms.summary(),
             "ready": ready,
             "ready_reason": why,
+            "explain": explain,
         }
         with contextlib.suppress(redis.RedisError):
             self.status.publish(status, now)

@@ -21,7 +21,7 @@ from pipeline.checkpointing.trust import CheckpointError
 from pipeline.config import RiverlineConfig
 from pipeline.core import LearningCore, Outcome
 from pipeline.gating import Decision
-from pipeline.kafka.records import KIND_EVENT, KIND_PREDICTION, Incoming
+from pipeline.kafka.records import EVENT_ORIGINS, KIND_EVENT, KIND_PREDICTION, Incoming
 from pipeline.kafka.transport import TransportError
 from pipeline.schemas import DEAD_LETTER_TEXT, Event, InvalidRecord, Label
 from pipeline.served import Published
@@ -106,6 +106,8 @@ class RecordProcessor:
         serve: bool = True,
     ) -> None:
         self.core = core
+        # Pending events keep their features, not their records' bytes as well.
+        core.keep_origins(EVENT_ORIGINS)
         self.outputs = outputs
         self.metrics = metrics
         self.config = config
@@ -215,6 +217,9 @@ class RecordProcessor:
             if refused:
                 self.core.state.dead_letters[OUTPUT_TOO_LARGE] += refused
         for rejection in outcome.rejections:
+            if rejection.reason == "model_non_finite":
+                # Rare, and the model was about to be lost for good: worth a line of its own.
+                log.warning("pipeline %s: %s", self.config.name, rejection.message)
             self.outputs.dead_letter(rejection.origin, rejection.reason, rejection.message)
         for decision in outcome.decisions:
             log_decision(decision)

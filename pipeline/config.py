@@ -138,6 +138,15 @@ class KafkaConfig(_Section):
         ge=1000,
         description="Longest time between polls before the group counts a consumer as gone.",
     )
+    join_timeout_seconds: float = Field(
+        default=150.0,
+        ge=0,
+        description="How long a role waits for the consumer group to assign it partitions (an "
+        "empty assignment counts) before it stops with an error instead of hanging: a broker "
+        "can leave a group stuck in a rebalance (the embedded one does when a member leaves "
+        "mid-rebalance). Keep it above max_poll_interval_ms, the longest a join may "
+        "legitimately wait for the other members; 0 waits for ever.",
+    )
     max_poll_records: int = Field(default=500, ge=1, description="Records per fetch, at most.")
     max_partition_fetch_bytes: int = Field(
         default=1048576, ge=1, description="Bytes per partition and fetch, at most."
@@ -211,6 +220,22 @@ class RedisConfig(_Section):
         return v
 
 
+class ChallengerSpec(_Section):
+    """A model that learns beside the champion, scored but never served (pipeline/challengers)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="Its name.")
+    spec: str = Field(description="A River model spec, as model.spec.")
+
+    @field_validator("spec")
+    @classmethod
+    def _buildable(cls, v: str) -> str:
+        try:
+            parse_model_spec(v)
+        except SpecError as e:
+            raise ValueError(str(e)) from None
+        return v
+
+
 class ModelConfig(_Section):
     """The River model, untrained at start."""
 
@@ -219,6 +244,28 @@ class ModelConfig(_Section):
         description="A River model spec (`module.Class`, pipeline steps joined by a pipe); the "
         "default: numbers (and booleans) scaled, strings one-hot, logistic regression.",
     )
+    rollback_every: int | None = Field(
+        default=1000,
+        ge=1,
+        description="A model whose learned numbers turn NaN or infinite after a label is rolled "
+        "back to a copy taken every this many labels, plus the labels since (kept in memory), "
+        "and the event is dead-lettered (model_non_finite). Fewer: more copies, less kept. "
+        "null: no check after learn_one (saves ~2-3 us a label on a linear pipeline).",
+    )
+    challengers: tuple[ChallengerSpec, ...] = Field(
+        default=(),
+        description="Models that learn on every label beside the champion and are scored on "
+        "them, never served until promoted (challengers.promote).",
+    )
+
+    @field_validator("challengers")
+    @classmethod
+    def _distinct(cls, v: tuple[ChallengerSpec, ...]) -> tuple[ChallengerSpec, ...]:
+        names = [c.name for c in v]
+        if len(set(names)) != len(names) or "model" in names:
+            # "model" names the model of model.spec, champion or not.
+            raise ValueError("challenger names must be distinct, and none may be 'model'")
+        return v
 
     @field_validator("spec")
     @classmethod
@@ -325,8 +372,48 @@ class DriftConfig(_Section):
 class ExplainConfig(_Section):
     """Per-prediction explanations."""
 
-    enabled: bool = Field(default=False, description="Top feature contributions (linear models).")
+    enabled: bool = Field(
+        default=False,
+        description="Top feature contributions on each prediction the model serves (linear: "
+        "weights; trees: the path; forests: the members'; others: sampled Shapley values).",
+    )
     top_k: int = Field(default=3, ge=1, description="Feature contributions per prediction.")
+    every: int = Field(
+        default=1, ge=1, description="Explain one model-served prediction in this many (1: all)."
+    )
+    samples: int = Field(
+        default=128,
+        ge=1,
+        le=100_000,
+        description="Model calls per sampled explanation (models that are neither linear, "
+        "trees nor forests of trees): the fixed cost of each.",
+    )
+    background: int = Field(
+        default=32,
+        ge=1,
+        le=10_000,
+        description="Recent events kept as the background sampled explanations compare with.",
+    )
+    seed: int = Field(
+        default=0, description="Seed of the sampled explanations (with each event's id)."
+    )
+    importance: bool = Field(
+        default=False,
+        description="Global feature importance as the model learns (incremental permutation "
+        "importance over the last `background` events): report, status, metrics.",
+    )
+    importance_every: int = Field(
+        default=1,
+        ge=1,
+        description="Update the importance on one label in this many (each update costs one "
+        "model call per feature, plus one).",
+    )
+    importance_alpha: float = Field(
+        default=0.01,
+        gt=0.0,
+        le=1.0,
+        description="Smoothing of the importance: the weight of each new label's measure.",
+    )
 
 
 class TelemetryConfig(_Section):
@@ -337,6 +424,15 @@ class TelemetryConfig(_Section):
     )
     status_every_seconds: float = Field(
         default=2.0, gt=0, description="How often the status hash in Redis is refreshed."
+    )
+
+
+class ChallengersConfig(_Section):
+    promote: Literal["manual", "auto"] = Field(
+        default="manual",
+        description="auto: a challenger scored on gating.min_labels labels that beats the "
+        "champion over gating.window by more than gating.margin takes over; manual: never "
+        "by itself.",
     )
 
 
@@ -379,6 +475,16 @@ class ValidationConfig(_Section):
     labels: tuple[bool | int | float | str, ...] | None = Field(
         default=None, description="The allowed classes; unset allows any."
     )
+    max_abs_value: float | None = Field(
+        default=1e12,
+        gt=0,
+        description="A number feature (or a regressor's label) larger in magnitude is refused "
+        "(value_out_of_range). 1e12 is River's own default gradient clip for its linear models, "
+        "far above any count, price or epoch-seconds time, and far below where a model's sums "
+        "of squares overflow (1e308): a value beyond it is a unit error or an attack, and one "
+        "such value wrecks a linear model's weights for good. Epoch milliseconds (~1.7e12) "
+        "exceed it: send seconds or raise it; null: no limit.",
+    )
 
 
 class JoinConfig(_Section):
@@ -393,7 +499,30 @@ class JoinConfig(_Section):
     max_pending: int = Field(
         default=100_000,
         ge=1,
-        description="Events waiting for labels; when full, the oldest expires (dead-lettered).",
+        description="Events waiting for labels; when full, the oldest is evicted (dead-lettered), "
+        "unless its ttl_events ends with this event: then it expires (counted, not dead-lettered).",
+    )
+    seen_ids: int = Field(
+        default=1_000_000,
+        ge=0,
+        description="Event ids remembered beyond the TTL to catch duplicates (two Bloom "
+        "filters: the last seen_ids to 2 x seen_ids ids are always found); 0: only within the "
+        "TTL.",
+    )
+    seen_ids_error_rate: float = Field(
+        default=1e-6,
+        gt=0,
+        lt=1,
+        description="Chance that a new event id is taken for one seen (dead-lettered as "
+        "duplicate_event): a full filter's; memory ~40 bits per id per filter at 1e-6.",
+    )
+    max_pending_bytes: int | None = Field(
+        default=128 * 1024 * 1024,
+        ge=1,
+        description="Bytes of the records of events waiting for labels (and, apart, of labels "
+        "waiting for events); beyond it the oldest is evicted as when max_pending is reached. "
+        "Bounds the checkpoint (one Redis value, checkpoint.max_bytes) and memory (a record's "
+        "parsed features take a few times its bytes in memory).",
     )
 
 
@@ -421,6 +550,13 @@ class CheckpointConfig(_Section):
         ge=1,
         description="While Redis is down, consume at most this many labels past the last "
         "checkpoint, then pause (nothing is dropped).",
+    )
+    max_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1,
+        description="Largest checkpoint written (compressed): one Redis value, and Redis refuses "
+        "a value over its proto-max-bulk-len (512 MiB by default). A larger one stops the writer "
+        "with an error naming the settings that bound it (join.max_pending_bytes, ...).",
     )
     background: bool = Field(
         default=True,
@@ -525,6 +661,9 @@ class RiverlineConfig(_Section):
     kafka: KafkaConfig = Field(default=KafkaConfig(), description="Kafka: cluster, topics.")
     redis: RedisConfig = Field(default=RedisConfig(), description="Redis: state and models.")
     model: ModelConfig = Field(default=ModelConfig(), description="The River model.")
+    challengers: ChallengersConfig = Field(
+        default=ChallengersConfig(), description="How a challenger takes over."
+    )
     evaluation: EvaluationConfig = Field(
         default=EvaluationConfig(), description="Metrics, slices, the learning curve."
     )

@@ -124,6 +124,8 @@ class ModelOpinion(_Wire):
     proba: dict[str, float] | None = None
     confidence: float | None = None
     model_version: int
+    # Why (explain.enabled): the served prediction's explanation, or one made for the review.
+    explanation: list[dict[str, Any]] | None = None
 
 
 class RulesOpinion(_Wire):
@@ -323,13 +325,41 @@ def _decode(model: type[_Wire], raw: bytes | None) -> Any:
         raise _reason(e) from None
 
 
-def _parse_event_validated(raw: bytes | None) -> Event:
+def _parse_event_validated(raw: bytes | None, max_abs: float | None = None) -> Event:
     """The reference path: pydantic checks everything (the fast path falls back to it)."""
     event: Event = _decode(Event, raw)
     for name, value in event.features.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidRecord("not_finite", f"features.{name}: must be a finite number")
+        if max_abs is not None:
+            check_magnitude(f"features.{name}", value, max_abs)
     return event
+
+
+def check_magnitude(where: str, value: Any, max_abs: float) -> None:
+    """Refuse a number (not a bool) larger in magnitude than ``max_abs``.
+
+    Finite but huge values (1e308) pass every type check, and one of them turns a linear
+    model's state into inf and NaN for good.
+
+    >>> check_magnitude("x", 2e13, 1e12)
+    Traceback (most recent call last):
+    ...
+    pipeline.schemas.InvalidRecord: x: 20000000000000.0 is beyond validation.max_abs_value (1e+12)
+    """
+    kind = type(value)
+    if (kind is float or kind is int) and not -max_abs <= value <= max_abs:
+        raise InvalidRecord(
+            "value_out_of_range",
+            f"{where}: {_short(value)} is beyond validation.max_abs_value ({max_abs:g})",
+        )
+
+
+def _short(value: float) -> str:
+    """A number for a message; a huge int by its size (repr refuses ints past 4,300 digits)."""
+    if type(value) is int and value.bit_length() > 128:
+        return f"an int of {value.bit_length()} bits"
+    return repr(value)
 
 
 def _parse_label_validated(raw: bytes | None) -> Label:
@@ -364,15 +394,23 @@ _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
-def _plain_values(values: Any) -> bool:
+def _plain_values(
+    values: Any, float_bound: float = _FLOAT_BOUND, int_bound: float = math.inf
+) -> bool:
     """A dict of feature values pydantic keeps as they are (its strict bool, int, float, str),
-    floats below 2**63 in magnitude."""
+    floats below ``float_bound`` (at most 2**63) and ints below ``int_bound`` in magnitude.
+
+    A value at or past a bound goes to the reference path, which decides (validation's
+    ``max_abs_value`` is checked there, exactly); the bounds cost the loop nothing."""
     if type(values) is not dict:
         return False
     for value in values.values():
         kind = type(value)
         if kind is float:
-            if not -_FLOAT_BOUND < value < _FLOAT_BOUND:
+            if not -float_bound < value < float_bound:
+                return False
+        elif kind is int:
+            if not -int_bound < value < int_bound:
                 return False
         elif kind not in _PLAIN_TYPES:
             return False
@@ -420,8 +458,11 @@ def _built(model: type[_Wire], values: dict[str, Any], fields_set: set[str]) -> 
 # check and a float time's: a call costs about as much as the check it makes.
 
 
-def _fast_event(raw: bytes | None) -> Event | None:
-    """The event, when the payload has the plain shape; None to take the pydantic path."""
+def _fast_event(
+    raw: bytes | None, float_bound: float = _FLOAT_BOUND, int_bound: float = math.inf
+) -> Event | None:
+    """The event, when the payload has the plain shape and its features' numbers are within
+    the bounds (see _plain_values); None to take the pydantic path."""
     if not raw:
         return None
     try:
@@ -434,7 +475,7 @@ def _fast_event(raw: bytes | None) -> Event | None:
     if type(record_id) is not str or not 0 < len(record_id) <= MAX_ID_LENGTH:
         return None
     features = data.get("features")
-    if not _plain_values(features):
+    if not _plain_values(features, float_bound, int_bound):
         return None
     ts = data.get("ts")
     if type(ts) is float:
@@ -517,15 +558,23 @@ def _check_fast_path_assumptions() -> None:
 _check_fast_path_assumptions()
 
 
-def parse_event(raw: bytes | None) -> Event:
-    """Bytes to a checked event, or InvalidRecord with its reason.
+def parse_event(raw: bytes | None, max_abs: float | None = None) -> Event:
+    """Bytes to a checked event, or InvalidRecord with its reason; with ``max_abs``, a number
+    feature larger in magnitude is refused (``value_out_of_range``).
 
     >>> parse_event(b'{"id": "1", "ts": 3, "features": {"x": 1}}') == Event(
     ...     id="1", ts=3.0, features={"x": 1})
     True
+    >>> parse_event(b'{"id": "1", "ts": 3, "features": {"x": -1e308}}', max_abs=1e12)
+    Traceback (most recent call last):
+    ...
+    pipeline.schemas.InvalidRecord: features.x: -1e+308 is beyond validation.max_abs_value (1e+12)
     """
-    event = _fast_event(raw)
-    return event if event is not None else _parse_event_validated(raw)
+    if max_abs is None:
+        event = _fast_event(raw)
+    else:
+        event = _fast_event(raw, min(max_abs, _FLOAT_BOUND), max_abs)
+    return event if event is not None else _parse_event_validated(raw, max_abs)
 
 
 def parse_label(raw: bytes | None) -> Label:

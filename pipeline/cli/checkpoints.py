@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from pipeline.checkpointing.trust import CheckpointError
 from pipeline.cli.app import app
 from pipeline.cli.common import (
     DEFAULT_CONFIG,
@@ -18,8 +19,10 @@ from pipeline.cli.common import (
     console,
     friendly_errors,
     open_store,
+    print_error,
     stdout_console,
 )
+from pipeline.display import literal
 
 checkpoint_app = typer.Typer(help="Inspect and roll back a pipeline's checkpoints in Redis.")
 app.add_typer(checkpoint_app, name="checkpoint")
@@ -36,7 +39,7 @@ def checkpoint_list(
     with friendly_errors():
         store = open_store(config, name, redis_url)
         latest = store.latest_version()
-        table = Table(title=f"checkpoints of {store.prefix}")
+        table = Table(title=literal(f"checkpoints of {store.prefix}"))
         for column in (
             "version",
             "latest",
@@ -50,17 +53,20 @@ def checkpoint_list(
             table.add_column(column)
         pinned = store.pinned()
         for version in store.versions():
-            meta = store.meta(version) or {}
-            written = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(meta.get("written_at", 0)))
+            try:
+                meta = store.meta(version) or {}
+            except CheckpointError:  # listed as unreadable; the others are still shown
+                meta = {"reason": "unreadable metadata"}
+            written = time.strftime(
+                "%Y-%m-%d %H:%M:%S", time.localtime(float(meta.get("written_at") or 0))
+            )
             table.add_row(
                 str(version),
                 ("*" if version == latest else "") + (" pinned" if version in pinned else ""),
                 written,
-                str(meta.get("reason", "")),
-                str(meta.get("events", "")),
-                str(meta.get("labels", "")),
-                str(meta.get("mode", "")),
-                str(meta.get("bytes", "")),
+                # Metadata read from Redis: shown as text, whoever wrote it.
+                *(literal(meta.get(k, "")) for k in ("reason", "events", "labels", "mode")),
+                literal(meta.get("bytes", "")),
             )
         stdout_console().print(table)
 
@@ -111,10 +117,9 @@ def checkpoint_rollback(
         cfg = build_config(config, name, None, redis_url)
         holder = Lease(store.client, cfg.name, cfg.checkpoint.lease_ttl_ms).holder()
         if holder and not force:
-            console.print(
-                f"[red]error:[/red] pipeline is running (lease held by {holder}); stop it first "
-                "or pass --force (its next checkpoint would supersede the rollback)",
-                highlight=False,
+            print_error(
+                f"pipeline is running (lease held by {holder}); stop it first "
+                "or pass --force (its next checkpoint would supersede the rollback)"
             )
             raise typer.Exit(1)
         store.rollback(version)

@@ -14,7 +14,7 @@ import redis
 import typer
 
 from consumers.signals import StopFlag
-from pipeline.cli.common import console
+from pipeline.cli.common import console, print_error
 from pipeline.config import RiverlineConfig
 from producers.reviewer import ReviewerSpec, SimulatedAnswers, SimulatedReviewer, true_labels
 from producers.schedule import LabelDelay
@@ -44,7 +44,7 @@ def run_review_demo(
     try:
         truth = true_labels(source, limit)
     except SourceError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False)
+        print_error(e)
         raise typer.Exit(1) from None
     reviewer = SimulatedReviewer(cfg, servers, SimulatedAnswers(spec, truth)).start()
     failure: list[BaseException] = []
@@ -69,7 +69,7 @@ def run_review_demo(
         reviewer.stop()
         producer.join(timeout=5)
     if failure:
-        console.print(f"[red]error:[/red] replay failed: {failure[0]}", highlight=False)
+        print_error(f"replay failed: {failure[0]}")
         raise typer.Exit(1)
     console.print(f"simulated reviewer: {reviewer.answered} answers published", highlight=False)
     return result

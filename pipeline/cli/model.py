@@ -20,6 +20,7 @@ from pipeline.cli.common import (
     friendly_errors,
     stdout_console,
 )
+from pipeline.display import literal
 
 model_app = typer.Typer(help="Inspect the model versions a learner published to Redis.")
 app.add_typer(model_app, name="model")
@@ -50,7 +51,7 @@ def model_list(
     with friendly_errors():
         store = open_model_store(config, name, redis_url)
         latest = store.latest_version()
-        table = Table(title=f"model versions of {store.prefix}")
+        table = Table(title=literal(f"model versions of {store.prefix}"))
         for column in (
             "version",
             "latest",
@@ -63,16 +64,18 @@ def model_list(
         ):
             table.add_column(column)
         for meta in store.list():
-            made_of = meta.get("provenance", {})
+            made_of = meta.get("provenance")
+            made_of = made_of if isinstance(made_of, dict) else {}
+            # Metadata read from Redis: shown as text, whoever wrote it.
             table.add_row(
-                str(meta.get("version", "")),
+                literal(meta.get("version", "")),
                 "*" if meta.get("version") == latest else "",
                 _when(meta.get("created_at")),
-                str(meta.get("mode", "")),
-                str(meta.get("labels", "")),
-                str(meta.get("bytes", "")),
-                str(made_of.get("riverline", "")),
-                str(made_of.get("config_digest", ""))[:12],
+                "unreadable metadata" if "unreadable" in meta else literal(meta.get("mode", "")),
+                literal(meta.get("labels", "")),
+                literal(meta.get("bytes", "")),
+                literal(made_of.get("riverline", "")),
+                literal(str(made_of.get("config_digest", ""))[:12]),
             )
         stdout_console().print(table)
 

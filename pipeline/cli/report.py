@@ -7,7 +7,6 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from pipeline.cli.app import app
 from pipeline.cli.common import (
@@ -19,6 +18,7 @@ from pipeline.cli.common import (
     console,
     friendly_errors,
     open_store,
+    print_error,
 )
 
 
@@ -52,17 +52,13 @@ def report_command(
         try:
             png, page = write_learning_curve(data, out, stem=stem)
         except OSError as e:
-            console.print(f"[red]error:[/red] {escape(f'cannot write into {out}: {e.strerror}')}")
+            print_error(f"cannot write into {out}: {e.strerror}")
             raise typer.Exit(1) from None
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             # A report that passed read_report's checks but holds odd values further down.
-            console.print(
-                "[red]error:[/red] "
-                + escape(
-                    f"{from_json or 'the checkpoint'} does not hold a report riverline can draw "
-                    f"({type(e).__name__}: {e})"
-                ),
-                highlight=False,
+            print_error(
+                f"{from_json or 'the checkpoint'} does not hold a report riverline can draw "
+                f"({type(e).__name__}: {e})"
             )
             raise typer.Exit(2) from None
         Console().print(f"wrote {png} and {page}", highlight=False)
@@ -84,7 +80,7 @@ def read_report(path: Path) -> dict[str, Any]:
     import json
 
     def refuse(why: str) -> NoReturn:
-        console.print(f"[red]error:[/red] {escape(f'--from-json {path}: {why}')}", highlight=False)
+        print_error(f"--from-json {path}: {why}")
         raise typer.Exit(2)
 
     try:

@@ -316,7 +316,9 @@ class ConfluentConsumer:
             return False
         return True
 
-    def close(self) -> None:
+    def close(self, leave_group: bool = True) -> None:
+        # librdkafka always leaves on close (only static members do not): ``leave_group`` is
+        # not honoured here.
         self.client.close()
 
 

@@ -413,7 +413,12 @@ class KafkaPythonConsumer:
             return False
         return True
 
-    def close(self) -> None:
+    def close(self, leave_group: bool = True) -> None:
+        if not leave_group:
+            # kafka-python has no setting for it: its close() leaves through this method.
+            coordinator = getattr(self.client, "_coordinator", None)
+            if coordinator is not None:
+                coordinator.maybe_leave_group = lambda *args, **kwargs: None
         self.client.close()
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Callable
 from typing import Any, NamedTuple
+
+import orjson
 
 from pipeline.kafka.transport import Record
 from pipeline.ordering import EVENT_RANK, LABEL_RANK, PREDICTION_RANK, Item
@@ -132,6 +136,52 @@ def _unparsable(error: Exception) -> InvalidRecord:
 
 
 _tuple_new = tuple.__new__  # a NamedTuple's own __new__ is a Python function: one call more
+
+
+class EventOrigins:
+    """The core's :class:`~pipeline.core.OriginPolicy` for Kafka records: a pending event keeps
+    its features (the model learns from them when the label comes), so its origin drops the
+    record's bytes, which would hold the event a second time in memory and in every checkpoint;
+    if the event is evicted, its dead letter carries the event re-serialised from what was kept
+    (same id, ts, features and attributes, reads back as the same event; null features, which
+    mean missing, left out). The record's own bytes stay at its topic/partition/offset, which
+    the dead letter names. Sizes are the record's bytes (key and value): cheap, and close to
+    what the event costs a checkpoint."""
+
+    __slots__ = ()
+
+    def keep_event(self, origin: Any) -> tuple[Any, int]:
+        if type(origin) is not Origin or origin.value is None:
+            return origin, 0
+        key, value = origin.key, origin.value
+        size = len(value) + (len(key) if key is not None else 0)
+        return _tuple_new(Origin, (origin[0], origin[1], origin[2], origin[3], key, None)), size
+
+    def evicted_event(self, pending: Any) -> Any:
+        origin = pending.origin
+        if type(origin) is not Origin or origin.value is not None:
+            return origin  # kept whole (a checkpoint from before), or not a record's
+        event: dict[str, Any] = {"id": pending.id, "ts": pending.ts, "features": pending.x}
+        if pending.attributes:
+            event["attributes"] = pending.attributes
+        key = origin.key
+        if key is not None and key != pending.id.encode():
+            with contextlib.suppress(UnicodeDecodeError):
+                event["key"] = key.decode()
+        try:
+            value = orjson.dumps(event)
+        except TypeError:  # an integer beyond 64 bits: the stdlib writes any
+            value = json.dumps(event, separators=(",", ":")).encode()
+        return origin._replace(value=value)
+
+    def size(self, origin: Any) -> int:
+        if type(origin) is not Origin:
+            return 0
+        key, value = origin.key, origin.value
+        return (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
+
+
+EVENT_ORIGINS = EventOrigins()
 _INVALID_TS = float("-inf")
 
 

@@ -105,11 +105,25 @@ def test_a_checkpoint_from_before_resumes_to_the_same_run() -> None:
     state = pickle.loads(fixture["state"])
     core = LearningCore.from_config(config(), state)
     items = stream()[HALF:]
-    assert play(core, items) == {"outputs": fixture["outputs"], "report": fixture["report"]}
+    assert as_before(play(core, items)) == {
+        "outputs": fixture["outputs"],
+        "report": fixture["report"],
+    }
     # And from a checkpoint of the restored state, written by this code.
     again = pickle.loads(fixture["state"])
     core = LearningCore.from_config(config(), pickle.loads(pickle.dumps(again)))
-    assert play(core, items)["report"] == fixture["report"]
+    assert as_before(play(core, items))["report"] == fixture["report"]
+
+
+# Report fields added since the fixture was written, with the value the old run has for them.
+ADDED = {"model_rollbacks": 0}
+
+
+def as_before(played: dict[str, Any]) -> dict[str, Any]:
+    report = dict(played["report"])
+    for name, value in ADDED.items():
+        assert report.pop(name) == value, name
+    return {**played, "report": report}
 
 
 def test_the_stream_exercises_every_path() -> None:

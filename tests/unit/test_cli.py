@@ -54,3 +54,29 @@ def test_bad_label_delay_is_a_usage_error() -> None:
     result = runner.invoke(app, ["replay", "--source", "river:Phishing", "--label-delay", "soon"])
     assert result.exit_code == 2
     assert "label delay" in result.output
+
+
+def test_log_lines_show_control_characters_escaped_and_keep_tracebacks() -> None:
+    """A log message quoting an id must not drive the terminal nor forge a second log line."""
+    import logging
+    import sys
+
+    from pipeline.cli.common import _ShownFormatter
+
+    formatter = _ShownFormatter("%(levelname)s %(message)s")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord(
+        "t",
+        logging.WARNING,
+        __file__,
+        1,
+        "event %s: %s",
+        ("a\x1b]0;x\x07", "b\nINFO forged"),
+        exc_info,
+    )
+    line, *traceback = formatter.format(record).split("\n")
+    assert line == "WARNING event a\\x1b]0;x\\x07: b\\x0aINFO forged"
+    assert traceback[0].startswith("Traceback") and "ValueError: boom" in traceback[-1]
