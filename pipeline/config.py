@@ -802,8 +802,8 @@ def unknown_field_message(loc: tuple[str | int, ...]) -> str:
 
     >>> unknown_field_message(("gating", "min_label"))
     'unknown field, did you mean `min_labels`?'
-    >>> unknown_field_message(("explain", "zzz"))
-    'unknown field; fields here: `enabled`, `top_k`'
+    >>> unknown_field_message(("drift", "zzz"))
+    'unknown field; fields here: `demote`, `detector`'
     """
     section = section_at(loc[:-1])
     if section is None:

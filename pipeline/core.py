@@ -259,8 +259,8 @@ class OriginPolicy(Protocol):
         """The origin to keep with a pending event, and the event's size in bytes."""
         ...
 
-    def evicted_event(self, pending: Pending) -> Any:
-        """The origin to dead-letter an evicted event with (its value again)."""
+    def pending_origin(self, pending: Pending) -> Any:
+        """The origin to dead-letter a pending event with (evicted, rolled back): its value."""
         ...
 
     def size(self, origin: Any) -> int:
@@ -489,7 +489,7 @@ class LearningCore(ReviewLoop):
                     f"join buffer full ({len(join)} pending, {join.pending_bytes:,} bytes; "
                     f"join.max_pending {join.max_pending}, max_pending_bytes "
                     f"{join.max_pending_bytes}): event {old.id!r} dropped unlabelled",
-                    old.origin if origins is None else origins.evicted_event(old),
+                    old.origin if origins is None else origins.pending_origin(old),
                 )
         if parked is not None:
             label = parked.label
@@ -688,7 +688,10 @@ class LearningCore(ReviewLoop):
             "model_non_finite",
             f"learning event {pending.id!r} turned the model's state not finite (largest "
             f"features: {shown}); the model was rolled back to before it",
-            pending.origin,
+            # The join keeps features, not the record's bytes: the event's value again.
+            pending.origin
+            if (origins := self._origins) is None
+            else origins.pending_origin(pending),
         )
 
     def _guard_for(self, model: Any) -> ModelGuard | None:

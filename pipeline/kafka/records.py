@@ -157,7 +157,7 @@ class EventOrigins:
         size = len(value) + (len(key) if key is not None else 0)
         return _tuple_new(Origin, (origin[0], origin[1], origin[2], origin[3], key, None)), size
 
-    def evicted_event(self, pending: Any) -> Any:
+    def pending_origin(self, pending: Any) -> Any:
         origin = pending.origin
         if type(origin) is not Origin or origin.value is not None:
             return origin  # kept whole (a checkpoint from before), or not a record's

@@ -111,8 +111,12 @@ def test_a_redis_that_forgets_mid_run_hands_over_to_the_standby(
     assert second.returncode == 0, log
     assert "writer lease acquired" in log
     assert deleted >= 1
-    # The old writer stopped fenced, in one line, without writing over its successor.
-    assert_one_error_kind(old, 3, "fenced:", "stopping without writing")
+    # The old writer never wrote over its successor: it stopped fenced, in one line, when it
+    # tried to; on a loaded machine the stream may end first, and it stops idle, with nothing to
+    # write (the owners below are the proof either way).
+    if old.returncode != 0:
+        assert_one_error_kind(old, 3, "fenced:", "stopping without writing")
+    assert "Traceback" not in old.stderr
     owners = {(store.meta(v) or {}).get("owner") for v in store.versions()}
     assert first_owner not in owners
     report = json.loads((tmp_path / "b.json").read_text())
