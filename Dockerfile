@@ -1,7 +1,7 @@
 # riverline: one image for every role (run, learner, predictor, replay, topics create, ...).
 #   docker build -t riverline .
 #   docker run --rm riverline --help
-# docker-compose.yml runs it against Kafka and Redis; see README, "Deploy with docker compose".
+# docker-compose.yml runs it against Kafka and Redis; see docs/tutorials/compose.md.
 
 # Build stage: a virtualenv with riverline and the librdkafka client (riverline[fast]).
 # The wheels of every dependency exist for this platform, so no compiler is needed.

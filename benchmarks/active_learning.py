@@ -14,7 +14,7 @@ the consumer runs), one per policy:
 
 The model is scored on **every** event of the stream, asked before the event is processed,
 against the true label (prequential over the whole stream, not only the labelled events, which
-the policies choose and would bias). Not a test: figures go in the README.
+the policies choose and would bias). Not a test: figures go in docs/tutorials/people-in-the-loop.md.
 """
 
 from __future__ import annotations

@@ -19,7 +19,13 @@ import redis
 from consumers.inputs import Start
 from pipeline.checkpointing import background
 from pipeline.checkpointing.background import BackgroundSave
-from pipeline.checkpointing.store import Checkpoint, CheckpointStore, Fenced, Offsets
+from pipeline.checkpointing.store import (
+    Checkpoint,
+    CheckpointStore,
+    CheckpointTooLarge,
+    Fenced,
+    Offsets,
+)
 from pipeline.config import ConfigError, RiverlineConfig
 from pipeline.provenance import provenance
 from pipeline.telemetry import LatencyHistogram
@@ -235,7 +241,9 @@ class Checkpointer:
     def collect(self, block: bool = False) -> int | None:
         """The version the write in flight wrote, once its child is done; None while it runs,
         when none is in flight, or when it failed (then retried on the backoff schedule, as a
-        Redis error is). Raises :class:`Fenced` if a newer writer holds the lease."""
+        Redis error is). Raises :class:`Fenced` if a newer writer holds the lease, and
+        :class:`CheckpointTooLarge` over ``checkpoint.max_bytes`` (the synchronous write
+        raises it from the store)."""
         if self.in_flight is None:
             return None
         outcome = self.in_flight.poll(block)
@@ -244,6 +252,8 @@ class Checkpointer:
         self.in_flight = None
         if outcome.fenced:
             raise Fenced(outcome.error or "checkpoint refused")
+        if outcome.too_large:
+            raise CheckpointTooLarge(outcome.error or "checkpoint too large")
         if outcome.version is None:
             self.failures += 1
             self.wanted = False

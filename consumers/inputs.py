@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pipeline.kafka.records import to_items
 from pipeline.kafka.transport import Consumer as KafkaConsumer
-from pipeline.kafka.transport import Partition
+from pipeline.kafka.transport import GroupStuck, Partition
 from pipeline.ordering import Item, OrderedMerge
 from pipeline.telemetry import PipelineMetrics
 from pipeline.validation import Validator
@@ -62,9 +62,29 @@ class Inputs:
         self._lag_gauges: dict[Partition, Any] = {}  # the lag metric's child per partition
         self.on_assigned_hooks: list[Callable[[list[Partition]], None]] = []
         self.on_revoked_hooks: list[Callable[[list[Partition]], None]] = []
+        self.subscribed_at: float | None = None  # monotonic
+        self.joined = False  # an assignment came, even an empty one: the group works
 
     def subscribe(self) -> None:
+        self.subscribed_at = time.monotonic()
         self.kafka.subscribe(list(self.kinds), self._on_assigned, self._on_revoked)
+
+    def check_joined(self, now: float, bound_s: float, group: str) -> None:
+        """Raise :class:`GroupStuck` if no assignment came within ``bound_s`` of subscribing.
+
+        Only the first join is watched: afterwards a member that loses its partitions in a
+        rebalance keeps its old assignment until the next one, and its fetches say nothing
+        about the group. ``bound_s`` 0 never raises.
+        """
+        if self.joined or not bound_s or self.subscribed_at is None:
+            return
+        if now - self.subscribed_at >= bound_s:
+            raise GroupStuck(
+                f"consumer group {group!r}: no partitions assigned {bound_s:g}s after joining "
+                "(the broker's group coordinator seems stuck in a rebalance; the embedded "
+                "broker can be, after a member left mid-rebalance): stopping rather than "
+                "waiting for ever; restart it (kafka.join_timeout_seconds sets the bound)"
+            )
 
     # kafka-python 3 calls these on its IO thread, possibly while the main thread drains
     # (confluent-kafka inside poll, on the main thread): they take the state lock, make no
@@ -72,6 +92,7 @@ class Inputs:
     # is nobody to hand state to; the next one is taken as usual).
 
     def _on_assigned(self, assigned: list[Partition]) -> None:
+        self.joined = True
         with self.lock:
             self.merge.assign(assigned)
             for partition in assigned:
@@ -175,5 +196,5 @@ class Inputs:
             return False
         return self.kafka.broker_answers(timeout_s=2.0)
 
-    def close(self) -> None:
-        self.kafka.close()
+    def close(self, leave_group: bool = True) -> None:
+        self.kafka.close(leave_group)

@@ -23,7 +23,7 @@ from consumers.gc_policy import tune_for_streaming
 from consumers.idleness import IdleStop
 from consumers.inputs import Inputs
 from consumers.outputs import Outputs
-from consumers.processing import PredictionProcessor
+from consumers.processing import PredictionProcessor, is_infrastructure
 from consumers.signals import StopFlag
 from consumers.status import StatusBoard, active_seconds, lag_view
 from pipeline.checkpointing.model_versions import ModelVersionStore
@@ -125,6 +125,7 @@ class Predictor:
             self.config.name,
             transport.partition_count(self.topics.predictions) or 0,
             flush_timeout_s=delivery_ms / 1000 + 5,
+            max_message_bytes=self.config.kafka.max_message_bytes,
         )
         self.processor = PredictionProcessor(self.serving, self.outputs, self.metrics)
         validator = Validator(self.config.validation, regression=not self.serving.classifier)
@@ -167,6 +168,8 @@ class Predictor:
             self._swap_if_newer()
             processed = self._drain()
             now = time.monotonic()
+            group, bound = predictor_group(self.config.name), self.config.kafka.join_timeout_seconds
+            inputs.check_joined(now, bound, group)
             if now - self.committed_at >= self.config.serving.commit_every_seconds:
                 self._commit()
             if self.status.due(now):
@@ -198,7 +201,13 @@ class Predictor:
         processed = 0
         with self.lock:
             while (item := inputs.pop()) is not None:
-                processor.process(item.payload)
+                try:
+                    processor.process(item.payload)
+                except Exception as e:
+                    # No single record may stop serving; only the infrastructure may.
+                    if is_infrastructure(e):
+                        raise
+                    processor.failed(item.payload, e)
                 offsets[item.partition] = item.offset + 1  # type: ignore[index]
                 processed += 1
                 if self.stop.is_set():
@@ -230,6 +239,10 @@ class Predictor:
         processor = self.processor
         assert processor is not None
         self.metrics.flush()
+        explainer = self.serving.explainer
+        explain = (
+            explainer.report(time.monotonic() - self.started) if explainer is not None else None
+        )
         self.metrics.sync_counters(
             {
                 "events": self.serving.events,
@@ -238,6 +251,7 @@ class Predictor:
                 "drift": 0,
                 "served_by": self.serving.served_by,
                 "dead_letters": processor.dead_letters,
+                "explain": explain,
             }
         )
         snapshot = self.serving.snapshot
@@ -259,6 +273,7 @@ class Predictor:
             "latency_ms": processor.latency_ms.summary(),
             "ready": ready,
             "ready_reason": why,
+            "explain": explain,
         }
         with contextlib.suppress(redis.RedisError):
             self.status.publish(status, now)

@@ -13,19 +13,78 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING
 
+import redis
+from kafka.errors import KafkaError
+
 from consumers.outputs import Outputs
+from pipeline.checkpointing.trust import CheckpointError
 from pipeline.config import RiverlineConfig
 from pipeline.core import LearningCore, Outcome
 from pipeline.gating import Decision
-from pipeline.kafka.records import KIND_EVENT, KIND_PREDICTION, Incoming
-from pipeline.schemas import Event, InvalidRecord, Label
+from pipeline.kafka.records import EVENT_ORIGINS, KIND_EVENT, KIND_PREDICTION, Incoming
+from pipeline.kafka.transport import TransportError
+from pipeline.schemas import DEAD_LETTER_TEXT, Event, InvalidRecord, Label
 from pipeline.served import Published
+from pipeline.state.lease import LeaseLost
 from pipeline.telemetry import LatencyHistogram, PipelineMetrics
 
 if TYPE_CHECKING:
     from pipeline.serving.predictor_core import ServingCore
 
 log = logging.getLogger(__name__)
+
+PROCESSING_ERROR = "processing_error"
+OUTPUT_TOO_LARGE = "output_too_large"
+# Faults of what the pipeline stands on, not of one record: these stop a role (the next start
+# goes on from the last checkpoint), everything else a record raises is dead-lettered.
+_INFRASTRUCTURE: tuple[type[BaseException], ...] = (
+    redis.RedisError,
+    KafkaError,
+    TransportError,
+    LeaseLost,
+    CheckpointError,
+    MemoryError,
+)
+
+
+def is_infrastructure(error: BaseException) -> bool:
+    """Whether ``error`` is a Kafka, Redis, fencing (or memory) fault rather than one record's.
+
+    >>> is_infrastructure(redis.ConnectionError("reset")), is_infrastructure(KeyError("x"))
+    (True, False)
+    """
+    if isinstance(error, _INFRASTRUCTURE):
+        return True
+    # confluent-kafka's errors (optional dependency): KafkaException, KafkaError and the rest.
+    return type(error).__module__.startswith("confluent_kafka")
+
+
+class FailureLog:
+    """Logs records that raised: the first with its traceback, then at counts 10, 100, ...
+    (a stream where every record fails must not flood the log)."""
+
+    def __init__(self, pipeline: str) -> None:
+        self.pipeline = pipeline
+        self.count = 0
+        self._next = 1
+
+    def note(self, incoming: Incoming, error: Exception) -> str:
+        """Count and maybe log ``error``; returns the dead letter's message."""
+        self.count += 1
+        message = f"{type(error).__name__}: {error}"[:DEAD_LETTER_TEXT]
+        if self.count >= self._next:
+            self._next *= 10
+            log.error(
+                "pipeline %s: a record raised while processed (%d so far), dead-lettered as "
+                "%s and skipped: %s (at %s)",
+                self.pipeline,
+                self.count,
+                PROCESSING_ERROR,
+                message[:500],
+                incoming.origin[:3],
+                exc_info=error if self.count == 1 else None,
+            )
+        return message
 
 
 class RecordProcessor:
@@ -47,6 +106,8 @@ class RecordProcessor:
         serve: bool = True,
     ) -> None:
         self.core = core
+        # Pending events keep their features, not their records' bytes as well.
+        core.keep_origins(EVENT_ORIGINS)
         self.outputs = outputs
         self.metrics = metrics
         self.config = config
@@ -58,6 +119,7 @@ class RecordProcessor:
         self._label_type_logged = False
         self.unreadable_predictions = 0
         self.on_decision: Callable[[Decision], None] | None = None  # a learner republishes
+        self.failures = FailureLog(config.name)
 
     def process(self, incoming: Incoming) -> None:
         started = perf_counter()
@@ -89,9 +151,13 @@ class RecordProcessor:
                     values = parsed.__dict__  # where pydantic keeps the fields
                     key = values["key"]  # event.partition_key, without the property's call
                     # Co-partitioned: the event's own partition number, when the topic has it.
-                    self.outputs.prediction(
-                        (values["id"] if key is None else key).encode(), payload, origin.partition
-                    )
+                    if not self.outputs.prediction(
+                        (values["id"] if key is None else key).encode(),
+                        payload,
+                        origin.partition,
+                        origin,
+                    ):
+                        self.core.state.dead_letters[OUTPUT_TOO_LARGE] += 1
                     # observe_latency, inline; max(0.0, x) as a test (NaN and -0.0 give 0.0
                     # either way).
                     now = time.time()
@@ -113,6 +179,17 @@ class RecordProcessor:
         """Once per batch of records: fold the latency histograms' values (see ``add``)."""
         self.latency_ms.tidy()
         self.processing_ms.tidy()
+
+    def failed(self, incoming: Incoming, error: Exception) -> None:
+        """``incoming`` raised where nothing expected it (not an infrastructure fault, see
+        :func:`is_infrastructure`): dead-lettered, and the pipeline goes on.
+
+        What the core did with the record before it raised stays done: a replay from the same
+        checkpoint raises at the same point, so recovery still equals an uninterrupted run.
+        """
+        message = self.failures.note(incoming, error)
+        self.core.state.dead_letters[PROCESSING_ERROR] += 1
+        self.outputs.dead_letter(incoming.origin, PROCESSING_ERROR, message)
 
     def _invalid(self, incoming: Incoming, parsed: InvalidRecord) -> None:
         if incoming.kind == KIND_PREDICTION:
@@ -136,8 +213,13 @@ class RecordProcessor:
 
     def _after(self, outcome: Outcome) -> None:
         if outcome.review:
-            self.outputs.review(outcome.review)
+            refused = self.outputs.review(outcome.review)
+            if refused:
+                self.core.state.dead_letters[OUTPUT_TOO_LARGE] += refused
         for rejection in outcome.rejections:
+            if rejection.reason == "model_non_finite":
+                # Rare, and the model was about to be lost for good: worth a line of its own.
+                log.warning("pipeline %s: %s", self.config.name, rejection.message)
             self.outputs.dead_letter(rejection.origin, rejection.reason, rejection.message)
         for decision in outcome.decisions:
             log_decision(decision)
@@ -192,6 +274,13 @@ class PredictionProcessor:
         # model version -> wall time it was published; observed at its first prediction
         self.awaiting_first_use: dict[int, float] = {}
         self.version_to_first_use_ms = LatencyHistogram()
+        self.failures = FailureLog(serving.pipeline)
+
+    def failed(self, incoming: Incoming, error: Exception) -> None:
+        """As :meth:`RecordProcessor.failed`: dead-lettered, counted, and serving goes on."""
+        message = self.failures.note(incoming, error)
+        self.dead_letters[PROCESSING_ERROR] += 1
+        self.outputs.dead_letter(incoming.origin, PROCESSING_ERROR, message)
 
     def process(self, incoming: Incoming) -> None:
         started = perf_counter()
@@ -209,11 +298,15 @@ class PredictionProcessor:
         self.metrics.predict_batch.observe(perf_counter() - predict_started)
         payload = outcome.prediction_json()
         if payload is not None:
-            self.outputs.prediction(event.partition_key.encode(), payload, incoming.partition)
-            now = time.time()
-            if self.awaiting_first_use:
-                self._first_use(now)
-            observe_latency(self.metrics, self.latency_ms, incoming, event, now)
+            if self.outputs.prediction(
+                event.partition_key.encode(), payload, incoming.partition, incoming.origin
+            ):
+                now = time.time()
+                if self.awaiting_first_use:
+                    self._first_use(now)
+                observe_latency(self.metrics, self.latency_ms, incoming, event, now)
+            else:
+                self.dead_letters[OUTPUT_TOO_LARGE] += 1
         for rejection in outcome.rejections:
             self.dead_letters[rejection.reason] += 1
             self.outputs.dead_letter(rejection.origin, rejection.reason, rejection.message)

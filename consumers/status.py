@@ -64,6 +64,10 @@ class StatusBoard:
         metrics.flush()
         # A learner serves nothing itself: count what the predictors published.
         served_by = state.served_join.by_source if state.served_join else state.served_by
+        explainer = core.server.explainer
+        explain = (
+            explainer.report(time.monotonic() - self.started) if explainer is not None else None
+        )
         metrics.sync_counters(
             {
                 "events": state.events,
@@ -72,10 +76,15 @@ class StatusBoard:
                 "dead_letters": state.dead_letters,
                 "expired_unlabelled": state.expired_unlabelled,
                 "drift": len(state.drift_events),
+                "explain": explain,
             }
         )
         review = state.review.report() if state.review is not None else {}
         metrics.sync_review(review)
+        importance = None
+        if state.importance is not None:
+            importance = state.importance.top(10)
+            metrics.sync_importance(state.importance.top(20))
         for mode in ("cold", "shadow", "serving"):
             metrics.mode.labels(mode=mode).set(1 if state.gating.mode == mode else 0)
         metrics.model_version.set(core.model_version)
@@ -95,6 +104,16 @@ class StatusBoard:
                 metrics.slice_metric.labels(value=value, role=role).set(metric)
         for role, gap in slices.get("gap", {}).items():
             metrics.slice_gap.labels(role=role).set(gap)
+        board = state.challengers.report()["leaderboard"] if state.challengers else []
+        if board:
+            # A promotion moves names between roles: the old series would stay at their last
+            # values under the wrong role.
+            metrics.challenger_metric.clear()
+        for entry in board:
+            for window, key in (("windowed", "windowed"), ("run", "metric")):
+                metrics.challenger_metric.labels(
+                    name=entry["name"], role=entry["role"], window=window
+                ).set(entry[key])
         return {
             "mode": state.gating.mode,
             "model_version": core.model_version,
@@ -108,8 +127,14 @@ class StatusBoard:
             "slices_attribute": slices.get("attribute"),
             "slices": by_slice,
             "slices_gap": slices.get("gap", {}),
+            "challengers": board,
             "review": review,
             "redis_healthy": redis_healthy,
+            "explain": explain,
+            "importance": importance,
+            "importance_by_slice": (
+                state.importance.top_by_slice(3) if state.importance is not None else None
+            ),
         }
 
 

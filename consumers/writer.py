@@ -17,13 +17,14 @@ from typing import Any
 
 import redis
 
+from consumers import promotion
 from consumers.checkpointer import Checkpointer, require_secret
 from consumers.gc_policy import tune_for_streaming
 from consumers.idleness import IdleStop
 from consumers.inputs import Inputs
 from consumers.outputs import Outputs
 from consumers.ownership import Ownership
-from consumers.processing import RecordProcessor
+from consumers.processing import RecordProcessor, is_infrastructure, log_decision
 from consumers.signals import StopFlag
 from consumers.status import StatusBoard, active_seconds, lag_view
 from pipeline.checkpointing.store import CheckpointStore, Fenced, Offsets
@@ -80,6 +81,7 @@ class Writer:
             require_secret(config),
             config.checkpoint.keep,
             config.checkpoint.insecure,
+            config.checkpoint.max_bytes,
         )
         self.lease = Lease(redis_client, config.name, config.checkpoint.lease_ttl_ms, owner)
         self.ownership = Ownership(self.lease, config.name, self.stop)
@@ -103,6 +105,7 @@ class Writer:
         self.stop_drain = False
         self.started = time.monotonic()
         self.metrics.readiness = self.ready
+        self._promotion_due = 0.0  # when to look for a promotion asked for by hand next
 
     def ready(self) -> tuple[bool, str]:
         """For /readyz: a writer serving its partitions, or a standby waiting for the lease."""
@@ -191,6 +194,7 @@ class Writer:
             self.config.name,
             transport.partition_count(self.topics.predictions) or 0,
             flush_timeout_s=delivery_ms / 1000 + 5,
+            max_message_bytes=self.config.kafka.max_message_bytes,
         )
         self.processor = RecordProcessor(
             self.core,
@@ -242,7 +246,9 @@ class Writer:
             raise
         finally:
             self.checkpointer.abandon()  # only a failed or fenced run still has one in flight
-            self.inputs.close()
+            # A fenced writer's successor is joining the group now: leaving mid-rebalance can
+            # leave the group stuck, an expiring session cannot.
+            self.inputs.close(leave_group=not fenced)
             self.outputs.close()
             if fenced:
                 self.ownership.abandon()
@@ -261,11 +267,15 @@ class Writer:
             processed = 0 if inputs.paused else self._drain()
             now = time.monotonic()
             self.ownership.check()
+            inputs.check_joined(now, self.config.kafka.join_timeout_seconds, self.config.name)
             if self.status.due(now):
                 self.publish_status(now)
             self._collect_checkpoint()
             if self.checkpointer.due(now, self.offsets):
                 self.checkpoint("cadence")
+            if now >= self._promotion_due:
+                self._promotion_due = now + self.config.telemetry.status_every_seconds
+                self._promote_by_hand()
             self.loop_tick(now)
             if self.checkpointer.too_far(self.core.state.labels) and not inputs.paused:
                 unflushed = self.core.state.labels - self.checkpointer.labels_at_checkpoint
@@ -304,7 +314,13 @@ class Writer:
         )
         processed = 0
         while (item := pop()) is not None:
-            process(item.payload)
+            try:  # free in CPython 3.11+ until something raises
+                process(item.payload)
+            except Exception as e:
+                # No single record may stop the pipeline; only its infrastructure may.
+                if is_infrastructure(e):
+                    raise
+                processor.failed(item.payload, e)
             # The offset moves before any checkpoint can see the record's effect on the state.
             offsets[item.partition] = item.offset + 1  # type: ignore[index]
             processed += 1
@@ -313,6 +329,44 @@ class Writer:
         if processed:
             processor.last_record_at = time.monotonic()
         return processed
+
+    def _promote_by_hand(self) -> None:
+        """Apply a ``riverline promote`` request between two checkpoints (consumers/promotion):
+        the promotion is then at a checkpoint's state, whatever crash comes."""
+        try:
+            asked = promotion.pending(self.store)
+        except redis.RedisError:
+            return  # asked again on the next turn
+        if asked is None:
+            return
+        board = self.core.state.challengers
+        if board is not None and asked["id"] in board.applied:
+            promotion.answer(self.store, asked["id"], True, "applied before a restart")
+            return
+        problem = (
+            board.unknown(asked["challenger"])
+            if board is not None
+            else f"no challenger {asked['challenger']!r} (none is configured)"
+        )
+        if problem is not None:
+            promotion.answer(self.store, asked["id"], False, problem)
+            return
+        if self.checkpoint("promotion", background=False) is None:
+            return  # Redis or the broker is away: tried again later
+        with self.lock:
+            try:
+                decision = self.core.promote_challenger(asked["challenger"])
+            except KeyError as e:
+                promotion.answer(self.store, asked["id"], False, str(e.args[0]))
+                return
+            assert self.core.state.challengers is not None
+            self.core.state.challengers.applied.append(asked["id"])
+        if self.checkpoint("promotion", background=False) is None:
+            return  # not durable yet: a restart promotes again from the first checkpoint
+        log_decision(decision)
+        if self.processor is not None and self.processor.on_decision is not None:
+            self.processor.on_decision(decision)  # a learner publishes the new champion
+        promotion.answer(self.store, asked["id"], True, decision.reason)
 
     # -- checkpoints --------------------------------------------------------------------------
 
@@ -420,7 +474,9 @@ class Writer:
         """Refresh the gauges and the ``status`` hash that ``riverline status`` reads."""
         status: dict[str, Any] = {"pipeline": self.config.name, "role": self.role}
         status["owner"] = self.lease.owner
-        status["model"] = self.config.model.spec
+        board = self.core.state.challengers
+        # After a challenger's takeover the champion is no longer model.spec.
+        status["model"] = board.champion.spec if board is not None else self.config.model.spec
         status.update(self.status.learning_gauges(self.core, self.checkpointer.healthy))
         status["lag"] = lag_view(self.lags)
         latency = self.processor.latency_ms if self.processor else LatencyHistogram()

@@ -27,10 +27,11 @@ invalid configuration:
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -92,25 +93,64 @@ def default_topics(name: str) -> dict[str, str]:
 class Topics(_Section):
     """Topic names; empty (the default) means ``{name}.events`` etc., filled in on loading."""
 
-    events: str = ""
-    labels: str = ""
-    predictions: str = ""
-    dead_letters: str = ""
-    review_requests: str = ""
+    events: str = Field(default="", description="Events to predict; unset: `{name}.events`.")
+    labels: str = Field(
+        default="", description="Labels (ground truth, people's answers); unset: `{name}.labels`."
+    )
+    predictions: str = Field(
+        default="", description="Served predictions; unset: `{name}.predictions`."
+    )
+    dead_letters: str = Field(
+        default="", description="Refused records with their reason; unset: `{name}.dead-letters`."
+    )
+    review_requests: str = Field(
+        default="", description="Events sent to people; unset: `{name}.review-requests`."
+    )
 
 
 class KafkaConfig(_Section):
+    """The Kafka cluster, the pipeline's topics and the clients' settings."""
+
     bootstrap: str | None = Field(
         default=None, description="host:port[,host:port]; unset means the embedded broker."
     )
-    topics: Topics = Topics()
-    partitions: int = Field(default=1, ge=1, le=1024)
-    replication_factor: int = Field(default=1, ge=1)
-    session_timeout_ms: int = Field(default=6000, ge=1000)
-    heartbeat_interval_ms: int = Field(default=1000, ge=100)
-    max_poll_interval_ms: int = Field(default=60000, ge=1000)
-    max_poll_records: int = Field(default=500, ge=1)
-    max_partition_fetch_bytes: int = Field(default=1048576, ge=1)
+    topics: Topics = Field(
+        default=Topics(), description="Topic names; unset ones derive from the pipeline's name."
+    )
+    partitions: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Partitions of the topics riverline creates (events and labels must match: "
+        "co-partitioning).",
+    )
+    replication_factor: int = Field(
+        default=1, ge=1, description="Replicas of the topics riverline creates."
+    )
+    session_timeout_ms: int = Field(
+        default=6000, ge=1000, description="Consumer group session timeout (fast joins)."
+    )
+    heartbeat_interval_ms: int = Field(
+        default=1000, ge=100, description="Consumer group heartbeat interval."
+    )
+    max_poll_interval_ms: int = Field(
+        default=60000,
+        ge=1000,
+        description="Longest time between polls before the group counts a consumer as gone.",
+    )
+    join_timeout_seconds: float = Field(
+        default=150.0,
+        ge=0,
+        description="How long a role waits for the consumer group to assign it partitions (an "
+        "empty assignment counts) before it stops with an error instead of hanging: a broker "
+        "can leave a group stuck in a rebalance (the embedded one does when a member leaves "
+        "mid-rebalance). Keep it above max_poll_interval_ms, the longest a join may "
+        "legitimately wait for the other members; 0 waits for ever.",
+    )
+    max_poll_records: int = Field(default=500, ge=1, description="Records per fetch, at most.")
+    max_partition_fetch_bytes: int = Field(
+        default=1048576, ge=1, description="Bytes per partition and fetch, at most."
+    )
     reset_policy: Literal["earliest", "latest"] = Field(
         default="earliest", description="Where a partition with no checkpointed offset starts."
     )
@@ -135,8 +175,17 @@ class KafkaConfig(_Section):
         description="Largest record batch a producer makes, in bytes: keep it below the brokers' "
         "max.message.bytes (1 MB by default), or they refuse the batch.",
     )
+    max_message_bytes: int = Field(
+        default=1_000_000,
+        ge=16_384,
+        description="Largest record riverline publishes (key, value and headers), and the "
+        "producers' own limit; keep it at or below the brokers' max.message.bytes (1 MB by "
+        "default). A larger dead letter keeps its value truncated, with its length and sha256; "
+        "a larger prediction or review request is dead-lettered (output_too_large).",
+    )
     client_options: dict[str, Any] = Field(
         default_factory=dict,
+        json_schema_extra={"default": {}},  # a factory's value is not in the schema otherwise
         description="Passed to every client: security_protocol, sasl_*, ssl_* (kafka-python "
         "names, translated for confluent-kafka; dotted librdkafka names go to it as they are).",
     )
@@ -151,7 +200,12 @@ class KafkaConfig(_Section):
 
 
 class RedisConfig(_Section):
-    url: str = "redis://127.0.0.1:6379/0"
+    """Where checkpoints, model versions, the lease and the status live."""
+
+    url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="redis://, rediss:// (TLS) or unix:// URL; env RIVERLINE_REDIS_URL.",
+    )
     wait_seconds: float = Field(
         default=30.0,
         ge=0,
@@ -166,11 +220,52 @@ class RedisConfig(_Section):
         return v
 
 
+class ChallengerSpec(_Section):
+    """A model that learns beside the champion, scored but never served (pipeline/challengers)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="Its name.")
+    spec: str = Field(description="A River model spec, as model.spec.")
+
+    @field_validator("spec")
+    @classmethod
+    def _buildable(cls, v: str) -> str:
+        try:
+            parse_model_spec(v)
+        except SpecError as e:
+            raise ValueError(str(e)) from None
+        return v
+
+
 class ModelConfig(_Section):
+    """The River model, untrained at start."""
+
     spec: str = Field(
         default=DEFAULT_MODEL_SPEC,
-        description="Numbers (and booleans) scaled, strings one-hot, logistic regression.",
+        description="A River model spec (`module.Class`, pipeline steps joined by a pipe); the "
+        "default: numbers (and booleans) scaled, strings one-hot, logistic regression.",
     )
+    rollback_every: int | None = Field(
+        default=1000,
+        ge=1,
+        description="A model whose learned numbers turn NaN or infinite after a label is rolled "
+        "back to a copy taken every this many labels, plus the labels since (kept in memory), "
+        "and the event is dead-lettered (model_non_finite). Fewer: more copies, less kept. "
+        "null: no check after learn_one (saves ~2-3 us a label on a linear pipeline).",
+    )
+    challengers: tuple[ChallengerSpec, ...] = Field(
+        default=(),
+        description="Models that learn on every label beside the champion and are scored on "
+        "them, never served until promoted (challengers.promote).",
+    )
+
+    @field_validator("challengers")
+    @classmethod
+    def _distinct(cls, v: tuple[ChallengerSpec, ...]) -> tuple[ChallengerSpec, ...]:
+        names = [c.name for c in v]
+        if len(set(names)) != len(names) or "model" in names:
+            # "model" names the model of model.spec, champion or not.
+            raise ValueError("challenger names must be distinct, and none may be 'model'")
+        return v
 
     @field_validator("spec")
     @classmethod
@@ -183,8 +278,12 @@ class ModelConfig(_Section):
 
 
 class EvaluationConfig(_Section):
+    """How the model, the fallback and what was served are scored (prequentially)."""
+
     metric: str = Field(default="Accuracy", description="Gates promotion; a River metric name.")
-    extra_metrics: tuple[str, ...] = ()
+    extra_metrics: tuple[str, ...] = Field(
+        default=(), description="More River metric names, reported but not gating."
+    )
     slice_by: str | None = Field(
         default=None, description="An event attribute: metrics per value (fairness slices)."
     )
@@ -220,19 +319,27 @@ Operator = Literal["==", "!=", "<", "<=", ">", ">=", "in", "not in", "is null", 
 
 
 class Rule(_Section):
-    feature: str
-    op: Operator
-    value: Scalar | list[Scalar] = None
-    prediction: Scalar
-    confidence: float = Field(default=1.0, ge=0.0, le=1.0)
+    """One heuristic rule: if the feature compares to the value, serve the prediction."""
+
+    feature: str = Field(description="The feature the rule looks at.")
+    op: Operator = Field(description="How the feature compares to `value`.")
+    value: Scalar | list[Scalar] = Field(
+        default=None, description="What the feature is compared to (a list for in, not in)."
+    )
+    prediction: Scalar = Field(description="Served when the rule matches.")
+    confidence: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="The confidence served with the prediction."
+    )
 
 
 class FallbackConfig(_Section):
-    rules: tuple[Rule, ...] = ()
+    """What serves while the model has not earned trust: rules, a callable, a default."""
+
+    rules: tuple[Rule, ...] = Field(default=(), description="Heuristic rules; first match wins.")
     callable: str | None = Field(
         default=None, description="module:function(features) -> prediction or None"
     )
-    default: Scalar = None
+    default: Scalar = Field(default=None, description="Served when nothing else answers.")
 
     @field_validator("callable")
     @classmethod
@@ -243,6 +350,8 @@ class FallbackConfig(_Section):
 
 
 class DriftConfig(_Section):
+    """Drift detection on the model's errors."""
+
     detector: str | None = Field(
         default="drift.ADWIN",
         description="A River drift detector on the model's errors; null: off.",
@@ -261,27 +370,101 @@ class DriftConfig(_Section):
 
 
 class ExplainConfig(_Section):
-    enabled: bool = Field(default=False, description="Top feature contributions (linear models).")
-    top_k: int = Field(default=3, ge=1)
+    """Per-prediction explanations."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Top feature contributions on each prediction the model serves (linear: "
+        "weights; trees: the path; forests: the members'; others: sampled Shapley values).",
+    )
+    top_k: int = Field(default=3, ge=1, description="Feature contributions per prediction.")
+    every: int = Field(
+        default=1, ge=1, description="Explain one model-served prediction in this many (1: all)."
+    )
+    samples: int = Field(
+        default=128,
+        ge=1,
+        le=100_000,
+        description="Model calls per sampled explanation (models that are neither linear, "
+        "trees nor forests of trees): the fixed cost of each.",
+    )
+    background: int = Field(
+        default=32,
+        ge=1,
+        le=10_000,
+        description="Recent events kept as the background sampled explanations compare with.",
+    )
+    seed: int = Field(
+        default=0, description="Seed of the sampled explanations (with each event's id)."
+    )
+    importance: bool = Field(
+        default=False,
+        description="Global feature importance as the model learns (incremental permutation "
+        "importance over the last `background` events): report, status, metrics.",
+    )
+    importance_every: int = Field(
+        default=1,
+        ge=1,
+        description="Update the importance on one label in this many (each update costs one "
+        "model call per feature, plus one).",
+    )
+    importance_alpha: float = Field(
+        default=0.01,
+        gt=0.0,
+        le=1.0,
+        description="Smoothing of the importance: the weight of each new label's measure.",
+    )
 
 
 class TelemetryConfig(_Section):
+    """Prometheus metrics and the status that `riverline status` reads."""
+
     prometheus_port: int | None = Field(
         default=None, ge=0, le=65535, description="Serve /metrics here (0: any free port)."
     )
-    status_every_seconds: float = Field(default=2.0, gt=0)
+    status_every_seconds: float = Field(
+        default=2.0, gt=0, description="How often the status hash in Redis is refreshed."
+    )
+
+
+class ChallengersConfig(_Section):
+    promote: Literal["manual", "auto"] = Field(
+        default="manual",
+        description="auto: a challenger scored on gating.min_labels labels that beats the "
+        "champion over gating.window by more than gating.margin takes over; manual: never "
+        "by itself.",
+    )
 
 
 class GatingConfig(_Section):
-    min_labels: int = Field(default=100, ge=0)
-    window: int = Field(default=200, ge=1)
-    margin: float = Field(default=0.0, ge=0.0)
-    confidence_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
+    """When the model is promoted to serve, and when it is sent back to shadow."""
+
+    min_labels: int = Field(default=100, ge=0, description="Labels learned before promotion.")
+    window: int = Field(
+        default=200, ge=1, description="Labelled events the model and the fallback are compared on."
+    )
+    margin: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Promote when better than the fallback by more than this; demote when worse "
+        "by more.",
+    )
+    confidence_threshold: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="A serving model serves the predictions at least this confident; the "
+        "fallback serves the rest.",
+    )
 
 
 class ValidationConfig(_Section):
+    """Limits on incoming records; a record outside them is dead-lettered with its reason."""
+
     max_record_bytes: int = Field(default=65_536, ge=64, description="Larger records are refused.")
-    max_features: int = Field(default=1_000, ge=1)
+    max_features: int = Field(
+        default=1_000, ge=1, description="Events with more features are refused."
+    )
     max_string_length: int = Field(default=1_024, ge=1, description="Longest string feature value.")
     max_future_seconds: float | None = Field(
         default=7 * 86_400,
@@ -292,9 +475,21 @@ class ValidationConfig(_Section):
     labels: tuple[bool | int | float | str, ...] | None = Field(
         default=None, description="The allowed classes; unset allows any."
     )
+    max_abs_value: float | None = Field(
+        default=1e12,
+        gt=0,
+        description="A number feature (or a regressor's label) larger in magnitude is refused "
+        "(value_out_of_range). 1e12 is River's own default gradient clip for its linear models, "
+        "far above any count, price or epoch-seconds time, and far below where a model's sums "
+        "of squares overflow (1e308): a value beyond it is a unit error or an attack, and one "
+        "such value wrecks a linear model's weights for good. Epoch milliseconds (~1.7e12) "
+        "exceed it: send seconds or raise it; null: no limit.",
+    )
 
 
 class JoinConfig(_Section):
+    """The buffer of events waiting for their labels."""
+
     ttl_events: int | None = Field(
         default=100_000, ge=1, description="An unlabelled event expires after this many events."
     )
@@ -304,14 +499,43 @@ class JoinConfig(_Section):
     max_pending: int = Field(
         default=100_000,
         ge=1,
-        description="Events waiting for labels; when full, the oldest expires (dead-lettered).",
+        description="Events waiting for labels; when full, the oldest is evicted (dead-lettered), "
+        "unless its ttl_events ends with this event: then it expires (counted, not dead-lettered).",
+    )
+    seen_ids: int = Field(
+        default=1_000_000,
+        ge=0,
+        description="Event ids remembered beyond the TTL to catch duplicates (two Bloom "
+        "filters: the last seen_ids to 2 x seen_ids ids are always found); 0: only within the "
+        "TTL.",
+    )
+    seen_ids_error_rate: float = Field(
+        default=1e-6,
+        gt=0,
+        lt=1,
+        description="Chance that a new event id is taken for one seen (dead-lettered as "
+        "duplicate_event): a full filter's; memory ~40 bits per id per filter at 1e-6.",
+    )
+    max_pending_bytes: int | None = Field(
+        default=128 * 1024 * 1024,
+        ge=1,
+        description="Bytes of the records of events waiting for labels (and, apart, of labels "
+        "waiting for events); beyond it the oldest is evicted as when max_pending is reached. "
+        "Bounds the checkpoint (one Redis value, checkpoint.max_bytes) and memory (a record's "
+        "parsed features take a few times its bytes in memory).",
     )
 
 
 class CheckpointConfig(_Section):
-    every_labels: int = Field(default=1000, ge=1)
-    every_seconds: float = Field(default=10.0, gt=0)
-    keep: int = Field(default=5, ge=1)
+    """Checkpoints of the learning state in Redis, their signing, and the writer's lease."""
+
+    every_labels: int = Field(
+        default=1000, ge=1, description="Checkpoint after this many labels learned..."
+    )
+    every_seconds: float = Field(
+        default=10.0, gt=0, description="...or after this long, if anything was processed since."
+    )
+    keep: int = Field(default=5, ge=1, description="Checkpoint versions kept in Redis.")
     secret: SecretStr | None = Field(
         default=None, description="HMAC key for checkpoints; prefer RIVERLINE_CHECKPOINT_SECRET."
     )
@@ -326,6 +550,13 @@ class CheckpointConfig(_Section):
         ge=1,
         description="While Redis is down, consume at most this many labels past the last "
         "checkpoint, then pause (nothing is dropped).",
+    )
+    max_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1,
+        description="Largest checkpoint written (compressed): one Redis value, and Redis refuses "
+        "a value over its proto-max-bulk-len (512 MiB by default). A larger one stops the writer "
+        "with an error naming the settings that bound it (join.max_pending_bytes, ...).",
     )
     background: bool = Field(
         default=True,
@@ -364,6 +595,8 @@ class ServingConfig(_Section):
 
 
 class OrderingConfig(_Section):
+    """The event-time merge of the events and labels partitions."""
+
     max_idle_ms: int = Field(
         default=0,
         ge=0,
@@ -380,7 +613,12 @@ class ReviewConfig(_Section):
         description="none; unserved: every event the model does not serve; uncertain: no model "
         "opinion or confidence below confidence_below; entropy: River's EntropySampler decides.",
     )
-    confidence_below: float = Field(default=0.75, ge=0.0, le=1.0)
+    confidence_below: float = Field(
+        default=0.75,
+        ge=0.0,
+        le=1.0,
+        description="uncertain: events whose model confidence is below this go to people.",
+    )
     discount_factor: float = Field(
         default=3.0,
         gt=0.0,
@@ -430,22 +668,44 @@ class ReviewConfig(_Section):
 class RiverlineConfig(_Section):
     """Everything one pipeline needs; see configs/demo.yaml for a commented example."""
 
-    name: str = Field(default="riverline", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-    kafka: KafkaConfig = KafkaConfig()
-    redis: RedisConfig = RedisConfig()
-    model: ModelConfig = ModelConfig()
-    evaluation: EvaluationConfig = EvaluationConfig()
-    fallback: FallbackConfig = FallbackConfig()
-    gating: GatingConfig = GatingConfig()
-    drift: DriftConfig = DriftConfig()
-    explain: ExplainConfig = ExplainConfig()
-    telemetry: TelemetryConfig = TelemetryConfig()
-    join: JoinConfig = JoinConfig()
-    validation: ValidationConfig = ValidationConfig()
-    checkpoint: CheckpointConfig = CheckpointConfig()
-    serving: ServingConfig = ServingConfig()
-    ordering: OrderingConfig = OrderingConfig()
-    review: ReviewConfig = ReviewConfig()
+    name: str = Field(
+        default="riverline",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        description="Pipeline name: prefixes Redis keys and the default topic names, names the "
+        "consumer group.",
+    )
+    kafka: KafkaConfig = Field(default=KafkaConfig(), description="Kafka: cluster, topics.")
+    redis: RedisConfig = Field(default=RedisConfig(), description="Redis: state and models.")
+    model: ModelConfig = Field(default=ModelConfig(), description="The River model.")
+    challengers: ChallengersConfig = Field(
+        default=ChallengersConfig(), description="How a challenger takes over."
+    )
+    evaluation: EvaluationConfig = Field(
+        default=EvaluationConfig(), description="Metrics, slices, the learning curve."
+    )
+    fallback: FallbackConfig = Field(
+        default=FallbackConfig(), description="What serves before the model."
+    )
+    gating: GatingConfig = Field(default=GatingConfig(), description="Promotion and demotion.")
+    drift: DriftConfig = Field(default=DriftConfig(), description="Drift detection.")
+    explain: ExplainConfig = Field(default=ExplainConfig(), description="Explanations.")
+    telemetry: TelemetryConfig = Field(
+        default=TelemetryConfig(), description="Prometheus metrics and status."
+    )
+    join: JoinConfig = Field(default=JoinConfig(), description="Events waiting for labels.")
+    validation: ValidationConfig = Field(
+        default=ValidationConfig(), description="Limits on incoming records."
+    )
+    checkpoint: CheckpointConfig = Field(
+        default=CheckpointConfig(), description="Checkpoints and the writer's lease."
+    )
+    serving: ServingConfig = Field(
+        default=ServingConfig(), description="Model versions for predictors."
+    )
+    ordering: OrderingConfig = Field(
+        default=OrderingConfig(), description="The event-time merge of events and labels."
+    )
+    review: ReviewConfig = Field(default=ReviewConfig(), description="Humans in the loop.")
 
     @model_validator(mode="after")
     def _topics_from_name(self) -> RiverlineConfig:
@@ -455,6 +715,20 @@ class RiverlineConfig(_Section):
             kafka = self.kafka.model_copy(update={"topics": topics.model_copy(update=unset)})
             object.__setattr__(self, "kafka", kafka)  # frozen: filled in once, while validating
         return self
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema of the config file, for editors (YAML language server) and checks.
+
+    Sections forbid unknown fields (``additionalProperties: false``), so an editor flags a
+    misspelt field as ``load_config`` would.
+
+    >>> schema = config_schema()
+    >>> schema["properties"]["gating"]["$ref"], schema["additionalProperties"]
+    ('#/$defs/GatingConfig', False)
+    """
+    schema = RiverlineConfig.model_json_schema(mode="validation")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -500,9 +774,61 @@ def _format_errors(error: ValidationError) -> str:
     lines = ["invalid configuration:"]
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            # pydantic only says "Extra inputs are not permitted": name the field meant.
+            message = unknown_field_message(tuple(item["loc"]))
+        else:
+            message = item["msg"].removeprefix("Value error, ")
         lines.append(f"  {where}: {message}")
     return "\n".join(lines)
+
+
+def section_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The model whose fields are valid at ``loc`` (list indices skipped); None if none is.
+
+    >>> section_at(("fallback", "rules", 0)).__name__, section_at(()).__name__
+    ('Rule', 'RiverlineConfig')
+    >>> print(section_at(("gating", "window")))
+    None
+    """
+    model: type[BaseModel] = RiverlineConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        found = _model_in(field.annotation) if field is not None else None
+        if found is None:
+            return None
+        model = found
+    return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    # A section (KafkaConfig), or the model inside a container or union (tuple[Rule, ...]).
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        if found := _model_in(arg):
+            return found
+    return None
+
+
+def unknown_field_message(loc: tuple[str | int, ...]) -> str:
+    """What to say about the unknown field at ``loc``: the closest valid name at its level.
+
+    >>> unknown_field_message(("gating", "min_label"))
+    'unknown field, did you mean `min_labels`?'
+    >>> unknown_field_message(("drift", "zzz"))
+    'unknown field; fields here: `demote`, `detector`'
+    """
+    section = section_at(loc[:-1])
+    if section is None:
+        return "unknown field"
+    valid = sorted(section.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+    if close:
+        return f"unknown field, did you mean `{close[0]}`?"
+    return "unknown field; fields here: " + ", ".join(f"`{name}`" for name in valid)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -19,22 +19,28 @@ True
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 from river import base, drift
 
-from pipeline.config import RiverlineConfig, known_classes
+from pipeline.challengers import Challengers
+from pipeline.config import ConfigError, RiverlineConfig, known_classes
 from pipeline.evaluation import ABSTAIN, Evaluator
+from pipeline.explain import ExplainSettings
 from pipeline.fallback import Fallback
 from pipeline.gating import Decision, Gating
+from pipeline.guard import ModelGuard, finite_prediction
+from pipeline.importance import Importance
 from pipeline.join import DUPLICATE, JoinBuffer, Pending
 from pipeline.models import is_classifier, make_drift_detector, parse_model_spec
 from pipeline.review import ReviewBook, ReviewOutput, ReviewPolicy, TokenBucket
 from pipeline.review_hooks import ReviewLoop
 from pipeline.schemas import Event, Label, Prediction, encode, encode_fields
+from pipeline.seen_ids import SeenIds
 from pipeline.served import UNPUBLISHED, Published, ServedJoin
 from pipeline.serving.serve import Server
 
@@ -86,6 +92,9 @@ class CoreState:
     expired_labels: int = 0
     duplicate_labels: int = 0
     model_errors: int = 0
+    # Labels whose learning turned the model non-finite, undone (pipeline/guard.py); a class
+    # default, so checkpoints from before it read 0.
+    model_rollbacks: int = 0
     drift_detector: Any = None
     drift_events: list[dict[str, Any]] = field(default_factory=list)
     # The learning curve, thinned to at most history_max samples by doubling the spacing.
@@ -95,6 +104,13 @@ class CoreState:
     review: ReviewBook | None = None
     # Split mode (learner): served answers come from the published predictions; None in run.
     served_join: ServedJoin | None = None
+    # Models learning beside the champion (pipeline/challengers.py); None: none configured.
+    challengers: Challengers | None = None
+    # Global feature importance (explain.importance); None when off, or in checkpoints from
+    # before it existed (the class default answers for them).
+    importance: Importance | None = None
+    # Event ids seen beyond the join's TTL (join.seen_ids); None in older checkpoints, or off.
+    seen_ids: SeenIds | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +239,35 @@ def _inlinable_adwin(detector: Any) -> bool:
     )
 
 
+def _seen_ids(config: RiverlineConfig, kept: SeenIds | None) -> SeenIds | None:
+    """The memory of event ids the config asks for: the one restored if it is that, else a
+    new one (a checkpoint from before it, or other settings, starts it empty)."""
+    capacity, error_rate = config.join.seen_ids, config.join.seen_ids_error_rate
+    if capacity == 0:
+        return None
+    if kept is not None and (kept.capacity, kept.error_rate) == (capacity, error_rate):
+        return kept
+    return SeenIds(capacity, error_rate)
+
+
+class OriginPolicy(Protocol):
+    """What the join buffer keeps of a record's origin (opaque to the core; the edge knows it),
+    and the bytes it stands for: a pending event's features are kept already, so its origin
+    need not keep the record's bytes too; an evicted event's dead letter gets them back."""
+
+    def keep_event(self, origin: Any) -> tuple[Any, int]:
+        """The origin to keep with a pending event, and the event's size in bytes."""
+        ...
+
+    def pending_origin(self, pending: Pending) -> Any:
+        """The origin to dead-letter a pending event with (evicted, rolled back): its value."""
+        ...
+
+    def size(self, origin: Any) -> int:
+        """A parked label's size in bytes (its origin is kept as it is)."""
+        ...
+
+
 class _Blank(Outcome):
     """An Outcome with its class defaults: ``Outcome.__init__`` is not called, nor is anything
     else (object's own ``__init__``, which CPython calls as C; a third cheaper than
@@ -239,13 +284,19 @@ class LearningCore(ReviewLoop):
         fallback: Fallback,
         *,
         explain_top_k: int | None = None,
+        explain: ExplainSettings | None = None,
         drift_demotes: bool = True,
         history_max: int = 2000,
         pipeline: str | None = None,
         review: ReviewPolicy | None = None,
+        rollback_every: int | None = 1000,
     ) -> None:
         self.review = review
         self.state = state
+        # Not in the state (not checkpointed): a restored core starts from the restored model.
+        # None when turned off, or for a model with no learned numbers the guard can read.
+        self.rollback_every = rollback_every
+        self.guard = self._guard_for(state.model)
         # The counters counted on every record, as Tallies (checkpoints keep plain Counters).
         state.served_by = _tally(state.served_by)
         if state.review is not None:
@@ -253,7 +304,7 @@ class LearningCore(ReviewLoop):
         self.fallback = fallback
         self.classifier = is_classifier(state.model)
         # The serving rule, shared with the predictors (pipeline/serving/serve.py).
-        self.server = Server(self.classifier, explain_top_k, pipeline)
+        self.server = Server(self.classifier, explain_top_k, pipeline, explain)
         self.drift_demotes = drift_demotes
         self.history_max = history_max
         # River's ADWIN keeps its window in a helper (Rust); reading it directly saves the
@@ -262,6 +313,15 @@ class LearningCore(ReviewLoop):
         # after a detection, and a kept one would give the old window's estimate.
         detector = state.drift_detector
         self._adwin: Any = detector if _inlinable_adwin(detector) else None
+        # Read once per record: None unless challengers learn beside the champion.
+        board = state.challengers
+        self._challengers = board if board is not None and board.members else None
+        self._origins: OriginPolicy | None = None
+
+    def keep_origins(self, policy: OriginPolicy) -> None:
+        """How the edge's origins are kept in the join buffer (see :class:`OriginPolicy`);
+        without one, as given, and of size 0 (nothing counts against max_pending_bytes)."""
+        self._origins = policy
 
     @property
     def pipeline(self) -> str | None:
@@ -272,6 +332,12 @@ class LearningCore(ReviewLoop):
     def explain_top_k(self) -> int | None:
         """Feature contributions per model-served prediction; None: no explanation."""
         return self.server.explain_top_k
+
+    @property
+    def explain_settings(self) -> ExplainSettings | None:
+        """How predictions are explained (None: they are not), handed to predictors."""
+        explainer = self.server.explainer
+        return explainer.settings if explainer is not None else None
 
     @staticmethod
     def new_state(config: RiverlineConfig) -> CoreState:
@@ -291,7 +357,10 @@ class LearningCore(ReviewLoop):
             evaluator=evaluator,
             gating=Gating(config.gating, evaluator.bigger_is_better),
             join=JoinBuffer(
-                config.join.ttl_events, config.join.ttl_seconds, config.join.max_pending
+                config.join.ttl_events,
+                config.join.ttl_seconds,
+                config.join.max_pending,
+                config.join.max_pending_bytes,
             ),
         )
 
@@ -300,16 +369,22 @@ class LearningCore(ReviewLoop):
         """A core for this config, fresh or resumed from a checkpointed state."""
         state = state if state is not None else cls.new_state(config)
         ensure_review_book(config, state)
+        ensure_challengers(config, state)
+        ensure_importance(config, state)
+        # Settings newer than some checkpoints: the config's, whatever the state says.
+        state.join.max_pending_bytes = config.join.max_pending_bytes
+        state.seen_ids = _seen_ids(config, state.seen_ids)
         return cls(
             state,
             Fallback.from_config(config.fallback),
-            explain_top_k=config.explain.top_k if config.explain.enabled else None,
+            explain=ExplainSettings.from_config(config.explain),
             drift_demotes=config.drift.demote,
             history_max=config.evaluation.history_max,
             pipeline=config.name,
             review=ReviewPolicy(
                 config.review, config.name, is_classifier(state.model), known_classes(config)
             ),
+            rollback_every=config.model.rollback_every,
         )
 
     @property
@@ -330,7 +405,13 @@ class LearningCore(ReviewLoop):
         # them as attributes goes through pydantic's __getattr__ hook, at 3-4 times the cost.
         values = event.__dict__
         event_id = values["id"]
-        if event_id in join.pending or event_id in join.joined:
+        # Exactly within the TTL (the join's own ids), then the Bloom filters' memory beyond it.
+        seen = state.seen_ids
+        if (
+            event_id in join.pending
+            or event_id in join.joined
+            or (seen is not None and seen.check_and_add(event_id))
+        ):
             rejected = Outcome(None, "rejected")
             self._reject(
                 rejected, "duplicate_event", f"event id {event_id!r} was seen before", origin
@@ -354,6 +435,15 @@ class LearningCore(ReviewLoop):
             model_pred = None
             state.model_errors += 1
             self._reject(outcome, "model_error", f"predict raised {type(e).__name__}: {e}", origin)
+        else:
+            if not finite_prediction(model_pred):
+                # An input the model cannot score (a huge number): no opinion, the fallback
+                # serves; the model itself is checked when it learns (see _learn).
+                model_pred = None
+                state.model_errors += 1
+        challengers = self._challengers
+        if challengers is not None:
+            challengers.predict(event_id, x)
         answer = self.fallback.constant or self.fallback.answer(x)
         fields, kept_model = self.server.serve(
             event_id, ts, x, model_pred, answer, state.gating, model, state.learned
@@ -374,6 +464,8 @@ class LearningCore(ReviewLoop):
         review = self.review
         if review is not None and review.enabled:
             self._review_event(event, x, model_pred, answer, outcome)
+        origins = self._origins
+        kept, size = (origin, 0) if origins is None else origins.keep_event(origin)
         parked, evicted = join.add(
             event_id,
             ts,
@@ -383,17 +475,21 @@ class LearningCore(ReviewLoop):
             served,
             values["attributes"],
             events,
-            origin,
+            kept,
+            size,
         )
         if evicted:
             for old in evicted:
+                if challengers is not None:
+                    challengers.forget(old.id)
                 state.expired_unlabelled += 1
                 self._reject(
                     outcome,
                     "event_evicted",
-                    f"join buffer full ({join.max_pending} pending): event {old.id!r} "
-                    "dropped unlabelled",
-                    old.origin,
+                    f"join buffer full ({len(join)} pending, {join.pending_bytes:,} bytes; "
+                    f"join.max_pending {join.max_pending}, max_pending_bytes "
+                    f"{join.max_pending_bytes}): event {old.id!r} dropped unlabelled",
+                    old.origin if origins is None else origins.pending_origin(old),
                 )
         if parked is not None:
             label = parked.label
@@ -440,7 +536,9 @@ class LearningCore(ReviewLoop):
             outcome.status = "duplicate"
         else:
             outcome.status = "parked"
-            for old in join.park_label(label, state.events, origin):
+            origins = self._origins
+            size = 0 if origins is None else origins.size(origin)
+            for old in join.park_label(label, state.events, origin, size):
                 state.expired_labels += 1
                 self._reject(
                     outcome,
@@ -504,16 +602,35 @@ class LearningCore(ReviewLoop):
             y, model_pred, pending.fallback, served, pending.attributes
         )
         model: Any = state.model
+        importance = state.importance
+        if importance is not None:  # with the model that answered, before it learns
+            by = state.evaluator.slice_by
+            attributes = pending.attributes
+            group = str(attributes[by]) if by and attributes and by in attributes else None
+            importance.update(model, pending.x, y, self.classifier, state.labels, group)
         try:
             model.learn_one(pending.x, y)
-            state.learned += 1
         except Exception as e:
             state.model_errors += 1
             self._reject(
                 outcome, "model_error", f"learn_one raised {type(e).__name__}: {e}", origin
             )
+        else:
+            guard = self.guard
+            if guard is None:
+                state.learned += 1
+            elif guard.finite(model):
+                state.learned += 1
+                guard.learned(pending.x, y, model)
+            else:
+                self._roll_back(guard, pending, outcome)
         state.labels = labels = state.labels + 1
         outcome.learned = True
+        challengers = self._challengers
+        if challengers is not None:
+            promotion = challengers.learn(pending.id, pending.x, y, model_pred, labels, model)
+            if promotion is not None:
+                outcome.decide(self._promoted(promotion))
         book = state.review
         if book is not None:
             # What the review loop keeps of a learned label (the usual one: ground truth).
@@ -558,6 +675,52 @@ class LearningCore(ReviewLoop):
         if labels % state.history_every == 0:
             self._sample_history()
 
+    def _roll_back(self, guard: ModelGuard, pending: Pending, outcome: Outcome) -> None:
+        """Learning ``pending`` turned the model non-finite: back to the model as it was before
+        (equal to one that never saw it), and the event dead-lettered as the cause."""
+        state = self.state
+        state.model = guard.restore()
+        state.model_rollbacks += 1
+        big = sorted(pending.x.items(), key=lambda kv: -_magnitude(kv[1]))[:3]
+        shown = ", ".join(f"{name}={value!r}" for name, value in big)
+        self._reject(
+            outcome,
+            "model_non_finite",
+            f"learning event {pending.id!r} turned the model's state not finite (largest "
+            f"features: {shown}); the model was rolled back to before it",
+            # The join keeps features, not the record's bytes: the event's value again.
+            pending.origin
+            if (origins := self._origins) is None
+            else origins.pending_origin(pending),
+        )
+
+    def _guard_for(self, model: Any) -> ModelGuard | None:
+        """The guard of ``model``: None when turned off, or for a model with no learned numbers
+        the guard can read."""
+        every = self.rollback_every
+        guard = ModelGuard(model, every) if every else None
+        return guard if guard is not None and guard.checks else None
+
+    def _promoted(self, promotion: Any) -> Decision:
+        """A challenger is the champion now: it serves (through the gating) from here on."""
+        self.state.model = promotion.model
+        # The guard's copy is of the old champion: restoring it would undo the takeover.
+        self.guard = self._guard_for(promotion.model)
+        return Decision(
+            "promotion",
+            promotion.label_index,
+            promotion.challenger_metric,
+            promotion.champion_metric,
+            promotion.reason,
+        )
+
+    def promote_challenger(self, name: str) -> Decision:
+        """Promote challenger ``name`` by hand (KeyError naming the challengers if unknown)."""
+        board = self._challengers
+        if board is None:
+            raise KeyError(f"no challenger {name!r} (none is configured)")
+        return self._promoted(board.promote(name, self.state.labels, self.state.model))
+
     def _drifted(self, detector: Any, before: float | None, outcome: Outcome) -> None:
         """The detector saw a change in the model's error: unless the error fell, start the
         windows afresh and demote the model."""
@@ -592,6 +755,7 @@ class LearningCore(ReviewLoop):
                 "mode": state.gating.mode,
                 "served": dict(state.served_by),
                 "learned_by": dict(state.review.learned_by_source) if state.review else {},
+                **({"importance": state.importance.top(8)} if state.importance else {}),
             }
         )
         if len(state.history) > self.history_max:
@@ -602,6 +766,10 @@ class LearningCore(ReviewLoop):
         state = self.state
         expired, orphans = state.join.expire(state.watermark, state.events)
         state.expired_unlabelled += len(expired)
+        challengers = self._challengers
+        if challengers is not None:
+            for pending in expired:
+                challengers.forget(pending.id)
         outcome.expire(expired)
         for parked in orphans:
             state.expired_labels += 1
@@ -640,6 +808,7 @@ class LearningCore(ReviewLoop):
             "expired_labels": state.expired_labels,
             "duplicate_labels": state.duplicate_labels,
             "model_errors": state.model_errors,
+            "model_rollbacks": state.model_rollbacks,
             "dead_letters": dict(sorted(state.dead_letters.items())),
             "metric": state.evaluator.names[0],
             "bigger_is_better": state.evaluator.bigger_is_better,
@@ -650,7 +819,60 @@ class LearningCore(ReviewLoop):
             "served_from_predictions": (
                 state.served_join.report() if state.served_join is not None else None
             ),
+            **({"challengers": board.report()} if (board := state.challengers) else {}),
+            # Only with explain.importance: a report without it keeps its keys.
+            **(
+                {
+                    "importance": {
+                        "values": state.importance.top(),
+                        "updates": state.importance.updates,
+                        "model_version": self.model_version,
+                        "by_slice": state.importance.top_by_slice(3),
+                    }
+                }
+                if state.importance is not None
+                else {}
+            ),
         }
+
+
+def _magnitude(value: Any) -> float:
+    """A feature value's size, for naming the likely culprits (strings and bools: 0)."""
+    if type(value) is float or type(value) is int:
+        return abs(value) if value == value else math.inf
+    return 0.0
+
+
+def ensure_challengers(config: RiverlineConfig, state: CoreState) -> None:
+    """The challengers the config names, for a fresh state or one checkpointed without them
+    (a state that has them keeps its own: they learned what it learned)."""
+    if not config.model.challengers or state.challengers is not None:
+        return
+    classifier = is_classifier(state.model)
+    for challenger in config.model.challengers:
+        if is_classifier(parse_model_spec(challenger.spec)) != classifier:
+            raise ConfigError(
+                f"invalid configuration:\n  model.challengers: {challenger.name!r} is "
+                f"{'not ' if classifier else ''}a classifier, and the champion is"
+                f"{'' if classifier else ' not'}"
+            )
+    state.challengers = Challengers.from_config(config, classifier)
+
+
+def ensure_importance(config: RiverlineConfig, state: CoreState) -> None:
+    """Global importance as the config asks: started afresh (a checkpoint from before it, or
+    with it off), or dropped (turned off)."""
+    explain = config.explain
+    if not explain.importance:
+        state.importance = None
+    elif state.importance is None:
+        state.importance = Importance(
+            explain.importance_alpha,
+            explain.background,
+            explain.importance_every,
+            explain.seed,
+            config.evaluation.max_slices,
+        )
 
 
 def ensure_review_book(config: RiverlineConfig, state: CoreState) -> None:

@@ -4,7 +4,10 @@ Bounded by time-to-live: an event expires when more than ``ttl_events`` events c
 or when the watermark (latest event time seen) passed its time by ``ttl_seconds``. Labels that
 came first wait under the same rule. Recently joined ids are remembered as long, so a duplicate
 label counts once; with ``max_pending`` set, at most that many of them (the oldest are
-forgotten first), so memory stays bounded even with no TTL.
+forgotten first), so memory stays bounded even with no TTL. A full buffer evicts its oldest
+event (dead-lettered by the core) only if that event's TTL does not end with this event; one
+whose TTL does expires instead, as by TTL: with ``max_pending == ttl_events`` (the defaults)
+the TTL's own window never evicts.
 
 >>> buf = JoinBuffer(ttl_events=2)
 >>> buf.add_event(Pending("a", ts=0.0, x={}, model=None, fallback=None, served=None), 1)
@@ -19,6 +22,7 @@ True
 
 from __future__ import annotations
 
+import pickle
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +44,9 @@ class Pending:
     attributes: dict[str, Any] = field(default_factory=dict)
     number: int = 0  # 1-based index of the event in the stream, for count-based expiry
     origin: Any = None  # where it came from (opaque to the core; the edge dead-letters with it)
+    # The bytes it stands for, against ``max_pending_bytes`` (its record's, as the edge said).
+    # Last, and unset in a Pending pickled before it existed: JoinBuffer.__setstate__ sets it.
+    size: int = 0
 
 
 @dataclass(slots=True)
@@ -47,6 +54,7 @@ class ParkedLabel:
     label: Label
     number: int  # events seen when it arrived
     origin: Any = None  # where it came from (opaque to the core; the edge dead-letters with it)
+    size: int = 0  # the bytes it stands for, against ``max_pending_bytes``
 
 
 class _Duplicate:
@@ -76,6 +84,19 @@ class _PickledAsOrderedDict:
         return OrderedDict, (self.items,)
 
 
+def _measure(entry: Pending | ParkedLabel) -> int:
+    """The size of an entry restored from a checkpoint written before sizes were kept (its
+    pickle's: what it costs a checkpoint); set on it, and returned."""
+    size = getattr(entry, "size", None)
+    if not size:
+        if isinstance(entry, Pending):
+            size = len(pickle.dumps((entry.x, entry.attributes, entry.origin), protocol=5))
+        else:
+            size = len(pickle.dumps((entry.label, entry.origin), protocol=5))
+        entry.size = size
+    return size
+
+
 class JoinBuffer:
     """The three queues (events, parked labels, joined ids), each in arrival order.
 
@@ -90,6 +111,9 @@ class JoinBuffer:
     """
 
     horizon = 0  # class defaults: what a restored (or old) buffer starts from
+    max_pending_bytes: int | None = None
+    pending_bytes = 0  # the sizes of the events waiting, and of the labels parked
+    parked_bytes = 0
     _newest = -1  # the largest event number added, to see an out-of-order one
     _unordered = False
 
@@ -98,10 +122,16 @@ class JoinBuffer:
         ttl_events: int | None = 100_000,
         ttl_seconds: float | None = None,
         max_pending: int | None = None,
+        max_pending_bytes: int | None = None,
     ) -> None:
         self.ttl_events = ttl_events
         self.ttl_seconds = ttl_seconds
         self.max_pending = max_pending
+        # Each queue's budget in bytes: counts alone do not bound the state (nor a checkpoint,
+        # one Redis value) when records are large.
+        self.max_pending_bytes = max_pending_bytes
+        self.pending_bytes = 0
+        self.parked_bytes = 0
         # Insertion order is arrival order, so expiry only ever looks at the front.
         self.pending: OrderedDict[str, Pending] = OrderedDict()
         self.parked: OrderedDict[str, ParkedLabel] = OrderedDict()
@@ -111,11 +141,15 @@ class JoinBuffer:
         # OrderedDict; pickled as one, as always.
         self.joined: dict[str, tuple[float, int]] = {}
         self._joined_order: deque[str] = deque()
+        # Events a full buffer let go at the end of their TTL, for ``expire`` to hand out.
+        self._due: list[Pending] = []
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         for derived in ("horizon", "_newest", "_unordered", "_joined_order"):
             state.pop(derived, None)
+        if not self._due:  # as between records (the core expires in the call that fills it)
+            del state["_due"]
         state["joined"] = _PickledAsOrderedDict(self.joined)
         return state
 
@@ -126,6 +160,12 @@ class JoinBuffer:
             joined = joined.items
         self.joined = dict(joined)
         self._joined_order = deque(self.joined)
+        self._due = list(state.get("_due", ()))
+        if self._due:
+            self.horizon = 0
+        if "pending_bytes" not in state:  # a buffer from before sizes: measured once
+            self.pending_bytes = sum(_measure(p) for p in self.pending.values())
+            self.parked_bytes = sum(_measure(p) for p in self.parked.values())
         for queue in (self.pending, self.parked):
             if queue:
                 self._newest = max(self._newest, queue[next(reversed(queue))].number)
@@ -155,6 +195,7 @@ class JoinBuffer:
             pending.attributes,
             number,
             pending.origin,
+            pending.size,
         )
         return parked, list(evicted)
 
@@ -169,6 +210,7 @@ class JoinBuffer:
         attributes: dict[str, Any],
         number: int,
         origin: Any = None,
+        size: int = 0,
     ) -> tuple[ParkedLabel | None, Sequence[Pending]]:
         """Buffer an event (see :meth:`add_event`): the event path's, which builds the Pending
         here without calling its class (a third of the cost) and returns the evictions as an
@@ -190,6 +232,7 @@ class JoinBuffer:
         pending.attributes = attributes
         pending.number = number
         pending.origin = origin
+        pending.size = size
         if number < self._newest:
             self._unordered = True
             self.horizon = 0
@@ -199,19 +242,42 @@ class JoinBuffer:
         if not queue:
             self._lower_horizon(number)
         parked = self.parked.pop(event_id, None) if self.parked else None
+        if parked is not None:
+            self.parked_bytes -= parked.size
         queue[event_id] = pending
+        self.pending_bytes = pending_bytes = self.pending_bytes + size
         max_pending = self.max_pending
-        if max_pending is None or len(queue) <= max_pending:
+        max_bytes = self.max_pending_bytes
+        if (max_pending is None or len(queue) <= max_pending) and (
+            max_bytes is None or pending_bytes <= max_bytes
+        ):
             return _NOTHING if parked is None else (parked, ())
         evicted: list[Pending] = []
-        while len(queue) > max_pending:
-            evicted.append(queue.popitem(last=False)[1])
+        ttl = self.ttl_events
+        # Never the new event itself: the core may join it at once with its parked label.
+        while len(queue) > 1 and (
+            (max_pending is not None and len(queue) > max_pending)
+            or (max_bytes is not None and self.pending_bytes > max_bytes)
+        ):
+            front = queue.popitem(last=False)[1]
+            self.pending_bytes -= front.size
+            if ttl is not None and number - front.number >= ttl:
+                # Its TTL ends before the next event in any case (a buffer that holds
+                # ``ttl_events`` events, the defaults, is full with the TTL's own window plus
+                # the new one): it expires, as by TTL (counted, not dead-lettered), at once.
+                self._due.append(front)
+                self.horizon = 0
+            else:
+                evicted.append(front)
+        if not evicted:
+            return _NOTHING if parked is None else (parked, ())
         return parked, evicted
 
     def match(self, event_id: str) -> Pending | _Duplicate | None:
         """Take the event a label belongs to, or say it is a duplicate or unknown."""
         pending = self.pending.pop(event_id, None)
         if pending is not None:
+            self.pending_bytes -= pending.size
             joined = self.joined
             if not joined:
                 self._lower_horizon(pending.number)
@@ -229,8 +295,11 @@ class JoinBuffer:
             return DUPLICATE
         return None
 
-    def park_label(self, label: Label, number: int, origin: Any = None) -> list[ParkedLabel]:
-        """Keep a label until its event comes; returns labels evicted to stay in bounds."""
+    def park_label(
+        self, label: Label, number: int, origin: Any = None, size: int = 0
+    ) -> list[ParkedLabel]:
+        """Keep a label until its event comes; returns labels evicted to stay in bounds
+        (``max_pending`` labels, ``max_pending_bytes`` of them; never the one just parked)."""
         if number < self._newest:
             self._unordered = True
             self.horizon = 0
@@ -238,10 +307,18 @@ class JoinBuffer:
             self._newest = number
         if not self.parked:
             self._lower_horizon(number)
-        self.parked[label.id] = ParkedLabel(label, number, origin)
+        parked = self.parked
+        parked[label.id] = ParkedLabel(label, number, origin, size)
+        self.parked_bytes += size
         evicted: list[ParkedLabel] = []
-        while self.max_pending is not None and len(self.parked) > self.max_pending:
-            evicted.append(self.parked.popitem(last=False)[1])
+        max_pending, max_bytes = self.max_pending, self.max_pending_bytes
+        while len(parked) > 1 and (
+            (max_pending is not None and len(parked) > max_pending)
+            or (max_bytes is not None and self.parked_bytes > max_bytes)
+        ):
+            old = parked.popitem(last=False)[1]
+            self.parked_bytes -= old.size
+            evicted.append(old)
         return evicted
 
     def _expired(self, ts: float, number: int, now_ts: float, now_number: int) -> bool:
@@ -261,19 +338,26 @@ class JoinBuffer:
         min_number = now_number - self.ttl_events if self.ttl_events is not None else -1
         ttl_s = self.ttl_seconds if self.ttl_seconds is not None else float("inf")
         events: list[Pending] = []
+        if self._due:  # taken from a full buffer at the end of their TTL (see ``add``)
+            events.extend(self._due)
+            self._due.clear()
         pending = self.pending
         while pending:
             front = pending[next(iter(pending))]
             if front.number >= min_number and not now_ts - front.ts > ttl_s:
                 break
-            events.append(pending.popitem(last=False)[1])
+            gone = pending.popitem(last=False)[1]
+            self.pending_bytes -= gone.size
+            events.append(gone)
         labels: list[ParkedLabel] = []
         parked_labels = self.parked
         while parked_labels:
             parked = parked_labels[next(iter(parked_labels))]
             if parked.number >= min_number and not now_ts - parked.label.ts > ttl_s:
                 break
-            labels.append(parked_labels.popitem(last=False)[1])
+            orphan = parked_labels.popitem(last=False)[1]
+            self.parked_bytes -= orphan.size
+            labels.append(orphan)
         joined = self.joined
         order = self._joined_order
         while order:

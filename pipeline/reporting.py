@@ -254,6 +254,74 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _challenger_section(report: dict[str, Any]) -> str:
+    """The leaderboard of the champion and its challengers (none configured: nothing).
+
+    >>> board = {"leaderboard": [{"name": "a", "role": "champion", "spec": "s", "windowed": 0.9,
+    ...     "metric": 0.8, "scored": 10, "errors": 0}], "promotions": []}
+    >>> "<td>champion</td>" in _challenger_section({"challengers": board})
+    True
+    """
+    board = report.get("challengers") or {}
+    if not board.get("leaderboard"):
+        return ""
+    rows = [
+        [e["role"], e["name"], e["windowed"], e["metric"], e["scored"], e["spec"]]
+        for e in board["leaderboard"]
+    ]
+    promotions = [
+        [p["label_index"], p["name"], p["previous"], p["reason"]] for p in board["promotions"]
+    ]
+    return (
+        "\n<h2>Challengers</h2>\n"
+        + _table(["role", "name", "windowed", "whole run", "scored", "spec"], rows)
+        + (_table(["label index", "promoted", "over", "reason"], promotions) if promotions else "")
+    )
+
+
+def _importance_section(report: dict[str, Any]) -> str:
+    """Global importance over time (explain.importance): a line per feature among those ever
+    in a sample's top, against the labels learned, so a change in what the model relies on
+    shows; then the last values. Empty when the report has none."""
+    history = [s for s in report.get("history", []) if s.get("importance")]
+    last = (report.get("importance") or {}).get("values") or {}
+    if not history and not last:
+        return ""
+    parts = ["\n<h2>Global importance (incremental permutation)</h2>\n"]
+    if history:
+        features = sorted({f for s in history for f in s["importance"]})
+        fig = Figure(figsize=(WIDTH, HEIGHT / 2), dpi=DPI)
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
+        xs = [s["label"] for s in history]
+        for feature in features:
+            ax.plot(xs, [s["importance"].get(feature) for s in history], label=feature)
+        _draw_markers(ax, _markers(report))
+        ax.set_xlabel("labels learned")
+        ax.set_ylabel("loss rise when replaced")
+        ax.set_title("What the model relies on, as it learns")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize="small", ncols=min(len(features), 4))
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        image = base64.b64encode(buffer.getvalue()).decode("ascii")
+        parts.append(
+            f'<img src="data:image/png;base64,{image}" width="{WIDTH * DPI}" '
+            f'height="{HEIGHT * DPI // 2}" alt="global importance over time">\n'
+        )
+    parts.append(_table(["feature", "importance now"], [[f, v] for f, v in last.items()]))
+    by_slice = (report.get("importance") or {}).get("by_slice") or {}
+    if by_slice:
+        parts.append("\n<h3>What each slice is judged on (top features)</h3>\n")
+        rows = [
+            [value, ", ".join(f"{f} {v:+.4f}" for f, v in top.items())]
+            for value, top in by_slice.items()
+        ]
+        parts.append(_table(["slice", "top features"], rows))
+    return "".join(parts)
+
+
 def _html(report: dict[str, Any], png: bytes) -> str:
     metric = str(report.get("metric", "metric"))
     metrics: dict[str, dict[str, Any]] = report.get("metrics", {})
@@ -309,6 +377,8 @@ def _html(report: dict[str, Any], png: bytes) -> str:
             if _review_rows(report)
             else ""
         )
+        + _challenger_section(report)
+        + _importance_section(report)
         + "\n<h2>Decisions</h2>\n"
         + _table(["kind", "label index", "model", "fallback", "reason"], decisions)
         + "\n</body></html>\n"

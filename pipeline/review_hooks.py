@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pipeline.explain import contributions
 from pipeline.review import (
     _NO_TRUTH,
     Requested,
@@ -47,9 +46,7 @@ from pipeline.schemas import (
 if TYPE_CHECKING:
     from pipeline.core import CoreState, Outcome
     from pipeline.fallback import Answer, Fallback
-
-# Feature contributions shown to a reviewer beside the model's answer.
-REVIEW_EXPLAIN_TOP_K = 5
+    from pipeline.serving.serve import Server
 
 
 class ReviewLoop:
@@ -57,6 +54,7 @@ class ReviewLoop:
 
     state: CoreState
     review: ReviewPolicy | None
+    server: Server
     fallback: Fallback
 
     @property
@@ -90,22 +88,37 @@ class ReviewLoop:
         has_opinion = model_pred is not None and model_pred != {}
         opinion = None
         if has_opinion:
+            by_model = prediction.source == "model"
+            explainer = self.server.explainer
             if isinstance(model_pred, dict):
                 hard = max(model_pred, key=model_pred.__getitem__)
+                confidence = float(model_pred[hard])
+                # The reviewer sees why the model says what it says, served or not.
+                explanation = prediction.explanation if by_model else None
+                if explanation is None and explainer is not None:
+                    explanation = explainer.explain_now(
+                        self.state.model, x, event.id, hard, confidence
+                    )
                 opinion = ModelOpinion(
                     prediction=hard,
                     proba=prediction.proba
-                    if prediction.source == "model"
+                    if by_model
                     else {proba_key(k): float(v) for k, v in model_pred.items()},
-                    confidence=float(model_pred[hard]),
+                    confidence=confidence,
                     model_version=self.state.learned,
+                    explanation=explanation,
                 )
             else:
-                opinion = ModelOpinion(prediction=model_pred, model_version=self.state.learned)
-            # Only for requests (bounded by the budget), never on every event.
-            why = contributions(self.state.model, x, REVIEW_EXPLAIN_TOP_K)
-            if why:
-                opinion = opinion.model_copy(update={"explanation": why})
+                explanation = prediction.explanation if by_model else None
+                if explanation is None and explainer is not None:
+                    explanation = explainer.explain_now(
+                        self.state.model, x, event.id, None, model_pred
+                    )
+                opinion = ModelOpinion(
+                    prediction=model_pred,
+                    model_version=self.state.learned,
+                    explanation=explanation,
+                )
         request = ReviewRequest(
             id=event.id,
             pipeline=policy.pipeline,
@@ -214,6 +227,9 @@ class ReviewLoop:
             outcome.reject(
                 Rejection("model_error", f"learn_one raised {type(e).__name__}: {e}", None)
             )
+        challengers = state.challengers
+        if challengers is not None:
+            challengers.teach(waiting.x, label.label)  # what the champion learns, they learn
         state.labels += 1
         book.learned_by_source["ground_truth"] += 1
         book.counts["corrections"] += 1

@@ -14,6 +14,7 @@ missing_field | ts: Field required
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 from datetime import UTC, datetime
@@ -123,7 +124,7 @@ class ModelOpinion(_Wire):
     proba: dict[str, float] | None = None
     confidence: float | None = None
     model_version: int
-    # Why (linear models: the largest feature contributions, as predictions carry them).
+    # Why (explain.enabled): the served prediction's explanation, or one made for the review.
     explanation: list[dict[str, Any]] | None = None
 
 
@@ -158,8 +159,23 @@ class ReviewRequest(_Wire):
     deadline: float | None = None
 
 
+# What a record costs on the wire beyond its key and value: the record batch header (61 bytes),
+# the record's own varints and attributes, and headers. Outputs stay this far below
+# ``kafka.max_message_bytes``, so that neither client nor broker refuses them.
+RECORD_OVERHEAD = 512
+# A dead letter's message, and its key when the value had to be cut, are kept to this many
+# characters: what is cut is what the origin topic/partition/offset still holds.
+DEAD_LETTER_TEXT = 2_048
+
+
 class DeadLetter(_Wire):
-    """A record that could not be used, with everything needed to replay it."""
+    """A record that could not be used, with everything needed to replay it.
+
+    ``value_length`` and ``value_sha256`` describe the original value. When the whole letter
+    would not fit ``kafka.max_message_bytes`` (:func:`encode_dead_letter`), ``value_b64`` keeps
+    the value's first bytes only and ``value_truncated`` says so; the record itself is still at
+    ``topic``/``partition``/``offset`` (until the topic's retention drops it).
+    """
 
     reason: str
     message: str
@@ -171,6 +187,10 @@ class DeadLetter(_Wire):
     value_b64: str | None
     rejected_at: float
     pipeline: str | None = None  # the pipeline that rejected it
+    value_length: int | None = None
+    value_sha256: str | None = None
+    value_truncated: bool = False
+    key_truncated: bool = False
 
     @classmethod
     def of(
@@ -187,9 +207,6 @@ class DeadLetter(_Wire):
         rejected_at: float,
         pipeline: str | None = None,
     ) -> DeadLetter:
-        def b64(raw: bytes | None) -> str | None:
-            return None if raw is None else base64.b64encode(raw).decode("ascii")
-
         return cls(
             reason=reason,
             message=message,
@@ -197,11 +214,68 @@ class DeadLetter(_Wire):
             partition=partition,
             offset=offset,
             timestamp=timestamp,
-            key_b64=b64(key),
-            value_b64=b64(value),
+            key_b64=_b64(key),
+            value_b64=_b64(value),
             rejected_at=rejected_at,
             pipeline=pipeline,
+            value_length=None if value is None else len(value),
+            value_sha256=None if value is None else hashlib.sha256(value).hexdigest(),
         )
+
+
+def _b64(raw: bytes | None) -> str | None:
+    return None if raw is None else base64.b64encode(raw).decode("ascii")
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def encode_dead_letter(
+    letter: DeadLetter, key: bytes | None, value: bytes | None, max_bytes: int
+) -> bytes:
+    """``letter`` as published: whole when it fits ``max_bytes`` with its record key ``key``,
+    else with its message and key cut and as much of ``value`` as fits (``value_truncated``).
+
+    ``key`` and ``value`` are the original bytes ``letter`` was made of (the base64 in it is
+    not decoded again). ``max_bytes`` is ``kafka.max_message_bytes``: the result plus ``key``
+    and :data:`RECORD_OVERHEAD` never exceeds it.
+
+    >>> value = b"x" * 3000
+    >>> letter = DeadLetter.of("r", "m", topic="t", partition=0, offset=7, timestamp=None,
+    ...                        key=None, value=value, rejected_at=0.0)
+    >>> encode_dead_letter(letter, None, value, 1_000_000) == encode(letter)
+    True
+    >>> small = json.loads(encode_dead_letter(letter, None, value, 2_000))
+    >>> small["value_truncated"], small["value_length"], small["offset"]
+    (True, 3000, 7)
+    >>> len(encode_dead_letter(letter, None, value, 2_000)) <= 2_000 - RECORD_OVERHEAD
+    True
+    """
+    data = encode(letter)
+    budget = max_bytes - RECORD_OVERHEAD - (len(key) if key else 0)
+    if len(data) <= budget:
+        return data
+    key_b64 = letter.key_b64
+    key_truncated = letter.key_truncated
+    if key is not None and len(key_b64 or "") > DEAD_LETTER_TEXT:
+        key_b64, key_truncated = _b64(key[: DEAD_LETTER_TEXT // 4 * 3]), True
+    cut = letter.model_copy(
+        update={
+            "message": _cut(letter.message, DEAD_LETTER_TEXT),
+            "key_b64": key_b64,
+            "key_truncated": key_truncated,
+            "value_b64": "",
+            "value_truncated": True,
+        }
+    )
+    # The value's base64 goes between the empty string's quotes: 4 characters per 3 bytes.
+    room = budget - len(encode(cut))
+    kept = max(0, room // 4 * 3)
+    if value is None or kept >= len(value):
+        # Cutting the message and key was enough.
+        return encode(cut.model_copy(update={"value_b64": _b64(value), "value_truncated": False}))
+    return encode(cut.model_copy(update={"value_b64": _b64(value[:kept])}))
 
 
 class InvalidRecord(ValueError):
@@ -252,13 +326,41 @@ def _decode(model: type[_Wire], raw: bytes | None) -> Any:
         raise _reason(e) from None
 
 
-def _parse_event_validated(raw: bytes | None) -> Event:
+def _parse_event_validated(raw: bytes | None, max_abs: float | None = None) -> Event:
     """The reference path: pydantic checks everything (the fast path falls back to it)."""
     event: Event = _decode(Event, raw)
     for name, value in event.features.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidRecord("not_finite", f"features.{name}: must be a finite number")
+        if max_abs is not None:
+            check_magnitude(f"features.{name}", value, max_abs)
     return event
+
+
+def check_magnitude(where: str, value: Any, max_abs: float) -> None:
+    """Refuse a number (not a bool) larger in magnitude than ``max_abs``.
+
+    Finite but huge values (1e308) pass every type check, and one of them turns a linear
+    model's state into inf and NaN for good.
+
+    >>> check_magnitude("x", 2e13, 1e12)
+    Traceback (most recent call last):
+    ...
+    pipeline.schemas.InvalidRecord: x: 20000000000000.0 is beyond validation.max_abs_value (1e+12)
+    """
+    kind = type(value)
+    if (kind is float or kind is int) and not -max_abs <= value <= max_abs:
+        raise InvalidRecord(
+            "value_out_of_range",
+            f"{where}: {_short(value)} is beyond validation.max_abs_value ({max_abs:g})",
+        )
+
+
+def _short(value: float) -> str:
+    """A number for a message; a huge int by its size (repr refuses ints past 4,300 digits)."""
+    if type(value) is int and value.bit_length() > 128:
+        return f"an int of {value.bit_length()} bits"
+    return repr(value)
 
 
 def _parse_label_validated(raw: bytes | None) -> Label:
@@ -293,15 +395,23 @@ _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
-def _plain_values(values: Any) -> bool:
+def _plain_values(
+    values: Any, float_bound: float = _FLOAT_BOUND, int_bound: float = math.inf
+) -> bool:
     """A dict of feature values pydantic keeps as they are (its strict bool, int, float, str),
-    floats below 2**63 in magnitude."""
+    floats below ``float_bound`` (at most 2**63) and ints below ``int_bound`` in magnitude.
+
+    A value at or past a bound goes to the reference path, which decides (validation's
+    ``max_abs_value`` is checked there, exactly); the bounds cost the loop nothing."""
     if type(values) is not dict:
         return False
     for value in values.values():
         kind = type(value)
         if kind is float:
-            if not -_FLOAT_BOUND < value < _FLOAT_BOUND:
+            if not -float_bound < value < float_bound:
+                return False
+        elif kind is int:
+            if not -int_bound < value < int_bound:
                 return False
         elif kind not in _PLAIN_TYPES:
             return False
@@ -349,8 +459,11 @@ def _built(model: type[_Wire], values: dict[str, Any], fields_set: set[str]) -> 
 # check and a float time's: a call costs about as much as the check it makes.
 
 
-def _fast_event(raw: bytes | None) -> Event | None:
-    """The event, when the payload has the plain shape; None to take the pydantic path."""
+def _fast_event(
+    raw: bytes | None, float_bound: float = _FLOAT_BOUND, int_bound: float = math.inf
+) -> Event | None:
+    """The event, when the payload has the plain shape and its features' numbers are within
+    the bounds (see _plain_values); None to take the pydantic path."""
     if not raw:
         return None
     try:
@@ -363,7 +476,7 @@ def _fast_event(raw: bytes | None) -> Event | None:
     if type(record_id) is not str or not 0 < len(record_id) <= MAX_ID_LENGTH:
         return None
     features = data.get("features")
-    if not _plain_values(features):
+    if not _plain_values(features, float_bound, int_bound):
         return None
     ts = data.get("ts")
     if type(ts) is float:
@@ -446,15 +559,23 @@ def _check_fast_path_assumptions() -> None:
 _check_fast_path_assumptions()
 
 
-def parse_event(raw: bytes | None) -> Event:
-    """Bytes to a checked event, or InvalidRecord with its reason.
+def parse_event(raw: bytes | None, max_abs: float | None = None) -> Event:
+    """Bytes to a checked event, or InvalidRecord with its reason; with ``max_abs``, a number
+    feature larger in magnitude is refused (``value_out_of_range``).
 
     >>> parse_event(b'{"id": "1", "ts": 3, "features": {"x": 1}}') == Event(
     ...     id="1", ts=3.0, features={"x": 1})
     True
+    >>> parse_event(b'{"id": "1", "ts": 3, "features": {"x": -1e308}}', max_abs=1e12)
+    Traceback (most recent call last):
+    ...
+    pipeline.schemas.InvalidRecord: features.x: -1e+308 is beyond validation.max_abs_value (1e+12)
     """
-    event = _fast_event(raw)
-    return event if event is not None else _parse_event_validated(raw)
+    if max_abs is None:
+        event = _fast_event(raw)
+    else:
+        event = _fast_event(raw, min(max_abs, _FLOAT_BOUND), max_abs)
+    return event if event is not None else _parse_event_validated(raw, max_abs)
 
 
 def parse_label(raw: bytes | None) -> Label:

@@ -4,7 +4,9 @@ A learner does not serve. It predicts every event itself (the model and the fall
 prequential, exactly as in ``run``), and reads the predictions topic to learn what was served:
 each published prediction is joined by event id with the event awaiting its label, or with a
 label that came before the prediction. Whatever the order, each labelled event's served answer
-is scored once; a label whose prediction never comes within the bound is counted as unscored.
+is scored once, from the first copy published (copies of one id are in one partition, so
+"first" is its offset order, the same on every read); a label whose prediction never comes
+within the bound is counted as unscored.
 
 >>> join = ServedJoin(max_waiting=2)
 >>> p = Published("e1", ts=0.0, prediction=True, proba=None, source="rules", model_version=0)
@@ -125,7 +127,12 @@ class ServedJoin:
         return self.waiting.pop(event_id, None)
 
     def keep_early(self, published: Published) -> None:
-        """A prediction whose event is not read yet: kept until it is (oldest out first)."""
+        """A prediction whose event is not read yet: kept until it is (oldest out first).
+        A second copy of it (a predictor's redo after a crash) is ignored: the first copy is
+        the one scored, as when the event is read first."""
+        if published.id in self.early:
+            self.ignored += 1
+            return
         self.early[published.id] = published
         while len(self.early) > self.max_waiting:
             self.early.popitem(last=False)

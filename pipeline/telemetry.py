@@ -309,6 +309,26 @@ class PipelineMetrics:
             "riverline_slice_gap", "Best minus worst slice, gating metric", ["role"], registry=r
         )
         self.redis_healthy = Gauge("riverline_redis_healthy", "1 if Redis answers", registry=r)
+        self.challenger_metric = Gauge(
+            "riverline_challenger_metric",
+            "Gating metric of the champion and each challenger (window: windowed or run)",
+            ["name", "role", "window"],
+            registry=r,
+        )
+        self.explanations = Counter(
+            "riverline_explanations", "Model-served predictions explained", registry=r
+        )
+        self.importance = Gauge(
+            "riverline_feature_importance",
+            "Global importance (incremental permutation; the loss's rise when the feature is "
+            "replaced), the top 20 features",
+            ["feature"],
+            registry=r,
+        )
+        # Its rate is the share of the process's time spent explaining.
+        self.explain_seconds = Counter(
+            "riverline_explain_seconds", "Time spent explaining predictions", registry=r
+        )
         buckets = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 600, 3600)
         self.latency = Histogram(
             "riverline_event_to_prediction_seconds",
@@ -332,6 +352,7 @@ class PipelineMetrics:
             registry=r,
         )
         self._seen: dict[str, float] = {}
+        self._importance_features: set[str] = set()
         self._init_review(r)
         # The role (run, learner, predictor) replaces this with its own check.
         self.readiness: Readiness = not_reported
@@ -362,6 +383,20 @@ class PipelineMetrics:
             self._advance(f"source:{source}", n, self.predictions.labels(source=source))
         for reason, n in counts["dead_letters"].items():
             self._advance(f"reason:{reason}", n, self.dead_letters.labels(reason=reason))
+        explain = counts.get("explain")
+        if explain:
+            self._advance("explained", explain["explained"], self.explanations)
+            self._advance("explain_seconds", explain["seconds"], self.explain_seconds)
+
+    def sync_importance(self, values: dict[str, float]) -> None:
+        """The top features' importance; a feature that left the top is dropped, so that the
+        label set stays bounded however many features a stream brings."""
+        shown = dict(list(values.items())[:20])
+        for feature in set(self._importance_features) - set(shown):
+            self.importance.remove(feature)
+        for feature, value in shown.items():
+            self.importance.labels(feature=feature).set(value)
+        self._importance_features = set(shown)
 
     def _init_review(self, r: Any) -> None:
         """Humans in the loop: requests, answers, who taught the model, how fast people are."""

@@ -9,10 +9,10 @@ checks the limits a deployment sets: sizes, counts, lengths, times, the label se
 Traceback (most recent call last):
 ...
 pipeline.schemas.InvalidRecord: 3 features where at most 2 are allowed
->>> check_label(Label(id="a", ts=0.0, label="maybe"), limits, now=0.0, regression=False)
+>>> check_label(Label(id="a", ts=0.0, label="no"), limits, now=0.0, regression=False)
 Traceback (most recent call last):
 ...
-pipeline.schemas.InvalidRecord: label 'maybe' is not one of the configured labels (True, False)
+pipeline.schemas.InvalidRecord: label 'no' (str) is not one of the configured labels (True, False)
 """
 
 from __future__ import annotations
@@ -22,7 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pipeline.config import ValidationConfig
-from pipeline.schemas import Event, InvalidRecord, Label, parse_event, parse_label
+from pipeline.schemas import (
+    Event,
+    InvalidRecord,
+    Label,
+    check_magnitude,
+    parse_event,
+    parse_label,
+)
 
 REASONS = {
     "empty": "the record has no value",
@@ -35,6 +42,8 @@ REASONS = {
     "wrong_type": "a field has the wrong type",
     "nested_feature": "a feature or attribute value is an object or a list",
     "not_finite": "a number is NaN or infinite",
+    "value_out_of_range": "a number feature (or a regressor's label) is beyond "
+    "validation.max_abs_value",
     "value_too_long": "a string feature is longer than validation.max_string_length",
     "too_many_features": "more features than validation.max_features",
     "ts_in_future": "the event time is too far ahead of the wall clock",
@@ -43,8 +52,13 @@ REASONS = {
     "label_wrong_type": "the label's type does not fit the task",
     "label_not_allowed": "the label is not in validation.labels",
     "label_orphaned": "a label whose event expired or never came, within the join TTL",
-    "event_evicted": "the join buffer was full: the oldest pending event was dropped",
+    "event_evicted": "the join buffer was full (join.max_pending or max_pending_bytes): the "
+    "oldest pending event was dropped; its value is the event re-serialised",
     "model_error": "the model raised on this record",
+    "processing_error": "anything else raised on this record (the message names the exception)",
+    "output_too_large": "the prediction or review request is larger than kafka.max_message_bytes",
+    "model_non_finite": "learning from this event turned the model's state NaN or infinite: "
+    "the model was rolled back to before it",
 }
 
 
@@ -74,12 +88,15 @@ def check_event(event: Event, limits: ValidationConfig, now: float) -> None:
             "too_many_features",
             f"{len(event.features)} features where at most {limits.max_features} are allowed",
         )
+    bound = limits.max_abs_value
     for name, value in event.features.items():
         if isinstance(value, str) and len(value) > limits.max_string_length:
             raise InvalidRecord(
                 "value_too_long",
                 f"features.{name}: {len(value)} characters, at most {limits.max_string_length}",
             )
+        if bound is not None:
+            check_magnitude(f"features.{name}", value, bound)
     _check_ts(event.ts, limits, now)
 
 
@@ -100,17 +117,38 @@ def check_label(label: Label, limits: ValidationConfig, now: float, regression: 
         raise InvalidRecord(
             "label_wrong_type", f"label {value!r} is not a number, and the model is a regressor"
         )
+    if regression and limits.max_abs_value is not None:
+        check_magnitude("label", value, limits.max_abs_value)
     if not regression and isinstance(value, float) and not value.is_integer():
         # A classifier would make every distinct number a class of its own.
         raise InvalidRecord(
             "label_wrong_type", f"label {value!r} is not a class, and the model is a classifier"
         )
-    if limits.labels is not None and value not in limits.labels:
+    if limits.labels is not None and not label_allowed(value, limits.labels):
         raise InvalidRecord(
             "label_not_allowed",
-            f"label {value!r} is not one of the configured labels {limits.labels}",
+            f"label {value!r} ({type(value).__name__}) is not one of the configured labels "
+            f"{limits.labels}",
         )
     _check_ts(label.ts, limits, now)
+
+
+def label_allowed(value: object, labels: tuple[object, ...]) -> bool:
+    """Whether ``value`` is one of ``labels``, type included.
+
+    ``in`` compares with ``==``, where ``1 == True == 1.0``: a set of ``[true, false]`` would let
+    ``1`` and ``0.0`` through. A model keys them as one class (they hash alike) and serves
+    whichever it saw first, so a stream of booleans could get ``1`` back, or a producer that
+    sends ``1`` by mistake go unnoticed. bool, int, float and str match only themselves; a set
+    that means ``1`` and ``1.0`` alike lists both.
+
+    >>> label_allowed(1, (True, False)), label_allowed(True, (True, False))
+    (False, True)
+    >>> label_allowed(1.0, (0, 1)), label_allowed(1.0, (0, 1, 0.0, 1.0))
+    (False, True)
+    """
+    kind = type(value)
+    return any(type(allowed) is kind and allowed == value for allowed in labels)
 
 
 @dataclass(frozen=True)
@@ -134,7 +172,7 @@ class Validator:
         limits = self.limits
         if raw is not None and len(raw) > limits.max_record_bytes:
             check_size(raw, limits)
-        event = parse_event(raw)
+        event = parse_event(raw, limits.max_abs_value)
         size = len(raw)  # type: ignore[arg-type]  # parse_event refuses None
         values = event.__dict__  # where pydantic keeps the fields
         if size <= limits.max_string_length and len(values["features"]) <= limits.max_features:
@@ -156,10 +194,15 @@ class Validator:
         label = parse_label(raw)
         values = label.__dict__
         kind = type(values["label"])
-        # check_label's type tests, for the usual types: a regressor's number, a classifier's
-        # bool, int or str (never refused), with no label set configured.
+        # check_label's type tests, for the usual types: a regressor's number (within
+        # max_abs_value), a classifier's bool, int or str (never refused), with no label set
+        # configured.
+        bound = limits.max_abs_value
         if limits.labels is None and (
-            (kind is float or kind is int)
+            (
+                (kind is float or kind is int)
+                and (bound is None or -bound <= values["label"] <= bound)
+            )
             if self.regression
             else (kind is bool or kind is int or kind is str)
         ):

@@ -1,7 +1,16 @@
-"""The reviewer's HTML: one request at a time, opinions side by side, one button per class."""
+"""The reviewer's HTML: one request at a time, opinions side by side, one button per class.
+
+Text from a request (ids, feature names and values, classes) and names is shown, never read:
+HTML-escaped, its control and bidi characters made visible (:func:`pipeline.display.shown`),
+and isolated in ``<bdi>`` so right-to-left text cannot reorder what surrounds it. Messages are
+chosen by code from the fixed ones below, never taken from the query string. The page's only
+style and script are allowed by hash in its Content-Security-Policy.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import time
 from datetime import UTC, datetime
@@ -9,6 +18,7 @@ from typing import Any
 
 from consumers.review.queue import Standing
 from consumers.review.transport import Delivered
+from pipeline.display import shown
 from pipeline.schemas import FeatureValue
 
 STYLE = """
@@ -90,8 +100,37 @@ document.addEventListener("keydown", function (e) {
 """
 
 
+def _sha256(source: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode()).digest()).decode() + "'"
+
+
+# Nothing but the page's own style and script, no frames, forms to this server only. Inline
+# style attributes (a confidence bar's width) are allowed: they can load nothing (default-src).
+CONTENT_SECURITY_POLICY = (
+    f"default-src 'none'; script-src {_sha256(SHORTCUTS)}; style-src-elem {_sha256(STYLE)}; "
+    "style-src-attr 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'"
+)
+
+# The only messages the page says, by the code in ``?notice=`` or ``?error=``.
+NOTICES = {"saved": "Saved.", "skipped": "Skipped."}
+ERRORS = {
+    "no_class": "No such class.",
+    "not_an_answer": "That is not an answer this request takes.",
+    "taken": "Already answered or claimed by another reviewer.",
+    "gone": "No such request waits for an answer any more (answered, unknown or expired).",
+    "broker": "The broker did not take the answer; try again.",
+}
+
+
 def esc(value: Any) -> str:
+    """For attribute values that must stay exact (an id sent back with the answer)."""
     return html.escape(str(value), quote=True)
+
+
+def text(value: Any) -> str:
+    """Text from a request or a person, as shown: escaped, made visible, isolated."""
+    return f"<bdi>{html.escape(shown(value), quote=True)}</bdi>"
 
 
 def show(value: FeatureValue | Any) -> str:
@@ -101,7 +140,7 @@ def show(value: FeatureValue | Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return esc(f"{value:.6g}")
-    return esc(value)
+    return text(value)
 
 
 def when(epoch: float) -> str:
@@ -126,7 +165,7 @@ def document(title: str, body: str, refresh_s: int | None = None) -> str:
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"{refresh}<title>{esc(title)}</title><style>{STYLE}</style></head>"
+        f"{refresh}<title>{esc(shown(title))}</title><style>{STYLE}</style></head>"
         f"<body>{body}<script>{SHORTCUTS}</script></body></html>"
     )
 
@@ -134,10 +173,10 @@ def document(title: str, body: str, refresh_s: int | None = None) -> str:
 def header(pipeline: str, reviewer: str, standing: Standing, csrf: str) -> str:
     waiting = f"{standing.waiting}" + ("" if standing.caught_up else "+")
     return (
-        f'<header><div class="brand">riverline review<small>{esc(pipeline)}</small></div>'
+        f'<header><div class="brand">riverline review<small>{text(pipeline)}</small></div>'
         '<div class="stats">'
         f'<span>queue <b id="queue-length">{esc(waiting)}</b></span>'
-        f'<span>{esc(reviewer)}: <b id="my-count">{standing.answered}</b> answered</span>'
+        f'<span>{text(reviewer)}: <b id="my-count">{standing.answered}</b> answered</span>'
         "</div>"
         '<form method="post" action="/logout">'
         f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
@@ -147,7 +186,7 @@ def header(pipeline: str, reviewer: str, standing: Standing, csrf: str) -> str:
 
 def _table(values: dict[str, FeatureValue]) -> str:
     rows = "".join(
-        f'<tr><td class="name">{esc(k)}</td><td class="value">{show(v)}</td></tr>'
+        f'<tr><td class="name">{text(k)}</td><td class="value">{show(v)}</td></tr>'
         for k, v in values.items()
     )
     return f"<table>{rows}</table>"
@@ -161,6 +200,19 @@ def _confidence(confidence: float | None) -> str:
         f'<div class="bar"><span style="width:{share * 100:.1f}%"></span></div>'
         f'<div class="conf">{share * 100:.1f}% confident</div>'
     )
+
+
+def _why(explanation: list[dict[str, Any]] | None) -> str:
+    """The model's top feature contributions, as text: each feature, its value, and how much
+    it moved the answer (up or down)."""
+    terms = [e for e in explanation or [] if "feature" in e]
+    if not terms:
+        return ""
+    items = "".join(
+        f"<li>{esc(e['feature'])} = {esc(e.get('value'))}: {float(e['contribution']):+.3f}</li>"
+        for e in terms
+    )
+    return f'<div class="proba" id="model-why">why: <ul>{items}</ul></div>'
 
 
 def _opinions(delivered: Delivered) -> str:
@@ -179,23 +231,13 @@ def _opinions(delivered: Delivered) -> str:
             ranked = sorted(model.proba.items(), key=lambda kv: -kv[1])[:5]
             proba = (
                 '<div class="proba">'
-                + " · ".join(f"{esc(k)} {v:.2f}" for k, v in ranked)
-                + "</div>"
-            )
-        why = ""
-        if model.explanation:
-            why = (
-                '<div class="proba" id="model-why">why: '
-                + " · ".join(
-                    f"{esc(term.get('feature'))} {float(term.get('contribution', 0.0)):+.2f}"
-                    for term in model.explanation
-                )
+                + " · ".join(f"{text(k)} {v:.2f}" for k, v in ranked)
                 + "</div>"
             )
         parts.append(
             f'<div class="opinion" id="model-opinion"><div class="who">Model '
             f'v{model.model_version}</div><div class="says">{show(model.prediction)}</div>'
-            f"{_confidence(model.confidence)}{proba}{why}</div>"
+            f"{_confidence(model.confidence)}{proba}{_why(model.explanation)}</div>"
         )
     rules = request.rules
     if rules is None or rules.prediction is None:
@@ -206,9 +248,10 @@ def _opinions(delivered: Delivered) -> str:
     else:
         parts.append(
             f'<div class="opinion" id="rules-opinion"><div class="who">Rules '
-            f'({esc(rules.source)})</div><div class="says">{show(rules.prediction)}</div>'
+            f'({text(rules.source)})</div><div class="says">{show(rules.prediction)}</div>'
             f"{_confidence(rules.confidence)}"
-            + (f'<div class="proba" id="rule">rule: {esc(rules.rule)}</div>' if rules.rule else "")
+            # The rule as the config says it: text, isolated like any other shown value.
+            + (f'<div class="proba" id="rule">rule: {text(rules.rule)}</div>' if rules.rule else "")
             + "</div>"
         )
     return "".join(parts)
@@ -286,16 +329,23 @@ def review_page(
     now: float | None = None,
     allowed: tuple[Any, ...] | None = None,
     new_classes: bool = False,
+    detail: str | None = None,
 ) -> str:
     """The page for one request; ``allowed`` (validation.labels) and ``new_classes``
-    (review.new_classes) are the pipeline's rules for an answer."""
+    (review.new_classes) are the pipeline's rules for an answer.
+
+    ``notice`` and ``error`` are codes (keys of NOTICES, ERRORS); any other says nothing.
+    ``detail`` is the server's own words after an error code (the pipeline's refusal of an
+    answer), never from the query string: shown as escaped, isolated text.
+    """
     now = time.time() if now is None else now
     top = header(pipeline, reviewer, standing, csrf)
     flash = ""
-    if error:
-        flash = f'<div class="notice error">{esc(error)}</div>'
-    elif notice:
-        flash = f'<div class="notice">{esc(notice)}</div>'
+    if error in ERRORS:
+        said = f" {text(detail)}" if detail else ""
+        flash = f'<div class="notice error">{esc(ERRORS[error])}{said}</div>'
+    elif notice in NOTICES:
+        flash = f'<div class="notice">{esc(NOTICES[notice])}</div>'
     if delivered is None:
         body = (
             f'{top}<main>{flash}<div class="card empty"><b>Nothing to review right now</b>'
@@ -304,7 +354,8 @@ def review_page(
         return document(f"riverline review · {pipeline}", body, refresh_s=3)
     request = delivered.request
     meta = [
-        f'<span>request <code id="request-id">{esc(request.id)}</code></span>',
+        # dir="auto" isolates as <bdi> does, and keeps the id the element's only text.
+        f'<span>request <code dir="auto" id="request-id">{esc(shown(request.id))}</code></span>',
         f"<span>event time {esc(when(request.ts))}</span>",
         f"<span>requested {esc(ago(now - delivered.requested_at))}</span>",
         f"<span>mode {esc(request.mode)}</span>",
@@ -335,7 +386,7 @@ def login_page(pipeline: str, needs_token: bool, error: str | None = None, name:
     )
     body = (
         '<main class="login"><div class="card"><h1>riverline review</h1>'
-        f'<p class="sub">pipeline <code>{esc(pipeline)}</code></p>{flash}'
+        f'<p class="sub">pipeline <code>{text(pipeline)}</code></p>{flash}'
         '<form method="post" action="/login">'
         '<label for="reviewer">Your name</label>'
         f'<input id="reviewer" type="text" name="reviewer" required maxlength="200" '

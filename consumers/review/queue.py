@@ -321,6 +321,18 @@ class ReviewQueue:
         self.client.hincrby(self.key("skips"), reviewer, 1)
         self._release(request_id, reviewer)
 
+    # -- sessions of the web page -----------------------------------------------------------
+
+    def end_session(self, session_id: str, expires: float) -> None:
+        """Remember a logged-out session until its cookie would have expired anyway, in Redis:
+        every server of the same pipeline refuses the cookie from now on."""
+        ttl_ms = int((expires - self.clock()) * 1000)
+        if ttl_ms > 0:
+            self.client.set(self.key(f"ended:{session_id}"), b"1", px=ttl_ms)
+
+    def session_ended(self, session_id: str) -> bool:
+        return bool(self.client.exists(self.key(f"ended:{session_id}")))
+
     def counts(self) -> dict[str, Any]:
         """Per-reviewer answer and skip counts, for status pages and scripts."""
         answers = self.client.hgetall(self.key("answers"))

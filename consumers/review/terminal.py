@@ -11,9 +11,11 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.prompt import Prompt
 from rich.table import Table
+from rich.text import Text
 
 from consumers.review.queue import ReviewError, ReviewQueue
 from consumers.review.transport import Delivered
+from pipeline.display import literal
 from pipeline.schemas import proba_key
 
 
@@ -30,39 +32,40 @@ def _confidence(confidence: float | None) -> str:
 
 
 def render(delivered: Delivered) -> Panel:
+    """The request as a table; its text goes in as :func:`literal` (never read as markup)."""
     request = delivered.request
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column("name", style="dim")
     table.add_column("value")
     for name, value in request.features.items():
-        table.add_row(name, _value(value))
+        table.add_row(literal(name), literal(_value(value)))
     for name, value in request.attributes.items():
-        table.add_row(f"{name} (attribute)", _value(value))
+        table.add_row(literal(f"{name} (attribute)"), literal(_value(value)))
     model = request.model
     if model is None or model.prediction is None:
         table.add_row("[bold]model[/bold]", "no opinion yet")
     else:
         table.add_row(
             f"[bold]model v{model.model_version}[/bold]",
-            _value(model.prediction) + _confidence(model.confidence),
+            literal(_value(model.prediction) + _confidence(model.confidence)),
         )
     rules = request.rules
     if rules is None or rules.prediction is None:
         table.add_row("[bold]rules[/bold]", "no answer")
     else:
         table.add_row(
-            f"[bold]rules ({rules.source})[/bold]",
-            _value(rules.prediction) + _confidence(rules.confidence),
+            literal(f"rules ({rules.source})", style="bold"),
+            literal(_value(rules.prediction) + _confidence(rules.confidence)),
         )
-    return Panel(table, title=f"request {request.id}", title_align="left", expand=False)
+    return Panel(table, title=literal(f"request {request.id}"), title_align="left", expand=False)
 
 
-def choices_line(delivered: Delivered) -> str:
+def choices_line(delivered: Delivered) -> Text:
     request = delivered.request
     if request.task == "regression":
-        return "a number, s skip, q quit"
+        return Text("a number, s skip, q quit")
     options = "  ".join(f"{i + 1}={_value(c)}" for i, c in enumerate(request.classes))
-    return f"{options}  s=skip  q=quit"
+    return literal(f"{options}  s=skip  q=quit")
 
 
 def review_in_terminal(
@@ -98,7 +101,8 @@ def review_in_terminal(
         standing = queue.standing(reviewer)
         console.print(render(delivered))
         console.print(
-            f"queue {standing.waiting} · {reviewer}: {standing.answered} answered", style="dim"
+            literal(f"queue {standing.waiting} · {reviewer}: {standing.answered} answered"),
+            style="dim",
         )
         request = delivered.request
         while True:
@@ -111,7 +115,7 @@ def review_in_terminal(
             try:
                 if text.lower() == "s":
                     queue.skip(request.id, reviewer)
-                    console.print(f"skipped {request.id}")
+                    console.print(literal(f"skipped {request.id}"))
                     break
                 value: object = text
                 if request.task == "classification" and text.isdigit():
@@ -120,10 +124,12 @@ def review_in_terminal(
                         value = request.classes[index]
                 label = queue.answer(request.id, reviewer, value)
             except ReviewError as e:
-                console.print(f"[red]{e}[/red]")
+                console.print(literal(e, style="red"))
                 if e.status in (422, 503):
                     continue  # not an answer, or the broker did not take it: ask again
                 break  # answered elsewhere, expired: move on
             answered += 1
-            console.print(f"[green]saved[/green] {request.id} = {_value(label.label)}")
+            console.print(
+                Text.assemble(("saved", "green"), literal(f" {request.id} = {_value(label.label)}"))
+            )
             break

@@ -9,6 +9,11 @@ Routes: ``GET /`` (the page), ``GET|POST /login``, ``POST /logout``, ``POST /ans
 ``POST /skip`` (forms: session cookie + CSRF token + same-origin check) and, for scripts,
 ``GET /api/next``, ``POST /api/answer``, ``POST /api/skip``, ``GET /api/stats``
 (``Authorization: Bearer <token>``, the reviewer named by the ``X-Reviewer`` header).
+
+Against hostile clients (see :class:`Guard`): every body is capped while it streams, every
+answer carries a Content-Security-Policy and anti-framing headers, ``--no-auth`` answers
+loopback host names only (DNS rebinding), wrong tokens are throttled per client, and a
+logged-out session is remembered as ended in Redis until its cookie would have expired.
 """
 
 from __future__ import annotations
@@ -21,24 +26,117 @@ from urllib.parse import parse_qs, quote
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consumers.review.auth import (
     SESSION_COOKIE,
     SESSION_TTL_S,
+    LoginThrottle,
     Session,
     SessionKeys,
     bearer,
+    loopback_host,
     same_origin,
     token_matches,
 )
-from consumers.review.page import login_page, review_page
+from consumers.review.page import CONTENT_SECURITY_POLICY, login_page, review_page
 from consumers.review.queue import ReviewError, ReviewQueue, request_json
 
 MAX_NAME = 200
 DEFAULT_API_REVIEWER = "api"
+# The largest body the app reads: a login form or an answer is a few hundred bytes.
+MAX_BODY_BYTES = 64 * 1024
+SECURITY_HEADERS = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    # Not no-referrer: browsers then send "Origin: null" on form posts, which the
+    # same-origin check refuses.
+    (b"referrer-policy", b"same-origin"),
+]
+# A failed answer, by ReviewError status, as one of the page's fixed messages.
+ERROR_CODES = {404: "gone", 409: "taken", 422: "not_an_answer", 503: "broker"}
+
+
+class _BodyTooLarge(Exception):
+    """Raised from ``receive`` once a body streams past the cap; :class:`Guard` answers 413."""
+
+
+class Guard:
+    """ASGI middleware in front of every route: the security headers on every answer, the
+    Host check of ``--no-auth``, and the body cap, enforced on the declared length first and
+    then while the body streams in (a chunked body has none), so nothing over the cap is ever
+    held in memory."""
+
+    def __init__(self, app: ASGIApp, loopback_only: bool, max_body: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.loopback_only = loopback_only
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_secured(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+            await send(message)
+
+        headers = Headers(scope=scope)
+        if self.loopback_only and not loopback_host(headers.get("host")):
+            refused = PlainTextResponse(
+                "unknown Host: without a token this app answers loopback names only "
+                "(localhost, 127.0.0.1, [::1])",
+                status_code=400,
+            )
+            await refused(scope, receive, send_secured)
+            return
+        too_large = PlainTextResponse(
+            f"request body over {self.max_body} bytes",
+            status_code=413,
+            headers={"Connection": "close"},
+        )
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            await too_large(scope, receive, send_secured)
+            return
+        seen = 0
+
+        async def capped() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, capped, send_secured)
+        except _BodyTooLarge:
+            if started:
+                raise
+            await too_large(scope, receive, send_secured)
+
+
+def _client(request: Request) -> str:
+    # Behind a reverse proxy every client is the proxy: the throttle then counts them together.
+    return request.client.host if request.client is not None else "?"
 
 
 def _own_origin(request: Request) -> str:
@@ -66,16 +164,30 @@ def create_app(queue: ReviewQueue, token: str | None, secure_cookies: bool = Fal
     """The app; ``token=None`` means no authentication (the CLI allows it on loopback only)."""
     keys = SessionKeys.for_token(token)
     pipeline = queue.pipeline
+    throttle = LoginThrottle()
 
-    def session_of(request: Request) -> Session | None:
-        return keys.read(request.cookies.get(SESSION_COOKIE), time.time())
+    async def session_of(request: Request) -> Session | None:
+        session = keys.read(request.cookies.get(SESSION_COOKIE), time.time())
+        if session is None or await run_in_threadpool(queue.session_ended, session.id):
+            return None  # a logged-out cookie, kept by someone, is no session
+        return session
+
+    def throttled(request: Request) -> int | None:
+        """Seconds this client must wait after too many wrong tokens (None: it may try)."""
+        return throttle.retry_after(_client(request), time.monotonic()) if token else None
+
+    def wrong_token(request: Request) -> None:
+        throttle.failed(_client(request), time.monotonic())
 
     # -- the page ------------------------------------------------------------------------
 
-    async def page(request: Request) -> Response:
-        session = session_of(request)
-        if session is None:
-            return RedirectResponse("/login", status_code=303)
+    async def render(
+        session: Session,
+        notice: str | None = None,
+        error: str | None = None,
+        detail: str | None = None,
+        status_code: int = 200,
+    ) -> Response:
         delivered = await run_in_threadpool(queue.next, session.reviewer)
         standing = await run_in_threadpool(queue.standing, session.reviewer)
         html = review_page(
@@ -84,12 +196,21 @@ def create_app(queue: ReviewQueue, token: str | None, secure_cookies: bool = Fal
             standing,
             session.csrf,
             delivered,
-            notice=request.query_params.get("notice"),
-            error=request.query_params.get("error"),
+            notice=notice,
+            error=error,
             allowed=queue.validation.labels if queue.validation is not None else None,
             new_classes=queue.new_classes,
+            detail=detail,
         )
-        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
+
+    async def page(request: Request) -> Response:
+        session = await session_of(request)
+        if session is None:
+            return RedirectResponse("/login", status_code=303)
+        # Codes only from the query string: the page shows its own words for them.
+        params = request.query_params
+        return await render(session, notice=params.get("notice"), error=params.get("error"))
 
     async def login_form(request: Request) -> Response:
         return HTMLResponse(login_page(pipeline, token is not None))
@@ -97,12 +218,16 @@ def create_app(queue: ReviewQueue, token: str | None, secure_cookies: bool = Fal
     async def login(request: Request) -> Response:
         if _cross_site(request):
             return HTMLResponse("cross-site request refused", status_code=403)
+        if wait := throttled(request):
+            html = login_page(pipeline, True, f"Too many wrong tokens: try again in {wait} s.")
+            return HTMLResponse(html, status_code=429, headers={"Retry-After": str(wait)})
         form = await _form(request)
         name = _reviewer_name(form.get("reviewer"))
         if name is None:
             html = login_page(pipeline, token is not None, "Give your name (up to 200 characters).")
             return HTMLResponse(html, status_code=400)
         if token is not None and not token_matches(token, form.get("token")):
+            wrong_token(request)
             html = login_page(pipeline, True, "Wrong access token.", name)
             return HTMLResponse(html, status_code=401)
         response = RedirectResponse("/", status_code=303)
@@ -118,7 +243,7 @@ def create_app(queue: ReviewQueue, token: str | None, secure_cookies: bool = Fal
 
     async def form_session(request: Request) -> tuple[Session, dict[str, str]] | Response:
         """The session of a form post whose CSRF token and origin check out, else a refusal."""
-        session = session_of(request)
+        session = await session_of(request)
         if session is None:
             return HTMLResponse("log in first", status_code=401)
         form = await _form(request)
@@ -130,11 +255,13 @@ def create_app(queue: ReviewQueue, token: str | None, secure_cookies: bool = Fal
         checked = await form_session(request)
         if isinstance(checked, Response):
             return checked
+        await run_in_threadpool(queue.end_session, checked[0].id, checked[0].expires)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE)
         return response
 
     def back(notice: str | None = None, error: str | None = None) -> Response:
+        """To the page with a message code (page.NOTICES, page.ERRORS), never free text."""
         query = f"?notice={quote(notice)}" if notice else f"?error={quote(error)}" if error else ""
         return RedirectResponse("/" + query, status_code=303)
 
@@ -152,11 +279,15 @@ def create_app(queue: ReviewQueue, token: str | None, secure_cookies: bool = Fal
                 try:
                     value = delivered.request.classes[int(form["choice"])]
                 except (ValueError, IndexError):
-                    return back(error="no such class")
-            label = await run_in_threadpool(queue.answer, request_id, session.reviewer, value)
+                    return back(error="no_class")
+            await run_in_threadpool(queue.answer, request_id, session.reviewer, value)
         except ReviewError as e:
-            return back(error=str(e))
-        return back(notice=f"Saved: request {request_id} is {json.dumps(label.label)}")
+            if e.reason is not None:
+                # The pipeline's refusal (validation): the page again, the same request still
+                # answerable, with the reason in the server's words (never through the URL).
+                return await render(session, error="not_an_answer", detail=str(e), status_code=422)
+            return back(error=ERROR_CODES.get(e.status, "gone"))
+        return back(notice="saved")
 
     async def skip_form(request: Request) -> Response:
         checked = await form_session(request)
@@ -167,8 +298,8 @@ def create_app(queue: ReviewQueue, token: str | None, secure_cookies: bool = Fal
         try:
             await run_in_threadpool(queue.skip, request_id, session.reviewer)
         except ReviewError as e:
-            return back(error=str(e))
-        return back(notice=f"Skipped request {request_id}")
+            return back(error=ERROR_CODES.get(e.status, "gone"))
+        return back(notice="skipped")
 
     # -- the JSON API --------------------------------------------------------------------
 
@@ -176,9 +307,16 @@ def create_app(queue: ReviewQueue, token: str | None, secure_cookies: bool = Fal
         handler: Callable[[Request, str], Awaitable[Response]],
     ) -> Callable[[Request], Awaitable[Response]]:
         async def checked(request: Request) -> Response:
-            if token is not None and not token_matches(
-                token, bearer(request.headers.get("authorization"))
-            ):
+            if wait := throttled(request):
+                return JSONResponse(
+                    {"error": f"too many wrong tokens: try again in {wait} s"},
+                    status_code=429,
+                    headers={"Retry-After": str(wait)},
+                )
+            given = bearer(request.headers.get("authorization"))
+            if token is not None and not token_matches(token, given):
+                if given is not None:  # a guess; a request without a token is none
+                    wrong_token(request)
                 return JSONResponse(
                     {"error": "a valid bearer token is required"},
                     status_code=401,
@@ -267,4 +405,4 @@ def create_app(queue: ReviewQueue, token: str | None, secure_cookies: bool = Fal
         Route("/api/stats", api(api_stats), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, middleware=[Middleware(Guard, loopback_only=token is None)])

@@ -31,7 +31,7 @@ from typing import Any
 
 import redis
 
-from pipeline.checkpointing.store import CheckpointStore, Fenced, Offsets
+from pipeline.checkpointing.store import CheckpointStore, CheckpointTooLarge, Fenced, Offsets
 
 # Exit statuses of a child: written, Redis refused or unreachable, fenced, anything else.
 WRITTEN, REDIS_ERROR, FENCED, FAILED = 0, 1, 2, 3
@@ -55,6 +55,7 @@ class Outcome:
     error: str | None = None
     fenced: bool = False
     milliseconds: float = 0.0  # the child's write, pickle to Redis reply
+    too_large: bool = False  # over checkpoint.max_bytes: retrying cannot help
 
 
 class BackgroundSave:
@@ -118,6 +119,7 @@ class BackgroundSave:
             reported.get("error"),
             bool(reported.get("fenced")),
             float(reported.get("ms", 0.0)),
+            bool(reported.get("too_large")),
         )
 
     def kill(self) -> None:
@@ -173,6 +175,8 @@ def _child(
         reply, status = {"version": version}, WRITTEN
     except Fenced as e:
         reply, status = {"error": str(e), "fenced": True}, FENCED
+    except CheckpointTooLarge as e:
+        reply, status = {"error": str(e), "too_large": True}, FAILED
     except redis.RedisError as e:
         reply, status = {"error": f"{type(e).__name__}: {e}"}, REDIS_ERROR
     except BaseException as e:

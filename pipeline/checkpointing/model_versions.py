@@ -171,4 +171,12 @@ class ModelVersionStore(SignedVersions[ServingSnapshot]):
         pipe = self.client.pipeline(transaction=False)
         for version in versions:
             pipe.hget(self.key(f"model:{version}"), "meta")
-        return [json.loads(raw) for raw in pipe.execute() if raw is not None]
+        listed = []
+        for version, raw in zip(versions, pipe.execute(), strict=True):
+            if raw is None:
+                continue
+            try:
+                listed.append(self.parse_meta(version, raw))
+            except CheckpointError as e:  # listed as what it is, the others still shown
+                listed.append({"version": version, "unreadable": str(e)})
+        return listed

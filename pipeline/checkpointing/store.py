@@ -31,6 +31,7 @@ import redis
 from pipeline.checkpointing.trust import (
     FENCE_CHECK,
     CheckpointError,
+    CheckpointTooLarge,
     Fenced,
     fence_arg,
     key_prefix,
@@ -45,7 +46,14 @@ if TYPE_CHECKING:
 Offsets = dict[tuple[str, int], int]
 
 # The error classes live with the shared signing code; they are imported from here too.
-__all__ = ["Checkpoint", "CheckpointError", "CheckpointStore", "Fenced", "Offsets"]
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointStore",
+    "CheckpointTooLarge",
+    "Fenced",
+    "Offsets",
+]
 
 # Fault injection for the crash tests: SIGKILL this process during its Nth checkpoint, after
 # the blob is built and before the atomic write (a background write's child SIGKILLs its parent
@@ -123,6 +131,7 @@ class CheckpointStore(SignedVersions[Checkpoint]):
         secret: bytes | None,
         keep: int = 5,
         insecure: bool = False,
+        max_bytes: int | None = None,
     ) -> None:
         # Without decode_responses every reply is bytes; redis-py types them as bytes | str.
         self.client: Any = client
@@ -130,13 +139,14 @@ class CheckpointStore(SignedVersions[Checkpoint]):
         self.secret = secret
         self.insecure = insecure
         self.keep = keep
+        self.max_bytes = max_bytes  # a larger blob is refused before Redis sees it
         self._save = self.client.register_script(SAVE)
         self.saves = 0
         self.fault_pids: tuple[int, ...] = ()  # killed with this process by the crash hook
 
     def with_client(self, client: redis.Redis) -> CheckpointStore:
         """The same store on another connection (a forked child's), its save count kept."""
-        other = CheckpointStore(client, "", self.secret, self.keep, self.insecure)
+        other = CheckpointStore(client, "", self.secret, self.keep, self.insecure, self.max_bytes)
         other.prefix, other.saves = self.prefix, self.saves
         return other
 
@@ -145,7 +155,12 @@ class CheckpointStore(SignedVersions[Checkpoint]):
         """The store as a pipeline's config says: its name, secret, ``insecure`` and ``keep``."""
         checkpoint = config.checkpoint
         return cls(
-            client, config.name, checkpoint.secret_bytes(), checkpoint.keep, checkpoint.insecure
+            client,
+            config.name,
+            checkpoint.secret_bytes(),
+            checkpoint.keep,
+            checkpoint.insecure,
+            checkpoint.max_bytes,
         )
 
     def _sign(self, *parts: bytes) -> str:
@@ -165,6 +180,18 @@ class CheckpointStore(SignedVersions[Checkpoint]):
         """
         payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         blob = zlib.compress(payload, compression_level(payload))
+        if self.max_bytes is not None and len(blob) > self.max_bytes:
+            # Redis would close the connection on it (proto-max-bulk-len), which reads as an
+            # outage and is retried for ever: say what it is instead.
+            raise CheckpointTooLarge(
+                f"checkpoint of {len(blob):,} bytes "
+                f"(compressed; {len(payload):,} pickled) is larger than checkpoint.max_bytes "
+                f"({self.max_bytes:,}); one checkpoint is one Redis value, refused over Redis' "
+                "proto-max-bulk-len (512 MiB by default). Bound the state: lower "
+                "join.max_pending_bytes or join.max_pending (events waiting for labels), or use "
+                "a smaller model; raise checkpoint.max_bytes only as far as Redis' "
+                "proto-max-bulk-len allows"
+            )
         version = int(self.client.incr(self.key("ckpt:counter")))
         meta = {
             **(meta or {}),

@@ -4,6 +4,10 @@ A store of kind ``k`` keeps each version in the hash ``{prefix}k:{version}``, th
 in the sorted set ``{prefix}k:versions`` and the newest in ``{prefix}k:latest``. Reading
 metadata never unpickles anything; :meth:`SignedVersions._fields` is the gate every load goes
 through: the version's fields are returned only once their signature verifies.
+
+Every field read here may hold any bytes (whoever can write Redis chooses them): a pointer, an
+index entry or a metadata field that does not parse is a :class:`CheckpointError` naming the
+key, handled like any refused version, never an exception that stops the reader.
 """
 
 from __future__ import annotations
@@ -36,16 +40,37 @@ class SignedVersions(Generic[T]):
 
     def latest_version(self) -> int | None:
         raw = self.client.get(self.key(f"{self.kind}:latest"))
-        return int(raw) if raw is not None else None
+        return None if raw is None else self._version(raw, f"{self.kind}:latest")
 
     def versions(self) -> list[int]:
         """The kept versions, oldest first."""
-        return [int(v) for v in self.client.zrange(self.key(f"{self.kind}:versions"), 0, -1)]
+        where = f"{self.kind}:versions"
+        return [self._version(v, where) for v in self.client.zrange(self.key(where), 0, -1)]
+
+    def _version(self, raw: bytes, where: str) -> int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise CheckpointError(
+                f"{self.prefix}{where} holds {raw[:40]!r}, not a {self.noun} number"
+            ) from None
 
     def meta(self, version: int) -> dict[str, Any] | None:
         """The version's metadata (JSON; nothing unpickled), None if it is not kept."""
         raw = self.client.hget(self.key(f"{self.kind}:{version}"), "meta")
-        return json.loads(raw) if raw is not None else None
+        return None if raw is None else self.parse_meta(version, raw)
+
+    def parse_meta(self, version: int, raw: bytes) -> dict[str, Any]:
+        """A stored ``meta`` field as a mapping; :class:`CheckpointError` if it is not one."""
+        try:
+            meta = json.loads(raw)
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError alike
+            raise CheckpointError(
+                f"{self.where(version)} has unreadable metadata ({type(e).__name__})"
+            ) from None
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{self.where(version)} has metadata that is not a mapping")
+        return meta
 
     def _fields(self, version: int) -> dict[bytes, bytes]:
         """The version's stored fields, after its signature check; nothing is unpickled."""
@@ -56,7 +81,7 @@ class SignedVersions(Generic[T]):
             self.where(version),
             self.secret,
             self.insecure,
-            fields.get(b"sig", b"").decode(),
+            fields.get(b"sig", b""),  # bytes as stored: never decoded before the check
             *(fields.get(name, b"") for name in self.signed),
         )
         return fields

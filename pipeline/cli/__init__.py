@@ -7,9 +7,13 @@ import os
 from pipeline.cli import (  # noqa: F401  (registers the commands)
     broker,
     checkpoints,
+    compare,
+    configs,
     demo,
+    explain,
     model,
     pipelines,
+    promote,
     replay,
     report,
     review,

@@ -6,9 +6,9 @@ import time
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
+from pipeline.checkpointing.trust import CheckpointError
 from pipeline.cli.app import app
 from pipeline.cli.common import (
     DEFAULT_CONFIG,
@@ -19,8 +19,10 @@ from pipeline.cli.common import (
     console,
     friendly_errors,
     open_store,
+    print_error,
     stdout_console,
 )
+from pipeline.display import literal
 
 checkpoint_app = typer.Typer(help="Inspect and roll back a pipeline's checkpoints in Redis.")
 app.add_typer(checkpoint_app, name="checkpoint")
@@ -38,13 +40,11 @@ def checkpoint_list(
         store = open_store(config, name, redis_url)
         latest = store.latest_version()
         if not store.versions():
-            console.print(
-                f"[red]error:[/red] no checkpoint exists under {escape(store.prefix)} "
-                "(is the pipeline's name right?)",
-                highlight=False,
+            print_error(
+                f"no checkpoint exists under {store.prefix} (is the pipeline's name right?)"
             )
             raise typer.Exit(1)
-        table = Table(title=f"checkpoints of {store.prefix}")
+        table = Table(title=literal(f"checkpoints of {store.prefix}"))
         for column in (
             "version",
             "latest",
@@ -58,17 +58,20 @@ def checkpoint_list(
             table.add_column(column)
         pinned = store.pinned()
         for version in store.versions():
-            meta = store.meta(version) or {}
-            written = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(meta.get("written_at", 0)))
+            try:
+                meta = store.meta(version) or {}
+            except CheckpointError:  # listed as unreadable; the others are still shown
+                meta = {"reason": "unreadable metadata"}
+            written = time.strftime(
+                "%Y-%m-%d %H:%M:%S", time.localtime(float(meta.get("written_at") or 0))
+            )
             table.add_row(
                 str(version),
                 ("*" if version == latest else "") + (" pinned" if version in pinned else ""),
                 written,
-                str(meta.get("reason", "")),
-                str(meta.get("events", "")),
-                str(meta.get("labels", "")),
-                str(meta.get("mode", "")),
-                str(meta.get("bytes", "")),
+                # Metadata read from Redis: shown as text, whoever wrote it.
+                *(literal(meta.get(k, "")) for k in ("reason", "events", "labels", "mode")),
+                literal(meta.get("bytes", "")),
             )
         stdout_console().print(table)
 
@@ -119,10 +122,9 @@ def checkpoint_rollback(
         cfg = build_config(config, name, None, redis_url)
         holder = Lease(store.client, cfg.name, cfg.checkpoint.lease_ttl_ms).holder()
         if holder and not force:
-            console.print(
-                f"[red]error:[/red] pipeline is running (lease held by {holder}); stop it first "
-                "or pass --force (its next checkpoint would supersede the rollback)",
-                highlight=False,
+            print_error(
+                f"pipeline is running (lease held by {holder}); stop it first "
+                "or pass --force (its next checkpoint would supersede the rollback)"
             )
             raise typer.Exit(1)
         store.rollback(version)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,9 +12,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from pipeline.checkpointing.store import CheckpointError, CheckpointStore, Fenced
 from pipeline.config import ConfigError, RiverlineConfig, load_config
+from pipeline.display import literal, shown
 from pipeline.kafka.embedded import BrokerUnavailable, EmbeddedBroker
 from pipeline.kafka.transport import TransportError
 from pipeline.models import SpecError
@@ -24,6 +27,15 @@ from pipeline.state.redis_client import RedisUnavailable, connect, ping, unreach
 console = Console(stderr=True, soft_wrap=True)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = "configs/demo.yaml"
+
+
+def print_error(message: object, kind: str = "error", style: str = "red") -> None:
+    """``kind: message`` on stderr: messages quote ids, paths, values, so they are printed as
+    text (never Rich markup, control characters escaped), each of their lines kept."""
+    console.print(
+        Text.assemble((f"{kind}:", style), " ", literal(message, newlines=True)), highlight=False
+    )
+
 
 ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="YAML config file.")]
 NameOpt = Annotated[str | None, typer.Option(help="Pipeline name: Redis key prefix, group id.")]
@@ -86,7 +98,6 @@ def friendly_errors() -> Iterator[None]:
     """
     import redis
     from kafka.errors import KafkaError
-    from rich.markup import escape
 
     try:
         yield
@@ -94,29 +105,35 @@ def friendly_errors() -> Iterator[None]:
         console.print("interrupted", highlight=False)
         raise typer.Exit(130) from None
     except (ConfigError, SpecError) as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}", markup=True, highlight=False)
+        print_error(e)
         raise typer.Exit(2) from None
     except (LeaseLost, Fenced) as e:
-        console.print(f"[red]fenced:[/red] {escape(str(e))}", markup=True, highlight=False)
+        print_error(e, "fenced")
         raise typer.Exit(3) from None
     except (BrokerUnavailable, TransportError, RedisUnavailable, CheckpointError) as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}", markup=True, highlight=False)
+        print_error(e)
         raise typer.Exit(1) from None
     except redis.RedisError as e:
         # redis-py names the host and port in connection errors.
-        console.print(f"[red]error:[/red] Redis: {escape(str(e))}", markup=True, highlight=False)
+        print_error(f"Redis: {e}")
         raise typer.Exit(1) from None
     except KafkaError as e:
-        console.print(f"[red]error:[/red] Kafka: {escape(str(e))}", markup=True, highlight=False)
+        print_error(f"Kafka: {e}")
         raise typer.Exit(1) from None
+
+
+class _ShownFormatter(logging.Formatter):
+    """Log messages quote ids and records: their control characters are escaped (no terminal
+    escape, no forged log line); a traceback, formatted apart, keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return shown(super().formatMessage(record))
 
 
 def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_ShownFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
     logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.getLogger("librdkafka").setLevel(logging.WARNING)
 
@@ -161,5 +178,10 @@ def open_store(config: str, name: str | None, redis_url: str | None) -> Checkpoi
 
 
 def stdout_console() -> Console:
-    """Tables for people go to stdout, at full width on a terminal, 120 columns in a pipe."""
-    return Console(width=None if sys.stdout.isatty() else 120)
+    """Tables for people go to stdout, at full width on a terminal, 120 columns in a pipe.
+
+    ``COLUMNS`` set in the environment wins in a pipe too (rich reads it), so a script or the
+    docs' tests get the lines a terminal that wide shows.
+    """
+    wide = sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit()
+    return Console(width=None if wide else 120)

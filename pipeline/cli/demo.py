@@ -26,6 +26,7 @@ from pipeline.cli.common import (
     console,
     friendly_errors,
     kafka_bootstrap,
+    print_error,
     setup_logging,
 )
 from pipeline.cli.summary import print_summary
@@ -149,7 +150,7 @@ def demo(
                         cfg, servers, source, delay, options=SourceOptions(limit=limit)
                     )
                 except SourceError as e:
-                    console.print(f"[red]error:[/red] {e}", highlight=False)
+                    print_error(e)
                     raise typer.Exit(2 if isinstance(e, NoLabelColumn) else 1) from None
                 console.print(
                     f"published {published.events} events, {published.labels} labels; consuming...",

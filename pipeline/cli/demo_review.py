@@ -21,7 +21,7 @@ import redis
 import typer
 
 from consumers.signals import StopFlag
-from pipeline.cli.common import console
+from pipeline.cli.common import console, print_error
 from pipeline.cli.review import TOKEN_ENV
 from pipeline.config import RiverlineConfig
 from producers.reviewer import ReviewerSpec, SimulatedAnswers, SimulatedReviewer, true_labels
@@ -43,7 +43,7 @@ def review_page(cfg: RiverlineConfig, servers: str, port: int) -> Iterator[None]
 
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", port)) == 0:
-            console.print(f"[red]error:[/red] --review-web: port {port} is in use", highlight=False)
+            print_error(f"--review-web: port {port} is in use")
             raise typer.Exit(1)
     token = os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(18)
     with open_review_queue(cfg, servers) as queue:
@@ -92,7 +92,7 @@ def run_review_demo(
         try:
             truth = true_labels(source, limit)
         except SourceError as e:
-            console.print(f"[red]error:[/red] {e}", highlight=False)
+            print_error(e)
             raise typer.Exit(1) from None
         reviewer = SimulatedReviewer(cfg, servers, SimulatedAnswers(spec, truth)).start()
     failure: list[BaseException] = []
@@ -131,7 +131,7 @@ def run_review_demo(
                 reviewer.stop()
             producer.join(timeout=5)
     if failure:
-        console.print(f"[red]error:[/red] replay failed: {failure[0]}", highlight=False)
+        print_error(f"replay failed: {failure[0]}")
         raise typer.Exit(1)
     if reviewer is not None:
         console.print(f"simulated reviewer: {reviewer.answered} answers published", highlight=False)

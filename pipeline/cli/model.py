@@ -7,7 +7,6 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from pipeline.checkpointing.model_versions import ModelVersionStore
@@ -18,10 +17,11 @@ from pipeline.cli.common import (
     NameOpt,
     RedisOpt,
     build_config,
-    console,
     friendly_errors,
+    print_error,
     stdout_console,
 )
+from pipeline.display import literal
 
 model_app = typer.Typer(help="Inspect the model versions a learner published to Redis.")
 app.add_typer(model_app, name="model")
@@ -54,13 +54,12 @@ def model_list(
         latest = store.latest_version()
         metas = store.list()
         if not metas:
-            console.print(
-                f"[red]error:[/red] no model version exists under {escape(store.prefix)} "
-                "(is the pipeline's name right? only a learner publishes versions)",
-                highlight=False,
+            print_error(
+                f"no model version exists under {store.prefix} "
+                "(is the pipeline's name right? only a learner publishes versions)"
             )
             raise typer.Exit(1)
-        table = Table(title=f"model versions of {store.prefix}")
+        table = Table(title=literal(f"model versions of {store.prefix}"))
         for column in (
             "version",
             "latest",
@@ -73,16 +72,18 @@ def model_list(
         ):
             table.add_column(column)
         for meta in metas:
-            made_of = meta.get("provenance", {})
+            made_of = meta.get("provenance")
+            made_of = made_of if isinstance(made_of, dict) else {}
+            # Metadata read from Redis: shown as text, whoever wrote it.
             table.add_row(
-                str(meta.get("version", "")),
+                literal(meta.get("version", "")),
                 "*" if meta.get("version") == latest else "",
                 _when(meta.get("created_at")),
-                str(meta.get("mode", "")),
-                str(meta.get("labels", "")),
-                str(meta.get("bytes", "")),
-                str(made_of.get("riverline", "")),
-                str(made_of.get("config_digest", ""))[:12],
+                "unreadable metadata" if "unreadable" in meta else literal(meta.get("mode", "")),
+                literal(meta.get("labels", "")),
+                literal(meta.get("bytes", "")),
+                literal(made_of.get("riverline", "")),
+                literal(str(made_of.get("config_digest", ""))[:12]),
             )
         stdout_console().print(table)
 

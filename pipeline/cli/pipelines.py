@@ -17,6 +17,7 @@ from pipeline.cli.common import (
     friendly_errors,
     kafka_bootstrap,
     open_store,
+    print_error,
 )
 from pipeline.config import KafkaConfig
 
@@ -63,11 +64,7 @@ def pipeline_delete(
         store = open_store(config, name, redis_url)
         holder = Lease(store.client, cfg.name, cfg.checkpoint.lease_ttl_ms).holder()
         if holder:
-            console.print(
-                f"[red]error:[/red] pipeline {name} is running (lease held by {holder}); "
-                "stop it first",
-                highlight=False,
-            )
+            print_error(f"pipeline {name} is running (lease held by {holder}); stop it first")
             raise typer.Exit(1)
         keys = len(list(store.client.scan_iter(match=store.prefix + "*", count=500)))
         names = list(cfg.kafka.topics.model_dump().values())

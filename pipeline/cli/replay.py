@@ -23,6 +23,7 @@ from pipeline.cli.common import (
     friendly_errors,
     kafka_bootstrap,
     parse_speed,
+    print_error,
     setup_logging,
 )
 
@@ -183,7 +184,7 @@ def replay(
                         on_emission=tally,
                     )
                 except SourceError as e:
-                    console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+                    print_error(e)
                     raise typer.Exit(2 if isinstance(e, NoLabelColumn) else 1) from None
                 finally:
                     tally.hand_over()

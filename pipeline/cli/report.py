@@ -7,7 +7,6 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from pipeline.cli.app import app
 from pipeline.cli.common import (
@@ -16,9 +15,9 @@ from pipeline.cli.common import (
     NameOpt,
     RedisOpt,
     build_config,
-    console,
     friendly_errors,
     open_store,
+    print_error,
 )
 
 
@@ -45,10 +44,8 @@ def report_command(
             cfg = build_config(config, name, None, redis_url)
             checkpoint = open_store(config, name, redis_url).load_latest()
             if checkpoint is None:
-                console.print(
-                    f"[red]error:[/red] pipeline {escape(cfg.name)} has no checkpoint yet "
-                    "(nothing to draw under that name)",
-                    highlight=False,
+                print_error(
+                    f"pipeline {cfg.name} has no checkpoint yet (nothing to draw under that name)"
                 )
                 raise typer.Exit(1)
             data = LearningCore.from_config(cfg, checkpoint.state).report()
@@ -57,17 +54,13 @@ def report_command(
         try:
             png, page = write_learning_curve(data, out, stem=stem)
         except OSError as e:
-            console.print(f"[red]error:[/red] {escape(f'cannot write into {out}: {e.strerror}')}")
+            print_error(f"cannot write into {out}: {e.strerror}")
             raise typer.Exit(1) from None
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             # A report that passed read_report's checks but holds odd values further down.
-            console.print(
-                "[red]error:[/red] "
-                + escape(
-                    f"{from_json or 'the checkpoint'} does not hold a report riverline can draw "
-                    f"({type(e).__name__}: {e})"
-                ),
-                highlight=False,
+            print_error(
+                f"{from_json or 'the checkpoint'} does not hold a report riverline can draw "
+                f"({type(e).__name__}: {e})"
             )
             raise typer.Exit(2) from None
         Console().print(f"wrote {png} and {page}", highlight=False)
@@ -89,7 +82,7 @@ def read_report(path: Path) -> dict[str, Any]:
     import json
 
     def refuse(why: str) -> NoReturn:
-        console.print(f"[red]error:[/red] {escape(f'--from-json {path}: {why}')}", highlight=False)
+        print_error(f"--from-json {path}: {why}")
         raise typer.Exit(2)
 
     try:

@@ -20,9 +20,11 @@ from pipeline.cli.common import (
     console,
     friendly_errors,
     kafka_bootstrap,
+    print_error,
     setup_logging,
     stdout_console,
 )
+from pipeline.display import literal
 
 TOKEN_ENV = "RIVERLINE_REVIEW_TOKEN"
 
@@ -56,26 +58,28 @@ def review(
 ) -> None:
     """Answer review requests: their answers are published as labels with source human."""
     from consumers.review import open_review_queue
-    from consumers.review.auth import is_loopback
+    from consumers.review.auth import is_loopback, weak_token
     from consumers.signals import StopFlag
 
     setup_logging(log_level)
     token = os.environ.get(TOKEN_ENV) or None
     if web and token is None:
         if not no_auth:
-            console.print(
-                f"[red]error:[/red] set {TOKEN_ENV} to a secret reviewers log in with, or pass "
-                "--no-auth to serve without one on a loopback address",
-                highlight=False,
+            print_error(
+                f"set {TOKEN_ENV} to a secret reviewers log in with, or pass "
+                "--no-auth to serve without one on a loopback address"
             )
             raise typer.Exit(2)
         if not is_loopback(host):
-            console.print(
-                f"[red]error:[/red] --no-auth serves on loopback only, not on {host}; set "
-                f"{TOKEN_ENV} to serve there",
-                highlight=False,
+            print_error(
+                f"--no-auth serves on loopback only, not on {host}; set {TOKEN_ENV} to serve there"
             )
             raise typer.Exit(2)
+    # Reachable from the network: a short token falls to guessing, throttle or not.
+    problem = weak_token(token) if web and token is not None and not is_loopback(host) else None
+    if problem:
+        print_error(f"{TOKEN_ENV} {problem}: serving on {host} needs a strong token")
+        raise typer.Exit(2)
     if claim_ttl <= 0:
         raise typer.BadParameter("must be above 0", param_hint="--claim-ttl")
     with friendly_errors():
@@ -106,4 +110,4 @@ def review(
                 count = review_in_terminal(
                     queue, who, stdout_console(), exit_when_empty=exit_when_empty
                 )
-                console.print(f"{who}: {count} answered this session", highlight=False)
+                console.print(literal(f"{who}: {count} answered this session"), highlight=False)

@@ -6,7 +6,6 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.app import app
@@ -19,8 +18,10 @@ from pipeline.cli.common import (
     console,
     friendly_errors,
     open_store,
+    print_error,
     stdout_console,
 )
+from pipeline.display import literal
 
 
 @app.command()
@@ -29,11 +30,11 @@ def status(
     name: NameOpt = None,
     redis_url: RedisOpt = None,
     explain: Annotated[
-        bool, typer.Option("--explain", help="Show the model's global weights (linear models).")
+        bool,
+        typer.Option("--explain", help="Global importance; a linear model's weights."),
     ] = False,
 ) -> None:
     """What a pipeline is doing now, from Redis: mode, metrics, decisions, drift, lag."""
-    import json
 
     with friendly_errors():
         cfg = build_config(config, name, None, redis_url)
@@ -43,19 +44,19 @@ def status(
         latest = store.latest_version()
         meta = store.meta(latest) if latest is not None else None
         if raw is None and meta is None:
-            console.print(
-                f"[red]error:[/red] pipeline {escape(cfg.name)}: nothing in Redis yet (no status "
-                "and no checkpoint under that name)",
-                highlight=False,
+            print_error(
+                f"pipeline {cfg.name}: nothing in Redis yet (no status "
+                "and no checkpoint under that name)"
             )
             raise typer.Exit(1)
-        info = json.loads(raw) if raw is not None else {}
-        table = Table(title=f"pipeline {cfg.name}", show_header=False)
+        info = json_mapping(raw) or {}  # unreadable (whoever can write Redis chose it): none
+        table = Table(title=literal(f"pipeline {cfg.name}"), show_header=False)
         table.add_column("what")
         table.add_column("value")
 
         def row(label: str, value: Any) -> None:
-            table.add_row(label, str(value))
+            # Slice values, reasons, owners: from records and Redis, shown never obeyed.
+            table.add_row(literal(label), literal(value))
 
         row("mode", info.get("mode", meta and meta.get("mode")))
         row("model", info.get("model", cfg.model.spec))
@@ -91,8 +92,32 @@ def status(
                 "latency ms p50/p90/p99",
                 f"{latency['p50']:.1f} / {latency['p90']:.1f} / {latency['p99']:.1f}",
             )
+        explained = info.get("explain")
+        if explained:
+            share = explained.get("share")
+            row(
+                "explained",
+                f"{explained['explained']} predictions, {explained['ms_each']:.2f} ms each"
+                + (f", {share:.1%} of the time" if share is not None else ""),
+            )
+        if info.get("importance"):
+            row(
+                "importance (top features)",
+                ", ".join(f"{f} {v:+.4f}" for f, v in list(info["importance"].items())[:5]),
+            )
+        for value, top in sorted((info.get("importance_by_slice") or {}).items()):
+            row(
+                f"slice {attribute}={value} relies on",
+                ", ".join(f"{f} {v:+.4f}" for f, v in top.items()),
+            )
         for label, value in review_rows(info.get("review") or {}):
             row(label, value)
+        for entry in info.get("challengers") or ():
+            row(
+                f"{entry['role']} {entry['name']}",
+                f"windowed {entry['windowed']:.4f}, run {entry['metric']:.4f} "
+                f"({entry['scored']} scored)",
+            )
         for partition, lag in (info.get("lag") or {}).items():
             row(f"lag {partition}", lag)
         if meta is not None:
@@ -119,32 +144,57 @@ def status(
             if latest is None:
                 console.print("no checkpoint to explain yet", highlight=False)
                 raise typer.Exit(1)
-            model = LearningCore.from_config(cfg, store.load(latest).state).state.model
+            state = LearningCore.from_config(cfg, store.load(latest).state).state
+            model = state.model
+            if state.importance is not None and state.importance.values:
+                importance_table = Table(
+                    title=f"global importance at model version {state.learned} "
+                    "(incremental permutation: the loss's rise when the feature is replaced)"
+                )
+                importance_table.add_column("feature")
+                importance_table.add_column("importance", justify="right")
+                for feature, value in state.importance.top().items():
+                    importance_table.add_row(feature, f"{value:+.4f}")
+                out.print(importance_table)
             weights = global_weights(model)
             if weights is None:
                 out.print(
                     f"{type(model).__name__} is not linear: no global weights to show "
-                    "(see README, Explanations)"
+                    "(see docs/concepts/explanations.md; explain.importance for any model)"
                 )
                 return
             weights_table = Table(title="global weights (on the scaled inputs)")
             weights_table.add_column("feature")
             weights_table.add_column("weight", justify="right")
             for feature, weight in weights.items():
-                weights_table.add_row(feature, f"{weight:+.4f}")
+                weights_table.add_row(literal(feature), f"{weight:+.4f}")
             out.print(weights_table)
 
 
 def predictor_statuses(client: Any, prefix: str) -> list[dict[str, Any]]:
     """The live predictors' statuses (each expires a while after its process stops)."""
-    import json
 
     found = []
     for key in sorted(client.scan_iter(match=prefix + "*", count=500)):
-        raw = client.get(key)
-        if raw is not None:
-            found.append(json.loads(raw))
+        status = json_mapping(client.get(key))
+        if status is not None:  # an unreadable one is left out, the others still shown
+            found.append(status)
     return found
+
+
+def json_mapping(raw: bytes | None) -> dict[str, Any] | None:
+    """A status written to Redis as a JSON object; None if absent or not one.
+
+    >>> json_mapping(b'{"mode": "shadow"}'), json_mapping(b"\\xff{"), json_mapping(b"[1]")
+    ({'mode': 'shadow'}, None, None)
+    """
+    import json
+
+    try:
+        value = json.loads(raw) if raw is not None else None
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def review_rows(review: dict[str, Any]) -> list[tuple[str, str]]:

@@ -9,6 +9,7 @@ from rich.table import Table
 from pipeline.cli.common import (
     stdout_console,
 )
+from pipeline.display import literal
 
 
 def _quantiles(latency: dict[str, Any]) -> str:
@@ -117,7 +118,7 @@ def print_summary(report: dict[str, Any], replayed_first: bool = False) -> None:
     sources.add_column("source")
     sources.add_column("predictions", justify="right")
     for source, count in report["predictions_by_source"].items():
-        sources.add_row(source, str(count))
+        sources.add_row(literal(source), str(count))  # split mode reads them from a topic
     out.print(sources)
     out.print("\n[bold]Metrics on the same labels, over the whole run[/bold]")
     metrics = Table()
@@ -150,7 +151,7 @@ def print_summary(report: dict[str, Any], replayed_first: bool = False) -> None:
         )
         out.print(f"{what}: {_quantiles(waited)}", highlight=False)
     for drift in report.get("drift", []):
-        out.print(f"drift detected at label {drift['label_index']} ({drift['detector']})")
+        out.print(literal(f"drift detected at label {drift['label_index']} ({drift['detector']})"))
     if report["dead_letters"]:
         out.print(f"dead letters: {report['dead_letters']}")
     served = report.get("served_from_predictions")
@@ -163,6 +164,34 @@ def print_summary(report: dict[str, Any], replayed_first: bool = False) -> None:
             highlight=False,
         )
     _print_review(out, report)
+    for line in challenger_lines(report):
+        out.print(line, highlight=False)
+
+
+def challenger_lines(report: dict[str, Any]) -> list[str]:
+    """The leaderboard (champion first) and the takeovers, for the summary.
+
+    >>> board = {"leaderboard": [
+    ...     {"name": "lr", "role": "champion", "windowed": 0.9, "metric": 0.88, "scored": 90},
+    ...     {"name": "model", "role": "challenger", "windowed": 0.8, "metric": 0.85,
+    ...      "scored": 100}],
+    ...     "promotions": [{"label_index": 50, "reason": "challenger 'lr' promoted ..."}]}
+    >>> for line in challenger_lines({"challengers": board}):
+    ...     print(line)
+    champion   lr: windowed 0.9000, whole run 0.8800 (90 labels scored)
+    challenger model: windowed 0.8000, whole run 0.8500 (100 labels scored)
+    at label 50: challenger 'lr' promoted ...
+    """
+    board = report.get("challengers") or {}
+    rows = board.get("leaderboard") or []
+    width = max((len(r["role"]) for r in rows), default=0)
+    lines = [
+        f"{r['role']:<{width}} {r['name']}: windowed {r['windowed']:.4f}, whole run "
+        f"{r['metric']:.4f} ({r['scored']} labels scored)"
+        for r in rows
+    ]
+    takeovers = board.get("promotions", [])
+    return lines + [f"at label {p['label_index']}: {p['reason']}" for p in takeovers]
 
 
 def _print_review(out: Any, report: dict[str, Any]) -> None:

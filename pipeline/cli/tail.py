@@ -21,8 +21,10 @@ from pipeline.cli.common import (
     console,
     friendly_errors,
     kafka_bootstrap,
+    print_error,
 )
 from pipeline.config import KafkaConfig
+from pipeline.display import literal, shown
 
 # The command's word -> the topic's field in the config.
 TOPICS = {
@@ -135,36 +137,49 @@ def decoded_value(letter: dict[str, Any]) -> Any:
 
 
 def format_record(kind: str, partition: int, offset: int, raw: bytes | None) -> str:
-    """One record as one or two lines a person can read.
+    """One record as one or two lines a person can read; what the record holds is printed,
+    never obeyed by the terminal (control characters escaped).
 
     >>> p = b'{"id": "7", "ts": 0, "prediction": true, "source": "model", "confidence": 0.91,'
     >>> p += b' "mode": "serving", "model_version": 120}'
     >>> print(format_record("predictions", 0, 41, p))
     [0:41] 1970-01-01 00:00:00 id 7 -> True  by model (confidence 0.91), mode serving, model v120
+    >>> print(format_record("predictions", 0, 1, b'{"id": "a\\\\u001b[2J"}'))
+    [0:1] None id a\\x1b[2J -> None  by None, mode None, model vNone
     """
+    return "\n".join(shown(line) for line in _lines(kind, partition, offset, raw))
+
+
+def _lines(kind: str, partition: int, offset: int, raw: bytes | None) -> list[str]:
     where = f"[{partition}:{offset}]"
     try:
         data = json.loads(raw or b"")
     except ValueError:
-        return f"{where} {raw!r}"
+        return [f"{where} {raw!r}"]
     if not isinstance(data, dict):
-        return f"{where} {data!r}"
+        return [f"{where} {data!r}"]
     if kind == "predictions":
         confidence = data.get("confidence")
         conf = f" (confidence {confidence:.2f})" if isinstance(confidence, int | float) else ""
-        return (
+        return [
             f"{where} {_time(data.get('ts'))} id {data.get('id')} -> {data.get('prediction')!r}  "
             f"by {data.get('source')}{conf}, mode {data.get('mode')}, "
             f"model v{data.get('model_version')}"
-        )
+        ]
     if kind == "dead-letters":
         origin = f"{data.get('topic')}[{data.get('partition')}] offset {data.get('offset')}"
         value = json.dumps(decoded_value(data), default=repr, ensure_ascii=False)
-        return (
-            f"{where} {_time(data.get('rejected_at'))} {data.get('reason')}: "
-            f"{data.get('message')}\n    from {origin}: {value}"
-        )
-    return f"{where} {json.dumps(data, ensure_ascii=False)}"
+        if data.get("value_truncated"):
+            # Cut to fit kafka.max_message_bytes: the whole record is still at its origin.
+            value += (
+                f" (truncated: {len(base64.b64decode(data.get('value_b64') or ''))} of "
+                f"{data.get('value_length')} bytes, sha256 {data.get('value_sha256')})"
+            )
+        return [
+            f"{where} {_time(data.get('rejected_at'))} {data.get('reason')}: {data.get('message')}",
+            f"    from {origin}: {value}",
+        ]
+    return [f"{where} {json.dumps(data, ensure_ascii=False)}"]
 
 
 @app.command()
@@ -196,11 +211,10 @@ def tail(
             except KeyboardInterrupt:
                 raise typer.Exit(0 if follow else 130) from None  # --follow ends with Ctrl-C
             except NoSuchTopic:
-                console.print(
-                    f"[red]error:[/red] no topic {topic}: nothing has run as pipeline "
-                    f"{cfg.name} on {servers} (check --name)",
-                    highlight=False,
+                print_error(
+                    f"no topic {topic}: nothing has run as pipeline {cfg.name} on {servers} "
+                    "(check --name)"
                 )
                 raise typer.Exit(1) from None
             if not printed:
-                console.print(f"{topic} is empty", highlight=False)
+                console.print(literal(f"{topic} is empty"), highlight=False)

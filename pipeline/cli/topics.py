@@ -12,9 +12,9 @@ from pipeline.cli.common import (
     LogOpt,
     NameOpt,
     build_config,
-    console,
     friendly_errors,
     kafka_bootstrap,
+    print_error,
     setup_logging,
 )
 
@@ -43,6 +43,6 @@ def topics_create(
             outcomes = create_pipeline_topics(cfg.kafka, servers)
     for outcome in outcomes:
         if outcome.status == "mismatch":
-            console.print(f"[yellow]warning:[/yellow] {outcome.describe()}", highlight=False)
+            print_error(outcome.describe(), "warning", "yellow")
         else:
             typer.echo(outcome.describe())

@@ -316,7 +316,9 @@ class ConfluentConsumer:
             return False
         return True
 
-    def close(self) -> None:
+    def close(self, leave_group: bool = True) -> None:
+        # librdkafka always leaves on close (only static members do not): ``leave_group`` is
+        # not honoured here.
         self.client.close()
 
 
@@ -349,6 +351,8 @@ class ConfluentProducer:
             "acks": "all",
             "linger.ms": config.linger_ms,
             "batch.size": config.batch_bytes,
+            # What riverline bounds its outputs by (pipeline.schemas.RECORD_OVERHEAD below it).
+            "message.max.bytes": config.max_message_bytes,
             # Order kept across retries without idempotence (not every broker supports it).
             "max.in.flight.requests.per.connection": 1,
             "delivery.timeout.ms": DELIVERY_TIMEOUT_MS,

@@ -76,6 +76,8 @@ def make_producer(config: KafkaConfig, bootstrap: str, **overrides: Any) -> Kafk
         "retries": 10,
         "max_in_flight_requests_per_connection": 1,  # keeps per-partition order across retries
         "batch_size": config.batch_bytes,
+        # What riverline bounds its outputs by (pipeline.schemas.RECORD_OVERHEAD below it).
+        "max_request_size": config.max_message_bytes,
         "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
         **_common(config, bootstrap),
         **overrides,
@@ -411,7 +413,12 @@ class KafkaPythonConsumer:
             return False
         return True
 
-    def close(self) -> None:
+    def close(self, leave_group: bool = True) -> None:
+        if not leave_group:
+            # kafka-python has no setting for it: its close() leaves through this method.
+            coordinator = getattr(self.client, "_coordinator", None)
+            if coordinator is not None:
+                coordinator.maybe_leave_group = lambda *args, **kwargs: None
         self.client.close()
 
 

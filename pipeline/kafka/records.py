@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Callable
 from typing import Any, NamedTuple
+
+import orjson
 
 from pipeline.kafka.transport import Record
 from pipeline.ordering import EVENT_RANK, LABEL_RANK, PREDICTION_RANK, Item
@@ -126,7 +130,58 @@ def _as_int(value: Any) -> int | None:
         return None
 
 
+def _unparsable(error: Exception) -> InvalidRecord:
+    """What the parser raised other than :class:`InvalidRecord`: dead-lettered like one."""
+    return InvalidRecord("processing_error", f"{type(error).__name__}: {error}"[:2048])
+
+
 _tuple_new = tuple.__new__  # a NamedTuple's own __new__ is a Python function: one call more
+
+
+class EventOrigins:
+    """The core's :class:`~pipeline.core.OriginPolicy` for Kafka records: a pending event keeps
+    its features (the model learns from them when the label comes), so its origin drops the
+    record's bytes, which would hold the event a second time in memory and in every checkpoint;
+    if the event is evicted, its dead letter carries the event re-serialised from what was kept
+    (same id, ts, features and attributes, reads back as the same event; null features, which
+    mean missing, left out). The record's own bytes stay at its topic/partition/offset, which
+    the dead letter names. Sizes are the record's bytes (key and value): cheap, and close to
+    what the event costs a checkpoint."""
+
+    __slots__ = ()
+
+    def keep_event(self, origin: Any) -> tuple[Any, int]:
+        if type(origin) is not Origin or origin.value is None:
+            return origin, 0
+        key, value = origin.key, origin.value
+        size = len(value) + (len(key) if key is not None else 0)
+        return _tuple_new(Origin, (origin[0], origin[1], origin[2], origin[3], key, None)), size
+
+    def pending_origin(self, pending: Any) -> Any:
+        origin = pending.origin
+        if type(origin) is not Origin or origin.value is not None:
+            return origin  # kept whole (a checkpoint from before), or not a record's
+        event: dict[str, Any] = {"id": pending.id, "ts": pending.ts, "features": pending.x}
+        if pending.attributes:
+            event["attributes"] = pending.attributes
+        key = origin.key
+        if key is not None and key != pending.id.encode():
+            with contextlib.suppress(UnicodeDecodeError):
+                event["key"] = key.decode()
+        try:
+            value = orjson.dumps(event)
+        except TypeError:  # an integer beyond 64 bits: the stdlib writes any
+            value = json.dumps(event, separators=(",", ":")).encode()
+        return origin._replace(value=value)
+
+    def size(self, origin: Any) -> int:
+        if type(origin) is not Origin:
+            return 0
+        key, value = origin.key, origin.value
+        return (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
+
+
+EVENT_ORIGINS = EventOrigins()
 _INVALID_TS = float("-inf")
 
 
@@ -158,6 +213,10 @@ def to_item(record: Any, kind: str, validator: Validator) -> Item:
         rank = RANKS[kind]
         # First in line: a bad record's time (if any) must not hold back the valid records
         # behind it in its partition; it only goes to the dead-letter topic.
+        ts = _INVALID_TS
+    except Exception as e:  # a parser bug must not stop the pipeline: this record only
+        parsed = _unparsable(e)
+        rank = RANKS[kind]
         ts = _INVALID_TS
     seq, sent_ms = _seq_and_sent(headers)
     origin = _tuple_new(Origin, (topic, partition, offset, timestamp, key, value))
@@ -197,6 +256,9 @@ def to_items(
         except InvalidRecord as e:
             parsed = e
             ts = _INVALID_TS  # first in line, as in to_item
+        except Exception as e:
+            parsed = _unparsable(e)
+            ts = _INVALID_TS
         seq: int | None
         sent_ms: int | None
         if headers and len(headers) == 2:

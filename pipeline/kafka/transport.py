@@ -68,6 +68,10 @@ class FlushTimeout(TransportError):
     """A flush did not complete in time: the producer may be stuck."""
 
 
+class GroupStuck(TransportError):
+    """The consumer group never finished a join: no assignment, not even an empty one."""
+
+
 class Consumer(Protocol):
     """A group member that reads batches; Redis, not the group, decides where it reads.
 
@@ -104,7 +108,14 @@ class Consumer(Protocol):
 
     def broker_answers(self, timeout_s: float) -> bool: ...
 
-    def close(self) -> None: ...
+    def close(self, leave_group: bool = True) -> None:
+        """Close the consumer; ``leave_group`` False lets its membership expire instead.
+
+        A fenced writer's successor may be joining the same group at that moment, and a
+        member leaving mid-rebalance can leave a group stuck (the embedded broker does);
+        a member whose session expires cannot.
+        """
+        ...
 
 
 class TrackedSender(Protocol):

@@ -36,8 +36,10 @@ from typing import Any
 
 from pipeline.config import RiverlineConfig
 from pipeline.core import Outcome, Rejection
+from pipeline.explain import Explainer
 from pipeline.fallback import Fallback
 from pipeline.gating import Gating
+from pipeline.guard import finite_prediction
 from pipeline.models import is_classifier, make_metric, parse_model_spec
 from pipeline.provenance import fallback_digest
 from pipeline.schemas import Event, Prediction
@@ -73,6 +75,11 @@ class ServingCore:
         return self._server.classifier
 
     @property
+    def explainer(self) -> Explainer | None:
+        """What explains the model's predictions (None: explanations are off)."""
+        return self._server.explainer
+
+    @property
     def model_version(self) -> int:
         """The version served now: labels its model learned from (0 before any)."""
         return self._version
@@ -100,7 +107,23 @@ class ServingCore:
     def swap(self, snapshot: ServingSnapshot) -> None:
         """Serve the next records with this version (call between records, never during one)."""
         self.check(snapshot)
-        self._server = Server(snapshot.classifier, snapshot.explain_top_k, self.pipeline)
+        previous = self._server.explainer
+        server = Server(
+            snapshot.classifier,
+            snapshot.explain_top_k,
+            self.pipeline,
+            getattr(snapshot, "explain", None),  # absent from versions saved before it
+        )
+        # The background of recent events, the one-in-every count and the time spent go on
+        # from version to version: a new model is explained against the same recent events.
+        if (
+            previous is not None
+            and server.explainer is not None
+            and previous.settings == server.explainer.settings
+            and previous.classifier == server.explainer.classifier
+        ):
+            server.explainer = previous
+        self._server = server
         self._gating = snapshot.gating
         self._model = snapshot.model
         self._version = snapshot.version
@@ -130,8 +153,9 @@ class ServingCore:
             return None
         try:
             if self._server.classifier:
-                return model.predict_proba_one(x)
-            return model.predict_one(x)
+                prediction = model.predict_proba_one(x)
+            else:
+                prediction = model.predict_one(x)
         except Exception as e:
             # As the learner: a model that chokes on one strange vector must not stop serving.
             self.model_errors += 1
@@ -139,6 +163,11 @@ class ServingCore:
             message = f"predict raised {type(e).__name__}: {e}"
             outcome.reject(Rejection("model_error", message, origin))
             return None
+        if not finite_prediction(prediction):
+            # As the learner: NaN or infinity is no opinion (the fallback serves).
+            self.model_errors += 1
+            return None
+        return prediction
 
     def report(self) -> dict[str, Any]:
         """The predictor's counts, as plain JSON-able values."""

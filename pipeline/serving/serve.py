@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.evaluation import argmax
-from pipeline.explain import contributions
+from pipeline.explain import Explainer, ExplainSettings
 from pipeline.fallback import Answer
 from pipeline.gating import Gating
 from pipeline.schemas import Prediction, proba_key
@@ -50,12 +50,24 @@ class Server:
         "_template",
         "classifier",
         "explain_top_k",
+        "explainer",
         "pipeline",
     )
 
-    def __init__(self, classifier: bool, explain_top_k: int | None, pipeline: str | None) -> None:
+    def __init__(
+        self,
+        classifier: bool,
+        explain_top_k: int | None,
+        pipeline: str | None,
+        explain: ExplainSettings | None = None,
+    ) -> None:
         self.classifier = classifier
-        self.explain_top_k = explain_top_k
+        # ``explain`` says how; a bare ``explain_top_k`` (an older caller or model version)
+        # explains every served prediction with the other settings' defaults.
+        if explain is None and explain_top_k is not None:
+            explain = ExplainSettings(top_k=explain_top_k)
+        self.explain_top_k = explain.top_k if explain is not None else None
+        self.explainer = Explainer(explain, classifier) if explain is not None else None
         self.pipeline = pipeline  # stamped on every prediction
         self._proba_keys: dict[Any, str] = {}  # class -> its JSON key
         # The fields of a fallback's answer in a mode, all but the id, time and model version:
@@ -100,6 +112,9 @@ class Server:
         proba: dict[str, float] | None = None
         hard = model_pred
         mode = gating.mode
+        explainer = self.explainer
+        if explainer is not None:
+            explainer.observe(x)  # every event is background, served by the model or not
         # What the model would serve, worked out only where it may serve (the fallback's
         # answer carries neither the model's probabilities nor its confidence), and only
         # where it has an opinion (an empty answer is none).
@@ -142,9 +157,15 @@ class Server:
                     except KeyError:
                         key = keys[k] = proba_key(k)
                     proba[key] = v if type(v) is float else float(v)
-            if self.explain_top_k is not None:
-                # contributions copies the features itself: no copy here.
-                explanation = contributions(model, x, self.explain_top_k)
+            if explainer is not None:
+                # The served class's probability, or the value, is what is explained.
+                explanation = explainer.explain(
+                    model,
+                    x,
+                    event_id,
+                    hard if self.classifier else None,
+                    confidence if self.classifier else value,
+                )
             # The template's copy, in Prediction's field order, with what this event changes.
             fields = self._template.copy()
             fields["id"] = event_id

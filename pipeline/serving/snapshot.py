@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pipeline.explain import ExplainSettings
 from pipeline.gating import Gating
 from pipeline.provenance import fallback_digest, provenance
 
@@ -43,6 +44,9 @@ class ServingSnapshot:
     fallback_digest: str  # of the learner's fallback chain: predictors must have the same
     provenance: dict[str, Any]
     created_at: float
+    # How the learner explains (every, samples, ...); a version saved before this field read
+    # without it (``getattr``) explains with ``explain_top_k`` alone, as it did.
+    explain: ExplainSettings | None = None
 
     @property
     def mode(self) -> str:
@@ -107,4 +111,5 @@ def snapshot_of(
         fallback_digest=fallback_digest(config),
         provenance=provenance(config, offsets, created_at=at),
         created_at=at,
+        explain=core.explain_settings,
     )

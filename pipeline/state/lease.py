@@ -5,6 +5,12 @@ Acquiring the lease draws a new token (``lease:counter``) and raises the pipelin
 below the fence (see ``CheckpointStore.save``). So a writer that lost its lease (paused, cut
 off, or a second copy started by mistake) cannot overwrite the state of the one that took over,
 even if it still believes it holds the lease.
+
+A token is never below the Redis server's clock in milliseconds at the time it is drawn (and
+always above the counter): a Redis that restarts without its data forgets the counter, and a
+plain counter would then hand a standby the old writer's token again, letting the old writer's
+writes through. Drawn from the clock, the successor's token is above every token drawn before,
+unless the server's clock steps back by more than the time since the last acquisition.
 """
 
 from __future__ import annotations
@@ -24,10 +30,16 @@ if holder then
   end
   return nil
 end
-local token = redis.call('INCR', KEYS[2])
+local now = redis.call('TIME')
+local token = math.max(
+  tonumber(redis.call('GET', KEYS[2]) or '0') + 1,
+  tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+)
+token = string.format('%.0f', token)  -- digits, never a float's exponent form
+redis.call('SET', KEYS[2], token)
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. token, 'PX', ARGV[2])
 redis.call('SET', KEYS[3], token)
-return token
+return tonumber(token)
 """
 
 # Extend our lease; if it vanished (expired during a pause or an outage, or a Redis that lost

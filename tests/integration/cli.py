@@ -19,7 +19,14 @@ def riverline_argv() -> list[str]:
 
 def cli_env(secret: str | None = TEST_SECRET, **extra: str) -> dict[str, str]:
     """The environment without any RIVERLINE_* setting, plus the secret (if any) and extras."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERLINE_")}
+    # COLUMNS/LINES left out too: pytest-xdist workers inherit COLUMNS=80, and a set COLUMNS
+    # sets the width of riverline's tables even in a pipe (pipeline.cli.common.stdout_console),
+    # so tests would see 80-column wrapping under -n but not under -n 0.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("RIVERLINE_") and k not in ("COLUMNS", "LINES")
+    }
     if secret is not None:
         env["RIVERLINE_CHECKPOINT_SECRET"] = secret
     env.update(extra)

@@ -54,6 +54,11 @@ def make_request(
             proba={"false": 0.58, "true": 0.42} if classes else None,
             confidence=0.58 if classes else None,
             model_version=41,
+            explanation=[
+                {"feature": "has_ip", "value": True, "contribution": 0.21},
+                {"feature": "url_length", "value": 0.31, "contribution": -0.08},
+                {"method": "tree", "target": "false", "base": 0.45, "prediction": 0.58},
+            ],
         ),
         rules=RulesOpinion(
             prediction=classes[-1] if classes else 2.5, source="heuristic", confidence=0.7

@@ -189,3 +189,19 @@ def test_commands_on_a_pipeline_that_does_not_exist(make_config: Any, tmp_path: 
     assert_one_error(checkpoints, 1, name, "no checkpoint exists")
     assert_one_error(models, 1, name, "no model version exists")
     assert not list(tmp_path.glob("*.png"))
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_a_checkpoint_too_large_for_redis_is_refused_saying_which_setting(
+    make_config: Any, tmp_path: Path, background: bool
+) -> None:
+    """Not retried as "Redis unreachable" (Redis closes the connection on a value over its
+    proto-max-bulk-len): one error naming the size, the limit and the settings to change."""
+    checkpoint = {"max_bytes": 2000, "background": background, "every_labels": 10}
+    cfg = make_config({"checkpoint": checkpoint})
+    publish(cfg, "river:Phishing", "0", limit=30)
+    config = write_config(cfg, tmp_path / "c.yaml")
+    result = riverline(["run", "--config", str(config), "--until-idle", "1"], cli_env())
+    message = assert_one_error(result, 1, "checkpoint.max_bytes", "join.max_pending_bytes")
+    assert "larger than" in message
+    assert "Redis unreachable" not in result.stderr

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from pipeline.checkpointing.store import CheckpointStore, Fenced
+from pipeline.checkpointing.trust import LeaseVanished
 from pipeline.state.lease import Lease, LeaseLost
 from pipeline.state.redis_client import connect
 from tests.conftest import TEST_SECRET
@@ -68,3 +69,41 @@ def test_a_redis_that_lost_everything_gets_the_lease_and_fence_back(
     newcomer = Lease(client, pipeline_name, 60_000, owner="b")
     assert newcomer.try_acquire()
     assert newcomer.token is not None and token is not None and newcomer.token > token
+
+
+def test_a_redis_that_forgot_never_hands_out_the_old_writers_token_again(
+    client: Any, pipeline_name: str
+) -> None:
+    """Redis restarts empty and a standby acquires before the old writer renews (issue 18)."""
+    old = Lease(client, pipeline_name, 60_000, owner="a")
+    assert old.try_acquire()
+    store = CheckpointStore(client, pipeline_name, TEST_SECRET.encode())
+    store.save({"writer": "a"}, {}, token=old.token)
+    store.delete_all()  # this pipeline's keys only: what an empty restart leaves of them
+    standby = Lease(client, pipeline_name, 60_000, owner="b")
+    assert standby.try_acquire()
+    assert standby.token is not None and old.token is not None and standby.token > old.token
+    # The old writer's checkpoint, still on its way, is refused: the successor's state stands.
+    with pytest.raises(Fenced):
+        store.save({"writer": "a"}, {}, token=old.token)
+    assert store.latest_version() is None
+    with pytest.raises(LeaseLost, match="held by b"):
+        old.renew()
+    version = store.save({"writer": "b"}, {}, token=standby.token)
+    assert store.load(version).state == {"writer": "b"}
+
+
+def test_a_write_whose_lease_vanished_waits_for_the_lease_to_be_taken_back(
+    client: Any, pipeline_name: str
+) -> None:
+    """Nobody holds the lease after the data loss: the writer does not write until its renew
+    has taken the lease back (with its token), so it never writes unfenced."""
+    lease = Lease(client, pipeline_name, 60_000, owner="a")
+    assert lease.try_acquire()
+    store = CheckpointStore(client, pipeline_name, TEST_SECRET.encode())
+    store.delete_all()
+    with pytest.raises(LeaseVanished):
+        store.save({"n": 1}, {}, token=lease.token)
+    assert store.latest_version() is None
+    lease.renew()
+    assert store.save({"n": 1}, {}, token=lease.token) is not None

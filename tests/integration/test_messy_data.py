@@ -204,8 +204,11 @@ def test_bounded_join_buffer_over_a_long_run(make_config: Any) -> None:
     assert report["events"] == learned_or_waiting + report["expired_unlabelled"]
     assert report["dead_letters"]["event_evicted"] == report["expired_unlabelled"] > 0
     assert report["dead_letters"]["label_orphaned"] == report["expired_labels"] > 0
-    # The whole learning state stays small: it does not grow with the stream.
-    state_bytes = len(pickle.dumps(consumer.core.state))
+    # The whole learning state stays small: it does not grow with the stream. (The memory of
+    # event ids is a fixed size, join.seen_ids' filters: set apart.)
+    seen_ids = consumer.core.state.seen_ids
+    assert seen_ids is not None and len(seen_ids.current) == seen_ids.blocks * 64  # fixed
+    state_bytes = len(pickle.dumps(consumer.core.state)) - len(pickle.dumps(seen_ids))
     assert state_bytes < 600_000, state_bytes
 
 
@@ -298,3 +301,35 @@ def test_replay_reports_malformed_rows_with_line_numbers(
     events = json_values(read_topic(backends.kafka, cfg.kafka.topics.events))
     # The replay streams: in stop mode, row 1 was out before line 3 stopped it.
     assert sorted(e["id"] for e in events) == ["1", "1", "3", "5"]
+
+
+def test_a_duplicate_event_far_beyond_the_join_ttl_is_dead_lettered(
+    make_config: Any, tmp_path: Any
+) -> None:
+    """Through the console script: 1,200 events, then the first one's id again (1,200 events
+    later, 12 times the TTL): one duplicate_event dead letter, one prediction per id."""
+    from tests.integration.cli import cli_env, riverline
+    from tests.integration.helpers import write_config
+
+    cfg = make_config({"join": {"ttl_events": 100}, "fallback": {"default": False}})
+    producer = KafkaProducer(bootstrap_servers=cfg.kafka.bootstrap)
+    for i in [*range(1200), 0]:
+        producer.send(
+            cfg.kafka.topics.events,
+            key=f"e{i}".encode(),
+            value=dumps({"id": f"e{i}", "ts": TS + i, "features": {"a": float(i % 7)}}),
+        )
+    producer.flush()
+    producer.close()
+    report = tmp_path / "report.json"
+    config = write_config(cfg, tmp_path / "c.yaml")
+    args = ["run", "--config", str(config), "--until-idle", "1", "--report", str(report)]
+    result = riverline(args, cli_env())
+    assert result.returncode == 0, result.stderr
+    assert json.loads(report.read_text())["dead_letters"] == {"duplicate_event": 1}
+    letters = json_values(read_topic(cfg.kafka.bootstrap, cfg.kafka.topics.dead_letters))
+    assert [(d["reason"], json.loads(base64.b64decode(d["value_b64"]))["id"]) for d in letters] == [
+        ("duplicate_event", "e0")
+    ]
+    predictions = json_values(read_topic(cfg.kafka.bootstrap, cfg.kafka.topics.predictions))
+    assert sorted(p["id"] for p in predictions) == sorted(f"e{i}" for i in range(1200))

@@ -90,7 +90,7 @@ def test_broker_command_serves_until_terminated() -> None:
 def test_own_csv_replay_run_status_tail_delete(
     backends: Backends, pipeline_name: str, tmp_path: Path
 ) -> None:
-    """The README's "Your own data": numbers, strings, booleans and a label, default model."""
+    """The "Your own data" flow beyond what its tutorial shows: River to the last digit, delete."""
     env = cli_env(backends)
     named = ["--config", str(PAYMENTS_YAML), "--name", pipeline_name]
     try:

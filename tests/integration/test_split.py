@@ -57,8 +57,9 @@ SPLIT: dict[str, Any] = {
     "serving": {"every_labels": 50, "every_seconds": 2.0, "keep": 1000, "poll_seconds": 0.5},
     "telemetry": {"status_every_seconds": 0.5},
     # The learner reads a live, paced stream: to learn in the replay's order (and so equal a
-    # run over the finished topics), it waits for a caught-up partition a while (README,
-    # "Order"); with 0, the order follows arrival across partitions.
+    # run over the finished topics), it waits for a caught-up partition a while
+    # (docs/concepts/kafka-clients-latency.md, ordering.max_idle_ms); with 0, the order follows
+    # arrival across partitions.
     "ordering": {"max_idle_ms": 500},
 }
 
@@ -364,6 +365,18 @@ def test_sigkilled_predictor_and_learner_lose_nothing(backends: Backends, tmp_pa
         events = read_topic(cfg.kafka.bootstrap, cfg.kafka.topics.events)
         counts = _by_id(predictions)
         assert set(counts) == {json.loads(r.value)["id"] for r in events}  # none without one
+        # The served metric is that of the first copy of each id (docs/tutorials/compose.md,
+        # "Delivery": what downstream keeps), whatever the restarted predictor published again.
+        first: dict[str, Any] = {}
+        for record in sorted(predictions, key=lambda r: (r.partition, r.offset)):
+            value = json.loads(record.value)
+            first.setdefault(value["id"], value["prediction"])
+        labels = [
+            json.loads(r.value) for r in read_topic(cfg.kafka.bootstrap, cfg.kafka.topics.labels)
+        ]
+        hits = [first[label["id"]] == label["label"] for label in labels]
+        assert resumed["served_from_predictions"]["scored"] == len(labels) == resumed["labels"]
+        assert resumed["metrics"]["served"]["Accuracy"] == sum(hits) / len(hits)
 
         reference = _learn_again(ref)
         assert learning_state(resumed) == learning_state(reference)

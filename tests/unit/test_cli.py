@@ -84,3 +84,29 @@ def test_gating_lines_say_what_was_served_and_by_whom() -> None:
         "took over at label 279: it served 700 of the 1000 predictions served"
         in (gating_lines(run)[0])
     )
+
+
+def test_log_lines_show_control_characters_escaped_and_keep_tracebacks() -> None:
+    """A log message quoting an id must not drive the terminal nor forge a second log line."""
+    import logging
+    import sys
+
+    from pipeline.cli.common import _ShownFormatter
+
+    formatter = _ShownFormatter("%(levelname)s %(message)s")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord(
+        "t",
+        logging.WARNING,
+        __file__,
+        1,
+        "event %s: %s",
+        ("a\x1b]0;x\x07", "b\nINFO forged"),
+        exc_info,
+    )
+    line, *traceback = formatter.format(record).split("\n")
+    assert line == "WARNING event a\\x1b]0;x\\x07: b\\x0aINFO forged"
+    assert traceback[0].startswith("Traceback") and "ValueError: boom" in traceback[-1]

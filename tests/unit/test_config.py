@@ -77,3 +77,31 @@ def test_bad_files(tmp_path: Path) -> None:
     listy.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping at the top level"):
         load_config(listy)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "suggestion"),
+    [
+        ({"gatng": {"window": 5}}, "gatng", "gating"),
+        ({"gating": {"min_label": 5}}, "gating.min_label", "min_labels"),
+        ({"kafka": {"topics": {"evnts": "x"}}}, "kafka.topics.evnts", "events"),
+        (
+            {"fallback": {"rules": [{"feature": "a", "op": "==", "prediction": 1, "confid": 0}]}},
+            "fallback.rules.0.confid",
+            "confidence",
+        ),
+    ],
+)
+def test_a_misspelt_field_gets_a_suggestion(
+    overrides: dict[str, object], field: str, suggestion: str
+) -> None:
+    """The loader every role uses says which field was meant, at the level of the typo."""
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides, environ={})
+    assert f"  {field}: unknown field, did you mean `{suggestion}`?" in str(info.value)
+
+
+def test_an_unknown_field_with_no_close_match_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {"drift": {"zzzz": 1}}, environ={})
+    assert "  drift.zzzz: unknown field; fields here: `demote`, `detector`" in str(info.value)

@@ -186,3 +186,78 @@ def test_a_label_whose_event_never_comes_is_dead_lettered_after_the_ttl() -> Non
         rejected += core.on_event(Event(id=str(i), ts=float(i), features={"x": 1.0})).rejections
     assert [(r.reason, r.origin) for r in rejected] == [("label_orphaned", "ghost-origin")]
     assert core.report()["expired_labels"] == 1
+
+
+def test_events_at_the_end_of_their_ttl_expire_rather_than_evicted_from_a_full_buffer() -> None:
+    # ttl_events == max_pending, as the defaults are: an event lives through ttl_events more
+    # events, so the buffer would hold one more than max_pending; the one at the end of its TTL
+    # expires (counted, not dead-lettered), nothing is evicted.
+    core = core_for(join={"ttl_events": 5, "max_pending": 5})
+    rejections = []
+    for i in range(20):
+        outcome = core.on_event(Event(id=str(i), ts=float(i), features={"x": 1.0}), origin=i)
+        rejections.extend(outcome.rejections)
+    assert rejections == []
+    report = core.report()
+    assert report["dead_letters"] == {}
+    assert report["pending_events"] == 5
+    assert report["expired_unlabelled"] == 15
+    # Beyond the TTL's needs, capacity still evicts (and dead-letters) the oldest.
+    core = core_for(join={"ttl_events": 10, "max_pending": 5})
+    reasons = []
+    for i in range(20):
+        outcome = core.on_event(Event(id=str(i), ts=float(i), features={"x": 1.0}), origin=i)
+        reasons += [(r.reason, r.origin) for r in outcome.rejections]
+    assert reasons == [("event_evicted", i) for i in range(15)]
+
+
+def test_pending_events_keep_their_bytes_once_and_are_bounded_in_bytes() -> None:
+    """The edge's origins (pipeline.kafka.records): a pending event keeps its features, not its
+    record's bytes too; evicted over join.max_pending_bytes, it is dead-lettered with its value
+    (the event re-serialised), which reads back as the same event."""
+    import pickle
+
+    import orjson
+
+    from pipeline.kafka.records import EVENT_ORIGINS, Origin
+    from pipeline.schemas import parse_event
+
+    core = core_for(join={"ttl_events": None, "max_pending": 1000, "max_pending_bytes": 20_000})
+    core.keep_origins(EVENT_ORIGINS)
+    raws, rejections = [], []
+    for i in range(100):
+        raw = orjson.dumps(
+            {"id": f"e{i}", "ts": float(i), "features": {"x": float(i), "s": "v" * 150}}
+        )
+        raws.append(raw)
+        origin = Origin("events", 0, i, None, f"e{i}".encode(), raw)
+        rejections += core.on_event(Event.model_validate_json(raw), origin).rejections
+    join = core.state.join
+    assert 20_000 - 250 < join.pending_bytes <= 20_000  # record bytes: key and value
+    assert all(p.origin.value is None for p in join.pending.values())
+    assert [r.reason for r in rejections] == ["event_evicted"] * (100 - len(join))
+    for i, rejection in enumerate(rejections):
+        assert rejection.origin[:3] == ("events", 0, i)
+        again = parse_event(rejection.origin.value)
+        assert again == Event.model_validate_json(raws[i])
+    # The checkpoint holds each pending event's bytes about once, not twice.
+    pickled = len(pickle.dumps(join))
+    assert pickled < 1.5 * join.pending_bytes, (pickled, join.pending_bytes)
+
+
+def test_a_duplicate_event_long_after_the_join_ttl_is_still_caught() -> None:
+    import pickle
+
+    config = load_config(None, {"name": "unit", "join": {"ttl_events": 50}}, environ={})
+    core = LearningCore.from_config(config)
+    for i in range(1500):
+        assert core.on_event(Event(id=f"e{i}", ts=float(i), features={"x": 1.0})).rejections == ()
+        if i % 3 == 0:
+            core.on_label(Label(id=f"e{i}", ts=float(i), label=True))
+    # Through a checkpoint too: the memory of ids is part of the state.
+    core = LearningCore.from_config(config, pickle.loads(pickle.dumps(core.state)))
+    for i in (0, 1, 5, 1400):  # labelled or not, 1,450+ and 50+ events (the TTL) back
+        outcome = core.on_event(Event(id=f"e{i}", ts=2000.0, features={"x": 1.0}))
+        assert [r.reason for r in outcome.rejections] == ["duplicate_event"], i
+    assert core.report()["dead_letters"] == {"duplicate_event": 4}
+    assert core.state.events == 1500  # a duplicate is not an event of the stream

@@ -1,4 +1,4 @@
-"""Every reason code in the README's dead-letter table is produced, from raw bytes or the core."""
+"""Every reason code in the docs' dead-letter table is produced, from raw bytes or the core."""
 
 from __future__ import annotations
 
@@ -15,14 +15,13 @@ from pipeline.core import LearningCore
 from pipeline.schemas import Event, InvalidRecord, Label
 from pipeline.validation import REASONS, Validator
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+# Generated from pipeline.validation.REASONS; a test fails when it is stale.
+CODES_PAGE = Path(__file__).resolve().parents[2] / "docs" / "reference" / "dead-letters.md"
 NOW = 1_700_000_000.0
 
 
-def readme_codes() -> list[str]:
-    text = README.read_text()
-    table = text.split("## Dead letters", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"^\| `([a-z0-9_]+)` \|", table, flags=re.MULTILINE)
+def documented_codes() -> list[str]:
+    return re.findall(r"^\| `([a-z0-9_]+)` \|", CODES_PAGE.read_text(), flags=re.MULTILINE)
 
 
 def event(**fields: Any) -> bytes:
@@ -49,11 +48,12 @@ RAW: dict[str, tuple[str, bytes | None]] = {
     "ts_in_future": ("event", event(ts=NOW + 8 * 86_400)),
     "ts_before_start": ("event", event(ts=NOW - 1000)),
     "label_not_allowed": ("label", b'{"id": "e", "ts": 1700000000, "label": 7}'),
+    "value_out_of_range": ("event", event(features={"x": 1e308})),
 }
 
 
-def test_the_readme_table_lists_every_code_the_code_has() -> None:
-    assert sorted(readme_codes()) == sorted(REASONS)
+def test_the_docs_table_lists_every_code_the_code_has() -> None:
+    assert sorted(documented_codes()) == sorted(REASONS)
 
 
 @pytest.mark.parametrize("reason", sorted(RAW))
@@ -107,3 +107,39 @@ def test_core_codes_duplicate_orphan_evicted_model_error() -> None:
     c.on_event(Event(id="s", ts=NOW, features={"city": "Lyon"}))
     outcome = c.on_label(Label(id="s", ts=NOW, label=True))
     assert reasons(outcome) == ["model_error"]
+
+    c = core(model={"spec": numeric_only})
+    c.on_event(Event(id="huge", ts=NOW, features={"x": 1e308}))
+    c.on_event(Event(id="tiny", ts=NOW, features={"x": -1e308}))
+    c.on_label(Label(id="huge", ts=NOW, label=True))
+    assert reasons(c.on_label(Label(id="tiny", ts=NOW, label=False))) == ["model_non_finite"]
+
+
+@pytest.mark.parametrize(
+    ("labels", "refused", "accepted"),
+    [
+        # bool is not int: 1, 0 and 1.0 equal True and False but are not the configured classes.
+        ((True, False), [1, 0, 1.0, 0.0], [True, False]),
+        # int is not float: a classifier's classes are the values configured, type included.
+        ((0, 1), [True, False, 1.0, 0.0], [0, 1]),
+        ((0.0, 1.0), [0, 1, True], [0.0, 1.0]),
+        # Listing both types accepts both.
+        ((0, 1, 0.0, 1.0), [True, "1"], [0, 1, 0.0, 1.0]),
+    ],
+)
+def test_validation_labels_are_type_exact(
+    labels: tuple[Any, ...], refused: list[Any], accepted: list[Any]
+) -> None:
+    validator = Validator(ValidationConfig(labels=labels), regression=False, clock=lambda: NOW)
+
+    def raw(value: Any) -> bytes:
+        return json.dumps({"id": "e", "ts": NOW, "label": value}).encode()
+
+    for value in refused:
+        with pytest.raises(InvalidRecord) as caught:
+            validator.label(raw(value))
+        assert caught.value.reason == "label_not_allowed", value
+        assert type(value).__name__ in str(caught.value), str(caught.value)
+    for value in accepted:
+        label = validator.label(raw(value))
+        assert label.label == value and type(label.label) is type(value)

@@ -338,13 +338,17 @@ def test_the_validator_refuses_as_before() -> None:
     with pytest.raises(InvalidRecord) as err:
         validator.label(b'{"id":"1","ts":0,"label":2}')
     assert err.value.reason == "label_not_allowed"
-    assert validator.label(b'{"id":"1","ts":0,"label":1.0}').label == 1.0
+    # Type-exact (issue 18): 1.0 is not the int class 1 unless validation.labels lists it.
+    with pytest.raises(InvalidRecord) as err:
+        validator.label(b'{"id":"1","ts":0,"label":1.0}')
+    assert err.value.reason == "label_not_allowed"
+    assert validator.label(b'{"id":"1","ts":0,"label":1}').label == 1
 
 
 def reference_event(raw: bytes | None, limits: ValidationConfig, now: float) -> Event:
     """The validator's event path as it was: every check, one after the other."""
     check_size(raw, limits)
-    event = parse_event(raw)
+    event = parse_event(raw, limits.max_abs_value)  # magnitudes are checked as it parses
     check_event(event, limits, now)
     return event
 

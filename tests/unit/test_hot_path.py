@@ -145,7 +145,8 @@ def reference_expire(
         return buf.ttl_seconds is not None and now_ts - ts > buf.ttl_seconds
 
     queues: list[OrderedDict[str, Any]] = [buf.pending, buf.parked, buf.joined]
-    out: list[list[str]] = [[], [], []]
+    # Events a full buffer let go at the end of their count TTL come first (JoinBuffer.add).
+    out: list[list[str]] = [[p.id for p in buf._due], [], []]
     for queue, gone in zip(queues, out, strict=True):
         for key, value in list(queue.items()):
             if isinstance(value, Pending):

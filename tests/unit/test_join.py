@@ -1,3 +1,5 @@
+import pickle
+
 from pipeline.join import DUPLICATE, JoinBuffer, Pending
 from pipeline.schemas import Label
 
@@ -69,3 +71,55 @@ def test_capacity_bound_for_events_and_parked_labels() -> None:
     dropped = [buf.park_label(Label(id=i, ts=0.0, label=1), 0, origin=i) for i in "xyz"]
     assert [[p.origin for p in d] for d in dropped] == [[], [], ["x"]]
     assert len(buf.pending) == 2 and len(buf.parked) == 2
+
+
+def test_with_the_default_settings_unlabelled_events_expire_rather_than_being_evicted() -> None:
+    from pipeline.config import JoinConfig
+
+    defaults = JoinConfig()
+    buf = JoinBuffer(defaults.ttl_events, defaults.ttl_seconds, defaults.max_pending)
+    evicted = expired = 0
+    for n in range(1, 150_001):
+        evicted += len(buf.add(str(n), 0.0, {}, None, None, None, {}, n)[1])
+        if n >= buf.horizon:
+            expired += len(buf.expire(0.0, n)[0])
+    assert evicted == 0
+    assert expired == 50_000
+    assert len(buf) == defaults.max_pending
+
+
+def test_pending_bytes_are_counted_and_bound_the_buffer() -> None:
+    buf = JoinBuffer(ttl_events=None, max_pending=100, max_pending_bytes=1000)
+    evicted = [buf.add(str(n), 0.0, {}, None, None, None, {}, n, None, 300)[1] for n in range(1, 5)]
+    assert [[p.id for p in e] for e in evicted] == [[], [], [], ["1"]]  # 1200 > 1000
+    assert buf.pending_bytes == 900
+    buf.match("3")
+    assert buf.pending_bytes == 600
+    # A single event larger than the budget stays (the newest is never evicted): the rest go.
+    evicted = buf.add("big", 0.0, {}, None, None, None, {}, 5, None, 5000)[1]
+    assert [p.id for p in evicted] == ["2", "4"] and list(buf.pending) == ["big"]
+    assert buf.pending_bytes == 5000
+    # Parked labels have a budget of their own, the same size.
+    for i in range(4):
+        buf.park_label(Label(id=f"l{i}", ts=0.0, label=True), 5, origin=i, size=400)
+    assert list(buf.parked) == ["l2", "l3"] and buf.parked_bytes == 800
+    # Through a checkpoint, and expiry.
+    buf = pickle.loads(pickle.dumps(buf))
+    assert buf.pending_bytes == 5000 and buf.parked_bytes == 800
+    buf.ttl_events = 1
+    buf.expire(0.0, 100)
+    assert buf.pending_bytes == 0 and buf.parked_bytes == 0
+
+
+def test_a_buffer_from_an_old_checkpoint_counts_its_bytes() -> None:
+    buf = JoinBuffer(ttl_events=None, max_pending=100)
+    buf.add("a", 0.0, {"x": "y" * 1000}, None, None, None, {}, 1, None, 0)
+    state = buf.__getstate__()
+    for name in ("pending_bytes", "parked_bytes", "max_pending_bytes"):
+        state.pop(name)
+    for p in state["pending"].values():
+        object.__delattr__(p, "size")  # as a Pending pickled before sizes existed
+    old = JoinBuffer.__new__(JoinBuffer)
+    old.__setstate__(state)
+    assert old.max_pending_bytes is None
+    assert old.pending_bytes >= 1000 and old.pending["a"].size == old.pending_bytes

@@ -84,5 +84,51 @@ def test_the_page_shows_why_escaped() -> None:
     )
     standing = Standing(waiting=1, answered=0, skipped=0, caught_up=True)
     page = review_page("p", "ann", standing, "c", Delivered(request, 0, 0), now=0.0)
-    assert 'id="model-why"' in page and "+0.50" in page and 'id="rule"' in page
+    assert 'id="model-why"' in page and "+0.500" in page and 'id="rule"' in page
     assert EVIL not in page
+
+
+def test_a_refusal_shows_the_pipelines_reason_only_from_the_server() -> None:
+    """Issue 19: the pipeline's reason beside the fixed message, escaped; an error that is
+    not a known code (as from a crafted URL) says nothing."""
+    standing = Standing(waiting=1, answered=0, skipped=0, caught_up=True)
+    delivered = Delivered(_request(id="r"), 0, 0)
+    page = review_page(
+        "p", "ann", standing, "c", delivered, error="not_an_answer", detail=f"no ({EVIL})"
+    )
+    assert "That is not an answer this request takes." in page and EVIL not in page
+    assert "no (&lt;script&gt;" in page
+    crafted = review_page("p", "ann", standing, "c", delivered, error="label_not_allowed (1, 2)")
+    assert 'class="notice error"' not in crafted and "label_not_allowed" not in crafted
+
+
+def test_the_policy_allows_the_pages_own_style_and_script_by_hash() -> None:
+    """A change to either without its hash would be blocked silently in a browser."""
+    import base64
+    import hashlib
+
+    from consumers.review.page import CONTENT_SECURITY_POLICY, SHORTCUTS, STYLE
+
+    for source in (STYLE, SHORTCUTS):
+        digest = base64.b64encode(hashlib.sha256(source.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in CONTENT_SECURITY_POLICY
+
+
+def test_the_models_explanation_is_shown_beside_its_answer_as_text() -> None:
+    explanation = [
+        {"feature": EVIL, "value": EVIL, "contribution": 0.25},
+        {"feature": "n", "value": 1.5, "contribution": -0.125},
+        {"method": "sampled", "target": "ok", "base": 0.5, "prediction": 0.625},
+    ]
+    model = ModelOpinion(
+        prediction="ok", proba={"ok": 0.6}, model_version=3, explanation=explanation
+    )
+    page = review_page(
+        "p", "ana", Standing(1, 0, 0, True), "t", Delivered(_request(model=model), 0, 0)
+    )
+    assert 'id="model-why"' in page and "<script>alert" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; = " in page and "+0.250" in page
+    assert "n = 1.5: -0.125" in page
+    # Without one, nothing is added.
+    plain = review_page("p", "ana", Standing(1, 0, 0, True), "t", Delivered(_request(), 0, 0))
+    assert 'id="model-why"' not in plain

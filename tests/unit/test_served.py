@@ -119,3 +119,39 @@ def test_split_state_survives_a_checkpoint_round_trip() -> None:
     assert all(p.served is UNPUBLISHED for p in state.join.pending.values())
     assert state.served_join is not None
     assert len(state.served_join.waiting) == len(learner.state.served_join.waiting)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("when", ["before_event", "after_event", "after_label"])
+def test_the_first_published_copy_is_scored_whatever_the_order(when: str) -> None:
+    """A predictor SIGKILLed before committing serves some events again, maybe with a newer
+    model: two copies of one id that differ. The learner scores the first copy (the one read
+    first from the event's partition, the one a consumer acted on), in every arrival order; the
+    docs (tutorials/compose.md, Delivery) tell downstream to keep the first copy per id too."""
+    learner = make_core(split=True)
+    event = Event(id="e1", ts=1.0, features={"x": 1.0})
+
+    def copy(prediction: bool, version: int) -> Any:
+        body = {"id": "e1", "ts": 1.0, "prediction": prediction, "source": "default"}
+        return parse_published(orjson.dumps({**body, "model_version": version}))
+
+    first, second = copy(True, 1), copy(False, 2)
+    if when == "before_event":  # the predictions partition was fetched first
+        learner.on_prediction(first)
+        learner.on_prediction(second)
+        learner.on_event(event)
+        learner.on_label(Label(id="e1", ts=2.0, label=True))
+    elif when == "after_event":
+        learner.on_event(event)
+        learner.on_prediction(first)
+        learner.on_prediction(second)
+        learner.on_label(Label(id="e1", ts=2.0, label=True))
+    else:
+        learner.on_event(event)
+        learner.on_label(Label(id="e1", ts=2.0, label=True))
+        learner.on_prediction(first)
+        learner.on_prediction(second)
+    report = learner.report()
+    served = report["served_from_predictions"]
+    assert served["scored"] == 1 and served["ignored"] == 1, served
+    assert served["newest_model_version"] == 1
+    assert report["metrics"]["served"]["Accuracy"] == 1.0  # the first copy's True, not False

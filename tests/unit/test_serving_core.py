@@ -154,3 +154,25 @@ def test_a_version_with_another_fallback_or_pipeline_is_refused() -> None:
     with pytest.raises(ValueError, match="'elsewhere'"):
         predictor.swap(snapshot_of(LearningCore.from_config(other_name), other_name, {}))
     assert predictor.snapshot is None and predictor.model_version == 0
+
+
+def test_a_predictor_explains_as_the_learner_does() -> None:
+    cfg = config(
+        # Quick to split (ties broken early): the path is what is compared.
+        model={"spec": "tree.HoeffdingTreeClassifier(grace_period=20, delta=0.1, tau=0.5)"},
+        explain={"enabled": True, "top_k": 2, "samples": 16, "background": 4},
+    )
+    learner = LearningCore.from_config(cfg)
+    pairs = bananas(300)
+    for event, label in pairs[:250]:
+        learner.on_event(event)
+        learner.on_label(label)
+    snapshot = snapshot_of(learner, cfg, {})
+    assert snapshot.explain is not None and snapshot.explain.samples == 16
+    probes = [event for event, _ in pairs[250:]]
+    served = [learner.on_event(p).prediction_json() for p in probes]
+    assert all(b'"method":"tree"' in (s or b"") for s in served if b'"source":"model"' in s)
+    assert any(b'"method":"tree"' in (s or b"") for s in served)
+    # The tree's explanation depends on the model alone: a predictor's is byte for byte the same.
+    predictor = ServingCore(cfg, pickle.loads(pickle.dumps(snapshot)))
+    assert [predictor.on_event(p).prediction_json() for p in probes] == served
