@@ -114,12 +114,14 @@ def run_review_demo(
             stack.enter_context(review_page(cfg, servers, web_port))
         producer = threading.Thread(target=publish, name="replay", daemon=True)
         producer.start()
-        who = "people on the review page" if reviewer is None else "a simulated reviewer"
+        who = "people on the review page answer"
         if reviewer is not None and spec is not None:
-            who += f" (accuracy {spec.accuracy:g}, {spec.delay_seconds:g}s later)"
-            if web_port is not None:
-                who += " and people on the review page"
-        console.print(f"replaying at {speed:g}x while {who} answer; consuming...", highlight=False)
+            simulated = (
+                f"a simulated reviewer answers (accuracy {spec.accuracy:g}, "
+                f"{spec.delay_seconds:g}s later)"
+            )
+            who = simulated if web_port is None else f"people on the review page and {simulated}"
+        console.print(f"replaying at {speed:g}x while {who}; consuming...", highlight=False)
         # With people, the demo waits for them until stopped; a simulated reviewer is done
         # once the stream is.
         until_idle = None if web_port is not None else 3.0

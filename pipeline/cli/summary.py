@@ -35,10 +35,9 @@ def gating_lines(report: dict[str, Any]) -> list[str]:
         # what the predictors published.
         where = "published by the predictors" if report.get("served_from_predictions") else "served"
         if by_model:
-            what = (
-                f"took over at label {first['label_index']}: it served {by_model} of the "
-                f"{total} predictions {where}"
-            )
+            # How many it served is in the table by source above: this line stays short
+            # enough for one terminal line.
+            what = f"took over at label {first['label_index']}"
         else:
             what = (
                 f"was promoted at label {first['label_index']}, but served none of the "
