@@ -80,7 +80,12 @@ def _typed(text: str) -> LabelValue:
     return value if isinstance(value, bool | int | float | str) else text
 
 
-def coerce_answer(request: ReviewRequest, value: Any, new_classes: bool = False) -> LabelValue:
+def coerce_answer(
+    request: ReviewRequest,
+    value: Any,
+    new_classes: bool = False,
+    allowed: tuple[Any, ...] | None = None,
+) -> LabelValue:
     """The label a reviewer's answer stands for, or ``ValueError`` saying why it is not one.
 
     A class is matched by value or by its text (forms and terminals send text); with
@@ -99,6 +104,12 @@ def coerce_answer(request: ReviewRequest, value: Any, new_classes: bool = False)
     >>> g = r.model_copy(update={"task": "regression", "classes": []})
     >>> coerce_answer(g, "2.5")
     2.5
+
+    A number equal to one of the allowed labels (``validation.labels``) is that label, typed as
+    the pipeline checks it (the page's number field sends "2" for the label 2, not 2.0):
+
+    >>> coerce_answer(g, "2", allowed=(1, 2, 3)), coerce_answer(g, "2.5", allowed=(1, 2, 3))
+    (2, 2.5)
     """
     if request.task == "regression":
         if isinstance(value, bool):
@@ -109,6 +120,9 @@ def coerce_answer(request: ReviewRequest, value: Any, new_classes: bool = False)
             raise ValueError(f"{value!r} is not a number") from None
         if not math.isfinite(number):
             raise ValueError("the answer must be a finite number")
+        for label in allowed or ():
+            if isinstance(label, int | float) and not isinstance(label, bool) and label == number:
+                return label
         return number
     for cls in request.classes:
         if type(cls) is type(value) and cls == value:
@@ -274,7 +288,8 @@ class ReviewQueue:
         delivered = self.live(request_id)
         request = delivered.request
         try:
-            answer = coerce_answer(request, value, self.new_classes)
+            labels = self.validation.labels if self.validation is not None else None
+            answer = coerce_answer(request, value, self.new_classes, labels)
         except ValueError as e:
             raise ReviewError(422, str(e)) from None
         now = self.clock()

@@ -478,6 +478,7 @@ def test_the_request_says_why_the_model_and_the_rules_answered() -> None:
     core = core_for(
         {"policy": "uncertain", "confidence_below": 1.0},
         fallback={"default": False, "rules": rules},
+        explain={"enabled": True},  # the explainer's output, as predictions carry it
     )
     core.on_event(event(0))
     core.on_label(Label(id="0", ts=0.5, label=False))
