@@ -102,6 +102,8 @@ def test_slice_gap_from_an_attribute_column() -> None:
 def test_simulated_reviewer_teaches_without_ground_truth() -> None:
     cfg = config_for(
         review={"policy": "uncertain", "confidence_below": 0.9, "budget_per_minute": None},
+        # People are asked for a class before any label: the classes are known up front.
+        validation={"labels": [False, True]},
         evaluation={"metric": "Accuracy"},
     )
     options = SourceOptions(limit=300)
