@@ -19,7 +19,7 @@ import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
@@ -69,6 +69,8 @@ def type_name(annotation: Any) -> str:
     if annotation is Any:
         return "any"
     origin = get_origin(annotation)
+    if origin is Annotated:  # the type under its validators
+        return type_name(get_args(annotation)[0])
     if origin is Literal:
         return " | ".join(f'"{v}"' if isinstance(v, str) else repr(v) for v in get_args(annotation))
     if origin in (Union, types.UnionType):
@@ -350,11 +352,79 @@ def render_dead_letters() -> str:
     return "\n".join(lines) + "\n"
 
 
+# What a field of a wire record means, where its name and type do not say it all. A note for a
+# field the model no longer has fails tests/unit/test_docs_reference.py.
+WIRE_NOTES: dict[tuple[str, str], str] = {
+    ("Event", "id"): "Unique per event; its label names it.",
+    ("Event", "ts"): "Event time: epoch seconds, or ISO-8601 text.",
+    ("Event", "features"): "Name to number, string, bool or null (null: missing).",
+    ("Event", "key"): "Partitioning key; unset: the id. An event and its label share it.",
+    ("Event", "attributes"): "Not features: e.g. a group for fairness slices.",
+    ("Label", "id"): "The event's id.",
+    ("Label", "label"): "A class (validation.labels, type-exact) or a regressor's number.",
+    ("Label", "ts"): "When the label became known (event-time order of the merge).",
+    ("Label", "source"): "A person's answer is `human`, with `reviewer` and `answered_at`.",
+    ("Prediction", "source"): "Who served it.",
+    ("Prediction", "model_version"): "The model version used (labels learned).",
+    ("Prediction", "mode"): "The gating mode at that moment.",
+    ("Prediction", "explanation"): "With explain.enabled: each feature's contribution, and for "
+    "non-linear models a last entry with the method, target, base and prediction.",
+    ("Prediction", "deadline_passed"): "Defer mode: nobody answered in time, the fallback served.",
+    ("ReviewRequest", "classes"): "The answers a person may give (validation.labels, the "
+    "fallback's, the model's, those seen).",
+    ("DeadLetter", "value_b64"): "The original value (base64), cut to fit "
+    "kafka.max_message_bytes when `value_truncated`.",
+    ("DeadLetter", "value_sha256"): "Of the whole original value.",
+}
+
+
+def wire_models() -> list[type[BaseModel]]:
+    """The records riverline reads and writes, in the order a record travels."""
+    from pipeline.schemas import (
+        DeadLetter,
+        Event,
+        Label,
+        ModelOpinion,
+        Prediction,
+        ReviewRequest,
+        RulesOpinion,
+    )
+
+    return [Event, Label, Prediction, ReviewRequest, ModelOpinion, RulesOpinion, DeadLetter]
+
+
+def render_wire_formats() -> str:
+    """Every wire record's fields, type and default, from the pydantic models that parse them."""
+    lines = [
+        HEADER + "# Wire formats (JSON)\n",
+        "Records on the topics are JSON objects. Events and labels are validated by these models "
+        "(unknown fields are refused, and dead-lettered); riverline writes the others.\n",
+    ]
+    for model in wire_models():
+        lines.append(f"## `{model.__name__}`\n")
+        doc = inspect.cleandoc(model.__doc__ or "")
+        if doc:
+            lines.append(doc.replace("\n", " ").replace(":class:", "") + "\n")
+        lines.append("| field | type | default | meaning |")
+        lines.append("| --- | --- | --- | --- |")
+        for name, field in model.model_fields.items():
+            row = [
+                _code(name),
+                _code(type_name(field.annotation)),
+                default_text(field) if field.is_required() else _code(default_text(field)),
+                WIRE_NOTES.get((model.__name__, name), ""),
+            ]
+            lines.append("| " + " | ".join(_cell(cell) for cell in row) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 PAGES = {
     "config.md": "Configuration: every field of the YAML file, its type, default and meaning.",
     "cli.md": "Command line: every command and option.",
     "metrics.md": "Prometheus metrics: every metric, its labels and which process serves it.",
     "dead-letters.md": "Dead-letter codes: every reason a record is refused with.",
+    "wire-formats.md": "Wire formats: every field of every record on the topics.",
 }
 
 
@@ -375,6 +445,7 @@ def render_all(app: Any) -> dict[str, str]:
         "cli.md": render_cli(app),
         "metrics.md": render_metrics(),
         "dead-letters.md": render_dead_letters(),
+        "wire-formats.md": render_wire_formats(),
     }
 
 

@@ -95,3 +95,17 @@ def test_the_committed_reference_is_what_the_code_generates(pages: dict[str, str
     assert not stale, (
         f"docs/reference/{', '.join(stale)} out of date: run `python -m pipeline.docs_reference`"
     )
+
+
+def test_every_wire_field_is_in_the_wire_formats_reference(pages: dict[str, str]) -> None:
+    from pipeline.docs_reference import WIRE_NOTES, wire_models
+
+    models = {model.__name__: model for model in wire_models()}
+    assert {"Event", "Label", "Prediction", "ReviewRequest", "DeadLetter"} <= set(models)
+    for name, model in models.items():
+        text = section(pages["wire-formats.md"], name)
+        for field in model.model_fields:
+            assert f"| `{field}` |" in text, (name, field)
+    # A note for a field that no longer exists would describe nothing.
+    for model_name, field in WIRE_NOTES:
+        assert field in models[model_name].model_fields, (model_name, field)
