@@ -21,6 +21,12 @@ from pipeline.config import RiverlineConfig, load_config
 
 TEST_SECRET = "riverline-test-secret"
 
+# pytest-xdist workers inherit COLUMNS=80, and a set COLUMNS sets the width of riverline's tables
+# even in a pipe (pipeline.cli.common.stdout_console): every command a test starts would wrap at
+# 80 under -n but not under -n 0. Tests that want a width (the docs' pages) set it themselves.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
+
 
 @dataclass(frozen=True)
 class Backends:

@@ -6,7 +6,7 @@ below the fence (see ``CheckpointStore.save``). So a writer that lost its lease 
 off, or a second copy started by mistake) cannot overwrite the state of the one that took over,
 even if it still believes it holds the lease.
 
-A token is never below the Redis server's clock in milliseconds at the time it is drawn (and
+A token is never below the Redis server's clock in microseconds at the time it is drawn (and
 always above the counter): a Redis that restarts without its data forgets the counter, and a
 plain counter would then hand a standby the old writer's token again, letting the old writer's
 writes through. Drawn from the clock, the successor's token is above every token drawn before,
@@ -33,7 +33,7 @@ end
 local now = redis.call('TIME')
 local token = math.max(
   tonumber(redis.call('GET', KEYS[2]) or '0') + 1,
-  tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  tonumber(now[1]) * 1000000 + tonumber(now[2])  -- exact in a double until the year 2255
 )
 token = string.format('%.0f', token)  -- digits, never a float's exponent form
 redis.call('SET', KEYS[2], token)
