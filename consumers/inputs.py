@@ -225,8 +225,9 @@ class Inputs:
                 where,
                 wait_ms,
             )
-            for partition in starved:
-                since[partition] = now  # the new wait gets its own chance
+            # The new wait (one for all partitions) gets its own chance, for every partition.
+            for partition in since:
+                since[partition] = now
         elif now - self._starved_warned_at >= STARVED_WARN_EVERY_S:
             self._starved_warned_at = now
             log.warning(

@@ -120,3 +120,20 @@ def test_a_partition_that_delivers_or_is_paused_is_not_starved(
             inputs.fetch()
             now[0] += STARVED_AFTER_S
     assert consumer.raised == 0 and not caplog.records
+
+
+def test_partitions_starved_together_raise_the_one_wait_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    consumer = StarvingConsumer(waits=[20, 40])
+    consumer.lags[LABELS] = 7
+    inputs, now = _inputs(consumer, monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="consumers.inputs"):
+        inputs.fetch()
+        now[0] += STARVED_AFTER_S
+        inputs.fetch()
+        inputs.fetch()
+    assert consumer.raised == 1
+    (record,) = caplog.records
+    assert "events[0] at offset 33214" in record.getMessage()
+    assert "labels[0] at offset its start (7 records behind)" in record.getMessage()
