@@ -24,6 +24,18 @@ log = logging.getLogger(__name__)
 Start = int | Literal["beginning", "end"] | None
 StartOf = Callable[[Partition], Start]
 
+# A partition the broker holds more records of (lag > 0, or unknown) that fetches have
+# returned nothing of for this long is starved: the fetch wait is raised (see
+# Consumer.raise_fetch_wait) and a warning names it. Tansu answers a fetch empty once its wait
+# ran out before it read the log, and its reads slow down as a partition grows: a 10 ms wait
+# fetched nothing, for ever, from a ~33,000-record partition in the soak run (issue 18), while
+# 40 ms read it.
+STARVED_AFTER_S = 1.0
+# The wait is raised up to this (Kafka's own default is 500 ms); once there, a starved partition
+# is warned about this often: never a silent stall.
+FETCH_WAIT_CAP_MS = 1000
+STARVED_WARN_EVERY_S = 30.0
+
 
 class Inputs:
     """The consumer side of a role: assignment, seeking, fetching and ordering.
@@ -64,6 +76,9 @@ class Inputs:
         self.on_revoked_hooks: list[Callable[[list[Partition]], None]] = []
         self.subscribed_at: float | None = None  # monotonic
         self.joined = False  # an assignment came, even an empty one: the group works
+        # Per partition with lag > 0 that fetches return nothing of: since when (monotonic).
+        self.starved_since: dict[Partition, float] = {}
+        self._starved_warned_at = float("-inf")
 
     def subscribe(self) -> None:
         self.subscribed_at = time.monotonic()
@@ -143,6 +158,7 @@ class Inputs:
                     )
                 gauge.set(lag)
         self.lags = lags
+        self._watch_starved({p for p, records in batches.items() if records}, lags)
         count = 0
         with self.lock:
             for partition, items in parsed:
@@ -165,6 +181,68 @@ class Inputs:
             self.first_record_at = time.monotonic()
         self.records += count
         return count
+
+    def _watch_starved(self, fetched: set[Partition], lags: dict[Partition, int | None]) -> None:
+        """Raise the fetch wait, and warn, when partitions the broker holds records of have
+        fetched nothing for :data:`STARVED_AFTER_S` (see there)."""
+        since = self.starved_since
+        if self.paused:
+            since.clear()  # nothing is fetched on purpose
+            return
+        now = time.monotonic()
+        for partition, lag in lags.items():
+            # Unknown lag counts: a fetch answer carries the high watermark, so a partition
+            # whose lag stays unknown while it is fetched gets no answer worth the name (Tansu
+            # answers a fetch that may not wait at all so).
+            if partition in fetched or lag == 0:
+                since.pop(partition, None)
+            else:
+                since.setdefault(partition, now)
+        for partition in [p for p in since if p not in lags]:
+            del since[partition]  # revoked
+        starved = sorted(p for p, t in since.items() if now - t >= STARVED_AFTER_S)
+        if not starved:
+            return
+        waited = max(now - since[p] for p in starved)
+        where = ", ".join(
+            f"{topic}[{number}] at offset {self._next_offset((topic, number))} ("
+            + (
+                "end unknown"
+                if lags[topic, number] is None
+                else f"{lags[topic, number]} records behind"
+            )
+            + ")"
+            for topic, number in starved
+        )
+        wait_ms = self.kafka.raise_fetch_wait(FETCH_WAIT_CAP_MS)
+        if wait_ms is not None:
+            log.warning(
+                "fetches returned no records for %.0fs from %s although the broker holds more: "
+                "raising the fetch wait to %d ms (a broker may answer a fetch empty when the "
+                "wait runs out before it read its log; kafka.fetch_max_wait_ms sets the first "
+                "wait)",
+                waited,
+                where,
+                wait_ms,
+            )
+            # The new wait (one for all partitions) gets its own chance, for every partition.
+            for partition in since:
+                since[partition] = now
+        elif now - self._starved_warned_at >= STARVED_WARN_EVERY_S:
+            self._starved_warned_at = now
+            log.warning(
+                "no progress: fetches returned no records for %.0fs from %s although the "
+                "broker holds more (fetch wait at its limit, or not adjustable with this "
+                "client: raise kafka.fetch_max_wait_ms); check the broker",
+                waited,
+                where,
+            )
+
+    def _next_offset(self, partition: Partition) -> int | str:
+        """The next offset to buffer, for messages: where the partition was sought to, or
+        what came last; else the consumer group's or reset policy's start."""
+        expected = self.expected.get(partition)
+        return "its start" if expected is None else expected
 
     def pop(self) -> Item | None:
         """The next record in order, if the merge may release one (call under the lock)."""

@@ -316,6 +316,10 @@ class ConfluentConsumer:
             return False
         return True
 
+    def raise_fetch_wait(self, cap_ms: int) -> int | None:
+        # librdkafka takes fetch.wait.max.ms at creation only: the caller warns instead.
+        return None
+
     def close(self, leave_group: bool = True) -> None:
         # librdkafka always leaves on close (only static members do not): ``leave_group`` is
         # not honoured here.

@@ -413,6 +413,19 @@ class KafkaPythonConsumer:
             return False
         return True
 
+    def raise_fetch_wait(self, cap_ms: int) -> int | None:
+        # The fetcher reads its own copy of the setting each time it builds a fetch request.
+        config = getattr(getattr(self.client, "_fetcher", None), "config", None)
+        if not isinstance(config, dict) or "fetch_max_wait_ms" not in config:
+            return None
+        current = int(config["fetch_max_wait_ms"])
+        if current >= cap_ms:
+            return None
+        wait = min(cap_ms, max(2 * current, 8))
+        config["fetch_max_wait_ms"] = wait
+        self.client.config["fetch_max_wait_ms"] = wait
+        return wait
+
     def close(self, leave_group: bool = True) -> None:
         if not leave_group:
             # kafka-python has no setting for it: its close() leaves through this method.

@@ -108,6 +108,16 @@ class Consumer(Protocol):
 
     def broker_answers(self, timeout_s: float) -> bool: ...
 
+    def raise_fetch_wait(self, cap_ms: int) -> int | None:
+        """Let each fetch wait longer at the broker (doubled, at most ``cap_ms``): the new wait
+        in ms, or None if it cannot be raised (at the cap, or not at run time).
+
+        A broker that answers a fetch with no records once its wait ran out before it read
+        its log (Tansu does, and its reads slow down as a partition grows) returns nothing,
+        for ever, to a consumer whose wait is shorter than its read.
+        """
+        ...
+
     def close(self, leave_group: bool = True) -> None:
         """Close the consumer; ``leave_group`` False lets its membership expire instead.
 
