@@ -278,6 +278,20 @@ def read_all(bootstrap: str, topic: str) -> list[Any]:
     return out
 
 
+def overrides(settings: list[str]) -> dict[str, Any]:
+    """``section.field=JSON`` settings as nested config sections.
+
+    >>> overrides(["join.ttl_events=20000", "join.seen_ids=0"])
+    {'join': {'ttl_events': 20000, 'seen_ids': 0}}
+    """
+    out: dict[str, Any] = {}
+    for setting in settings:
+        path, _, value = setting.partition("=")
+        section, _, field = path.partition(".")
+        out.setdefault(section, {})[field] = json.loads(value)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0)
@@ -288,6 +302,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--sample-seconds", type=float, default=5.0)
     parser.add_argument("--keep", type=Path, default=None, help="directory for logs and config")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=JSON",
+        help="override the consumer's config, e.g. --set join.ttl_events=20000 (a shorter "
+        "warm-up: the join remembers joined ids for ttl_events events)",
+    )
     args = parser.parse_args()
 
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="riverline-soak-"))
@@ -299,23 +321,22 @@ def main() -> None:
     bootstrap = broker.bootstrap
     topics = {t: f"{name}.{t}" for t in ("events", "labels", "predictions", "dead-letters")}
     config = workdir / "soak.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "name": name,
-                "kafka": {"bootstrap": bootstrap, "client": args.client},
-                "redis": {"url": f"redis://127.0.0.1:{redis_port}/0", "wait_seconds": 120},
-                "evaluation": {"metric": "Accuracy", "extra_metrics": ["LogLoss"]},
-                "fallback": {
-                    "rules": [{"feature": "a", "op": ">", "value": 60, "prediction": True}],
-                    "default": False,
-                },
-                "validation": {"labels": [True, False]},
-                "gating": {"min_labels": 200, "window": 500, "margin": 0.01},
-                "checkpoint": {"every_seconds": 5.0},
-            }
-        )
-    )
+    settings: dict[str, Any] = {
+        "name": name,
+        "kafka": {"bootstrap": bootstrap, "client": args.client},
+        "redis": {"url": f"redis://127.0.0.1:{redis_port}/0", "wait_seconds": 120},
+        "evaluation": {"metric": "Accuracy", "extra_metrics": ["LogLoss"]},
+        "fallback": {
+            "rules": [{"feature": "a", "op": ">", "value": 60, "prediction": True}],
+            "default": False,
+        },
+        "validation": {"labels": [True, False]},
+        "gating": {"min_labels": 200, "window": 500, "margin": 0.01},
+        "checkpoint": {"every_seconds": 5.0},
+    }
+    for section, fields in overrides(args.set).items():
+        settings.setdefault(section, {}).update(fields)
+    config.write_text(json.dumps(settings))
     env = os.environ | {"RIVERLINE_CHECKPOINT_SECRET": uuid.uuid4().hex}
     cmd = ["riverline", "run", "--config", str(config), "--log-level", "WARNING"]
     subprocess.run(
