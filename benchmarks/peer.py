@@ -14,6 +14,8 @@ the app starts as its own process on that backlog:
   gating, evaluation, dead letters, exactly-once;
 - ``riverline-sparse``: the same with ``checkpoint.every_labels`` 100,000 (one checkpoint on
   stop): how much of the time the checkpoints take;
+- ``riverline:KEY=VALUE[+KEY=VALUE]``: riverline with settings of its config changed, e.g.
+  ``riverline:kafka.linger_ms=5`` (values read as YAML);
 - ``quix``: ``benchmarks/quix_peer.py`` (Quix Streams, pinned in requirements-peer.txt).
 
 Both are timed the same way, from outside: a reader in this process (a confluent-kafka
@@ -74,9 +76,11 @@ def records(n: int) -> list[SourceRecord]:
     ]
 
 
-def settings(name: str, bootstrap: str, redis_url: str, every_labels: int) -> dict[str, Any]:
-    """riverline's configuration for the job: its defaults but for the names and the model."""
-    return {
+def settings(name: str, bootstrap: str, redis_url: str, app: str) -> dict[str, Any]:
+    """riverline's configuration for the job: its defaults but for the names and the model
+    (and what ``app`` changes: see the module)."""
+    every_labels = 100_000 if app == "riverline-sparse" else 1000
+    raw: dict[str, Any] = {
         "name": name,
         "kafka": {
             "bootstrap": bootstrap,
@@ -89,6 +93,15 @@ def settings(name: str, bootstrap: str, redis_url: str, every_labels: int) -> di
         "fallback": {"default": 0},
         "checkpoint": {"secret": "bench", "every_labels": every_labels},
     }
+    _, _, changes = app.partition(":")
+    for change in filter(None, changes.split("+")):
+        path, _, value = change.partition("=")
+        *sections, key = path.split(".")
+        target = raw
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[key] = yaml.safe_load(value)
+    return raw
 
 
 class Arrivals(threading.Thread):
@@ -163,7 +176,7 @@ def one_run(
     app: str, data: list[SourceRecord], delay: int, bootstrap: str, redis_url: str
 ) -> dict[str, float]:
     name = f"peer-{uuid.uuid4().hex[:8]}"
-    raw = settings(name, bootstrap, redis_url, 100_000 if app == "riverline-sparse" else 1000)
+    raw = settings(name, bootstrap, redis_url, app)
     cfg = load_config(None, raw, environ={})
     transport = make_transport(cfg.kafka, bootstrap)
     topic_names = [getattr(cfg.kafka.topics, t) for t in TOPICS]
