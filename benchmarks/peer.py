@@ -266,7 +266,7 @@ def main() -> None:
     }
     print(f"\n{args.events} Shuttle events, labels {args.delay} late, medians of {args.repeats}")
     for app in apps:
-        row = {k: statistics.median(r[k] for r in runs[app]) for k in runs[app][0]}
+        row: dict[str, Any] = {k: statistics.median(r[k] for r in runs[app]) for k in runs[app][0]}
         row["runs"] = [r["events_per_s"] for r in runs[app]]
         results[app] = row
         print(
