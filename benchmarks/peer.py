@@ -278,7 +278,18 @@ def main() -> None:
             if app != "quix":
                 ratio = results[app]["events_per_s"] / results["quix"]["events_per_s"]
                 results[app]["ratio_to_quix"] = ratio
-                print(f"{app} / quix: {ratio:.2f} x")
+                # Each round's own ratio too: a neighbour's burst slows one round's runs alike
+                # more often than it slows one app's runs in every round.
+                rounds = [
+                    r["events_per_s"] / q["events_per_s"]
+                    for r, q in zip(runs[app], runs["quix"], strict=True)
+                ]
+                results[app]["ratio_to_quix_by_round"] = rounds
+                print(
+                    f"{app} / quix: {ratio:.2f} x (medians); by round "
+                    f"{', '.join(f'{r:.2f}' for r in rounds)}, "
+                    f"median {statistics.median(rounds):.2f} x"
+                )
     print(f"load average before {load_before}, after {os.getloadavg()}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
