@@ -84,7 +84,9 @@ class CoreState:
     join: JoinBuffer
     events: int = 0
     labels: int = 0  # labels joined to their event and scored
-    learned: int = 0  # of those, the ones learn_one took without raising: the model version
+    # Of those, the ones learn_one took without raising, plus one per promotion by hand (a new
+    # champion with no label learned is still a new model): the model version.
+    learned: int = 0
     watermark: float = float("-inf")
     served_by: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
@@ -389,7 +391,9 @@ class LearningCore(ReviewLoop):
 
     @property
     def model_version(self) -> int:
-        """The number of labels the model has learned from (a learn_one that raised is not)."""
+        """The number of labels the model has learned from (a learn_one that raised is not),
+        plus one per challenger promoted by hand: a version number means one model, so a new
+        champion made at a label count already published needs a number of its own."""
         return self.state.learned
 
     def _reject(self, outcome: Outcome, reason: str, message: str, origin: Any) -> None:
@@ -719,7 +723,12 @@ class LearningCore(ReviewLoop):
         board = self._challengers
         if board is None:
             raise KeyError(f"no challenger {name!r} (none is configured)")
-        return self._promoted(board.promote(name, self.state.labels, self.state.model))
+        decision = self._promoted(board.promote(name, self.state.labels, self.state.model))
+        # Made between labels: without a number of its own, the version of the labels learned
+        # so far (published already, perhaps) would stand for two models, and predictors that
+        # hold it would never take the new champion (README, "Scaling out").
+        self.state.learned += 1
+        return decision
 
     def _drifted(self, detector: Any, before: float | None, outcome: Outcome) -> None:
         """The detector saw a change in the model's error: unless the error fell, start the

@@ -365,7 +365,8 @@ WIRE_NOTES: dict[tuple[str, str], str] = {
     ("Label", "ts"): "When the label became known (event-time order of the merge).",
     ("Label", "source"): "A person's answer is `human`, with `reviewer` and `answered_at`.",
     ("Prediction", "source"): "Who served it.",
-    ("Prediction", "model_version"): "The model version used (labels learned).",
+    ("Prediction", "model_version"): "The model version used (labels learned, plus one per "
+    "challenger promoted by hand).",
     ("Prediction", "mode"): "The gating mode at that moment.",
     ("Prediction", "explanation"): "With explain.enabled: each feature's contribution, and for "
     "non-linear models a last entry with the method, target, base and prediction.",
