@@ -30,7 +30,7 @@ from river import base, drift
 from pipeline.challengers import Challengers
 from pipeline.config import ConfigError, RiverlineConfig, known_classes
 from pipeline.evaluation import ABSTAIN, Evaluator
-from pipeline.explain import ExplainSettings
+from pipeline.explain import ExplainMemory, ExplainSettings
 from pipeline.fallback import Fallback
 from pipeline.gating import Decision, Gating
 from pipeline.guard import ModelGuard, finite_prediction
@@ -113,6 +113,10 @@ class CoreState:
     importance: Importance | None = None
     # Event ids seen beyond the join's TTL (join.seen_ids); None in older checkpoints, or off.
     seen_ids: SeenIds | None = None
+    # What explanations depend on besides the model (the recent events a sampled one is
+    # measured against, the one-in-every count): kept so that a restart explains the same.
+    # None when explanations are off, or in checkpoints from before it (started afresh).
+    explain_memory: ExplainMemory | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +311,10 @@ class LearningCore(ReviewLoop):
         self.classifier = is_classifier(state.model)
         # The serving rule, shared with the predictors (pipeline/serving/serve.py).
         self.server = Server(self.classifier, explain_top_k, pipeline, explain)
+        explainer = self.server.explainer
+        state.explain_memory = (
+            explainer.remember(state.explain_memory) if explainer is not None else None
+        )
         self.drift_demotes = drift_demotes
         self.history_max = history_max
         # River's ADWIN keeps its window in a helper (Rust); reading it directly saves the
