@@ -20,7 +20,7 @@ True
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar, cast
@@ -37,6 +37,7 @@ from pipeline.guard import ModelGuard, finite_prediction
 from pipeline.importance import Importance
 from pipeline.join import DUPLICATE, JoinBuffer, Pending
 from pipeline.models import is_classifier, make_drift_detector, parse_model_spec
+from pipeline.neighbours import LabelledEvents
 from pipeline.review import ReviewBook, ReviewOutput, ReviewPolicy, TokenBucket
 from pipeline.review_hooks import ReviewLoop
 from pipeline.schemas import Event, Label, Prediction, encode, encode_fields
@@ -647,6 +648,9 @@ class LearningCore(ReviewLoop):
         if book is not None:
             # What the review loop keeps of a learned label (the usual one: ground truth).
             book.learned_by_source[source] += 1
+            labelled = book.neighbours
+            if labelled is not None:
+                labelled.add(pending.id, pending.x, y)
             review = self.review
             if review is not None and review.classifier and y not in book.classes:
                 book.see_class(y)
@@ -898,5 +902,14 @@ def ensure_review_book(config: RiverlineConfig, state: CoreState) -> None:
         state.review = ReviewBook.new(config.review, state.evaluator.names)
     elif config.review.policy == "entropy" and state.review.sampler is None:
         state.review.sampler = ReviewBook.new(config.review, state.evaluator.names).sampler
+    review = config.review
+    wanted = review.neighbours if review.policy != "none" else 0
+    kept = getattr(state.review, "neighbours", None)  # absent from older checkpoints' books
+    if not wanted:
+        state.review.neighbours = None
+    elif kept is None or kept.kept != review.neighbours_kept:
+        state.review.neighbours = LabelledEvents(
+            review.neighbours_kept, kept.events if kept is not None else deque()
+        )
     if config.review.budget_per_minute and state.review.bucket is None:
         state.review.bucket = TokenBucket(config.review.budget_per_minute)

@@ -373,6 +373,8 @@ WIRE_NOTES: dict[tuple[str, str], str] = {
     ("Prediction", "deadline_passed"): "Defer mode: nobody answered in time, the fallback served.",
     ("ReviewRequest", "classes"): "The answers a person may give (validation.labels, the "
     "fallback's, the model's, those seen).",
+    ("ReviewRequest", "neighbours"): "The most similar recently labelled events, nearest first "
+    "(review.neighbours).",
     ("DeadLetter", "value_b64"): "The original value (base64), cut to fit "
     "kafka.max_message_bytes when `value_truncated`.",
     ("DeadLetter", "value_sha256"): "Of the whole original value.",
@@ -386,12 +388,22 @@ def wire_models() -> list[type[BaseModel]]:
         Event,
         Label,
         ModelOpinion,
+        Neighbour,
         Prediction,
         ReviewRequest,
         RulesOpinion,
     )
 
-    return [Event, Label, Prediction, ReviewRequest, ModelOpinion, RulesOpinion, DeadLetter]
+    return [
+        Event,
+        Label,
+        Prediction,
+        ReviewRequest,
+        ModelOpinion,
+        RulesOpinion,
+        Neighbour,
+        DeadLetter,
+    ]
 
 
 def render_wire_formats() -> str:
