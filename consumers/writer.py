@@ -447,6 +447,8 @@ class Writer:
             "role": self.role,
             "events": state.events,
             "labels": state.labels,
+            # riverline explain finds the model of a prediction's version here (JSON only).
+            "model_version": self.core.model_version,
             "mode": state.gating.mode,
             "model": self.config.model.spec,
             "metric": self.config.evaluation.metric,

@@ -99,6 +99,7 @@ class Promotion:
     challenger_metric: float
     champion_metric: float
     reason: str
+    by_hand: bool = False  # riverline promote: the model version counts it (core.model_version)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -109,6 +110,7 @@ class Promotion:
             "challenger_metric": self.challenger_metric,
             "champion_metric": self.champion_metric,
             "reason": self.reason,
+            "by_hand": self.by_hand,
         }
 
 
@@ -238,7 +240,9 @@ class Challengers:
             f"{behind:.4f} over the last {len(winner.window)} labels"
             + ("" if how == "auto" else " (by hand)")
         )
-        promotion = Promotion(winner.name, previous.name, model, label_index, ahead, behind, reason)
+        promotion = Promotion(
+            winner.name, previous.name, model, label_index, ahead, behind, reason, how != "auto"
+        )
         self.promotions.append(promotion.as_dict())
         return promotion
 

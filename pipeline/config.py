@@ -657,6 +657,22 @@ class ReviewConfig(_Section):
         description="A reviewer may answer with a class not offered (validation.labels still "
         "applies); false: only the offered classes.",
     )
+    neighbours: int = Field(
+        default=3,
+        ge=0,
+        le=20,
+        description="A request carries this many of the most similar recently labelled events "
+        "(their labels, distance and the features where they differ most); 0: none.",
+    )
+    neighbours_kept: int = Field(
+        # Each request compares with every kept event: its cost grows with this (and with the
+        # number of features), paid on the event path of each event sent for review.
+        default=50,
+        ge=1,
+        le=10_000,
+        description="How many recent labelled events (features and label) the neighbours are "
+        "found among (checkpointed with the state; each request compares with all of them).",
+    )
 
     @model_validator(mode="after")
     def _defer_needs_deadline(self) -> ReviewConfig:

@@ -20,7 +20,7 @@ True
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar, cast
@@ -30,13 +30,14 @@ from river import base, drift
 from pipeline.challengers import Challengers
 from pipeline.config import ConfigError, RiverlineConfig, known_classes
 from pipeline.evaluation import ABSTAIN, Evaluator
-from pipeline.explain import ExplainSettings
+from pipeline.explain import ExplainMemory, ExplainSettings
 from pipeline.fallback import Fallback
 from pipeline.gating import Decision, Gating
 from pipeline.guard import ModelGuard, finite_prediction
 from pipeline.importance import Importance
 from pipeline.join import DUPLICATE, JoinBuffer, Pending
 from pipeline.models import is_classifier, make_drift_detector, parse_model_spec
+from pipeline.neighbours import LabelledEvents
 from pipeline.review import ReviewBook, ReviewOutput, ReviewPolicy, TokenBucket
 from pipeline.review_hooks import ReviewLoop
 from pipeline.schemas import Event, Label, Prediction, encode, encode_fields
@@ -84,7 +85,9 @@ class CoreState:
     join: JoinBuffer
     events: int = 0
     labels: int = 0  # labels joined to their event and scored
-    learned: int = 0  # of those, the ones learn_one took without raising: the model version
+    # Of those, the ones learn_one took without raising, plus one per promotion by hand (a new
+    # champion with no label learned is still a new model): the model version.
+    learned: int = 0
     watermark: float = float("-inf")
     served_by: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
@@ -111,6 +114,10 @@ class CoreState:
     importance: Importance | None = None
     # Event ids seen beyond the join's TTL (join.seen_ids); None in older checkpoints, or off.
     seen_ids: SeenIds | None = None
+    # What explanations depend on besides the model (the recent events a sampled one is
+    # measured against, the one-in-every count): kept so that a restart explains the same.
+    # None when explanations are off, or in checkpoints from before it (started afresh).
+    explain_memory: ExplainMemory | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +312,10 @@ class LearningCore(ReviewLoop):
         self.classifier = is_classifier(state.model)
         # The serving rule, shared with the predictors (pipeline/serving/serve.py).
         self.server = Server(self.classifier, explain_top_k, pipeline, explain)
+        explainer = self.server.explainer
+        state.explain_memory = (
+            explainer.remember(state.explain_memory) if explainer is not None else None
+        )
         self.drift_demotes = drift_demotes
         self.history_max = history_max
         # River's ADWIN keeps its window in a helper (Rust); reading it directly saves the
@@ -389,7 +400,9 @@ class LearningCore(ReviewLoop):
 
     @property
     def model_version(self) -> int:
-        """The number of labels the model has learned from (a learn_one that raised is not)."""
+        """The number of labels the model has learned from (a learn_one that raised is not),
+        plus one per challenger promoted by hand: a version number means one model, so a new
+        champion made at a label count already published needs a number of its own."""
         return self.state.learned
 
     def _reject(self, outcome: Outcome, reason: str, message: str, origin: Any) -> None:
@@ -635,6 +648,9 @@ class LearningCore(ReviewLoop):
         if book is not None:
             # What the review loop keeps of a learned label (the usual one: ground truth).
             book.learned_by_source[source] += 1
+            labelled = book.neighbours
+            if labelled is not None:
+                labelled.add(pending.id, pending.x, y)
             review = self.review
             if review is not None and review.classifier and y not in book.classes:
                 book.see_class(y)
@@ -719,7 +735,12 @@ class LearningCore(ReviewLoop):
         board = self._challengers
         if board is None:
             raise KeyError(f"no challenger {name!r} (none is configured)")
-        return self._promoted(board.promote(name, self.state.labels, self.state.model))
+        decision = self._promoted(board.promote(name, self.state.labels, self.state.model))
+        # Made between labels: without a number of its own, the version of the labels learned
+        # so far (published already, perhaps) would stand for two models, and predictors that
+        # hold it would never take the new champion (README, "Scaling out").
+        self.state.learned += 1
+        return decision
 
     def _drifted(self, detector: Any, before: float | None, outcome: Outcome) -> None:
         """The detector saw a change in the model's error: unless the error fell, start the
@@ -881,5 +902,14 @@ def ensure_review_book(config: RiverlineConfig, state: CoreState) -> None:
         state.review = ReviewBook.new(config.review, state.evaluator.names)
     elif config.review.policy == "entropy" and state.review.sampler is None:
         state.review.sampler = ReviewBook.new(config.review, state.evaluator.names).sampler
+    review = config.review
+    wanted = review.neighbours if review.policy != "none" else 0
+    kept = getattr(state.review, "neighbours", None)  # absent from older checkpoints' books
+    if not wanted:
+        state.review.neighbours = None
+    elif kept is None or kept.kept != review.neighbours_kept:
+        state.review.neighbours = LabelledEvents(
+            review.neighbours_kept, kept.events if kept is not None else deque()
+        )
     if config.review.budget_per_minute and state.review.bucket is None:
         state.review.bucket = TokenBucket(config.review.budget_per_minute)

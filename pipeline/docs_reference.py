@@ -365,13 +365,16 @@ WIRE_NOTES: dict[tuple[str, str], str] = {
     ("Label", "ts"): "When the label became known (event-time order of the merge).",
     ("Label", "source"): "A person's answer is `human`, with `reviewer` and `answered_at`.",
     ("Prediction", "source"): "Who served it.",
-    ("Prediction", "model_version"): "The model version used (labels learned).",
+    ("Prediction", "model_version"): "The model version used (labels learned, plus one per "
+    "challenger promoted by hand).",
     ("Prediction", "mode"): "The gating mode at that moment.",
     ("Prediction", "explanation"): "With explain.enabled: each feature's contribution, and for "
     "non-linear models a last entry with the method, target, base and prediction.",
     ("Prediction", "deadline_passed"): "Defer mode: nobody answered in time, the fallback served.",
     ("ReviewRequest", "classes"): "The answers a person may give (validation.labels, the "
     "fallback's, the model's, those seen).",
+    ("ReviewRequest", "neighbours"): "The most similar recently labelled events, nearest first "
+    "(review.neighbours).",
     ("DeadLetter", "value_b64"): "The original value (base64), cut to fit "
     "kafka.max_message_bytes when `value_truncated`.",
     ("DeadLetter", "value_sha256"): "Of the whole original value.",
@@ -385,12 +388,22 @@ def wire_models() -> list[type[BaseModel]]:
         Event,
         Label,
         ModelOpinion,
+        Neighbour,
         Prediction,
         ReviewRequest,
         RulesOpinion,
     )
 
-    return [Event, Label, Prediction, ReviewRequest, ModelOpinion, RulesOpinion, DeadLetter]
+    return [
+        Event,
+        Label,
+        Prediction,
+        ReviewRequest,
+        ModelOpinion,
+        RulesOpinion,
+        Neighbour,
+        DeadLetter,
+    ]
 
 
 def render_wire_formats() -> str:

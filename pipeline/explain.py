@@ -416,20 +416,60 @@ def explain(
     return [*_entries(sampled[1], x, top_k), summary]
 
 
+@dataclass
+class ExplainMemory:
+    """What a server's explanations depend on besides the model and the event: the last
+    ``background`` events' features (a sampled explanation's background) and how many
+    model-served predictions came so far (which one in ``every`` is explained). Small and
+    bounded; the learning core keeps it in its state, so a restarted writer explains as an
+    uninterrupted one would.
+
+    >>> memory = ExplainMemory.for_settings(ExplainSettings(background=2))
+    >>> for i in range(3):
+    ...     memory.background.append({"x": i})
+    >>> list(memory.background), memory.served
+    ([{'x': 1}, {'x': 2}], 0)
+    """
+
+    background: deque[dict[str, Any]]
+    served: int = 0
+
+    @classmethod
+    def for_settings(
+        cls, settings: ExplainSettings, kept: ExplainMemory | None = None
+    ) -> ExplainMemory:
+        """The memory these settings need: ``kept`` (restored from a checkpoint) when it is
+        one of this size, else a new one holding what it can of ``kept``'s."""
+        size = settings.background
+        if kept is not None and kept.background.maxlen == size:
+            return kept
+        background = deque(kept.background if kept is not None else (), maxlen=size)
+        return cls(background, kept.served if kept is not None else 0)
+
+
 class Explainer:
     """Explanations as a server gives them: one served prediction in ``every``, each seeded by
     the event's id (a replay from the same start explains alike), against the last
-    ``background`` events seen; the time spent is counted so that its share can be shown."""
+    ``background`` events seen; the time spent is counted so that its share can be shown.
+    What it remembers between events is an :class:`ExplainMemory` (:meth:`remember` hands it
+    one to go on from)."""
 
-    __slots__ = ("_background", "_served", "classifier", "explained", "seconds", "settings")
+    __slots__ = ("_background", "classifier", "explained", "memory", "seconds", "settings")
 
     def __init__(self, settings: ExplainSettings, classifier: bool) -> None:
         self.settings = settings
         self.classifier = classifier
-        self._background: deque[dict[str, Any]] = deque(maxlen=settings.background)
-        self._served = 0
+        self.memory = ExplainMemory.for_settings(settings)
+        self._background = self.memory.background  # observe()'s, without the attribute chain
         self.explained = 0
         self.seconds = 0.0
+
+    def remember(self, memory: ExplainMemory | None) -> ExplainMemory:
+        """Go on from ``memory`` (e.g. a checkpoint's), resized to the settings if need be;
+        returns the memory used, to keep."""
+        self.memory = ExplainMemory.for_settings(self.settings, memory)
+        self._background = self.memory.background
+        return self.memory
 
     def report(self, elapsed: float | None = None) -> dict[str, Any]:
         """What explaining has cost: how many, the seconds spent, the mean per explanation and,
@@ -453,8 +493,9 @@ class Explainer:
     ) -> list[dict[str, Any]] | None:
         """The explanation of a model-served answer, or None (not this one in ``every``, or
         the model could not be explained: an explanation never stops serving)."""
-        served = self._served
-        self._served = served + 1
+        memory = self.memory
+        served = memory.served
+        memory.served = served + 1
         if served % self.settings.every:
             return None
         return self.explain_now(model, x, event_id, target, prediction)

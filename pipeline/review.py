@@ -38,6 +38,7 @@ from river import active, base
 
 from pipeline.config import ReviewConfig
 from pipeline.evaluation import RoleScore
+from pipeline.neighbours import LabelledEvents
 from pipeline.schemas import Prediction, ReviewRequest
 from pipeline.telemetry import LatencyHistogram, LatencyQuantiles
 
@@ -153,6 +154,9 @@ class ReviewBook:
     # entropy with target_share: the recent share of asks (a moving average), which steers the
     # sampler's discount factor (a checkpoint from before it reads the class default).
     asked_share: float | None = None
+    # Recent labelled events, for a request's neighbours (review.neighbours); None when off
+    # or in a checkpoint from before it (ensure_review_book adds one).
+    neighbours: LabelledEvents | None = None
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         answer = state.get("time_to_answer")

@@ -37,6 +37,7 @@ from pipeline.schemas import (
     Event,
     Label,
     ModelOpinion,
+    Neighbour,
     Prediction,
     ReviewRequest,
     RulesOpinion,
@@ -143,11 +144,19 @@ class ReviewLoop:
                 confidence=answer.confidence,
                 rule=self.fallback.rule_for(x) if answer.source == "heuristic" else None,
             ),
+            neighbours=self._neighbours(x, policy.config.neighbours),
             mode=policy.config.mode,
             requested_at=event.ts,
             deadline=deadline,
         )
         outcome.add_review(ReviewOutput(key, request))
+
+    def _neighbours(self, x: dict[str, Any], k: int) -> list[Neighbour]:
+        """The most similar recently labelled events (none when review.neighbours is 0)."""
+        labelled = self._book.neighbours
+        if labelled is None or k <= 0:
+            return []
+        return [Neighbour(**found) for found in labelled.nearest(x, k)]
 
     def _unserve(self, source: str) -> None:
         served = self.state.served_by

@@ -128,6 +128,15 @@ class ModelOpinion(_Wire):
     explanation: list[dict[str, Any]] | None = None
 
 
+class Neighbour(_Wire):
+    """A recently labelled event like the one sent for review (pipeline/neighbours.py)."""
+
+    id: str
+    label: LabelValue
+    distance: float  # 0: the same features; 1: nothing in common
+    differs: dict[str, FeatureValue] = Field(default_factory=dict)  # its values, largest gap first
+
+
 class RulesOpinion(_Wire):
     """What the fallback chain (rules, callable, default) said about the event."""
 
@@ -154,6 +163,7 @@ class ReviewRequest(_Wire):
     classes: list[LabelValue] = Field(default_factory=list)
     model: ModelOpinion | None = None
     rules: RulesOpinion | None = None
+    neighbours: list[Neighbour] = Field(default_factory=list)
     mode: Literal["label", "defer"]
     requested_at: float
     deadline: float | None = None

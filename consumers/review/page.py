@@ -257,6 +257,28 @@ def _opinions(delivered: Delivered) -> str:
     return "".join(parts)
 
 
+def _neighbours(delivered: Delivered) -> str:
+    """The most similar recently labelled events: each one's label, how far it is (0: the same
+    features, 1: nothing in common) and its values where it differs most; all text escaped
+    and isolated like the request's own."""
+    found = delivered.request.neighbours
+    if not found:
+        return ""
+    rows = "".join(
+        f'<tr><td class="value">{show(n.label)}</td><td class="name">{esc(f"{n.distance:.3f}")}'
+        "</td><td>"
+        + (", ".join(f"{text(k)} = {show(v)}" for k, v in n.differs.items()) or "the same")
+        + f'</td><td class="name">{text(n.id)}</td></tr>'
+        for n in found
+    )
+    return (
+        '<h2>Similar labelled events</h2><table id="neighbours">'
+        '<tr><td class="name">label</td><td class="name">distance</td>'
+        '<td class="name">where it differs</td><td class="name">event</td></tr>'
+        f"{rows}</table>"
+    )
+
+
 def _answers(
     delivered: Delivered,
     csrf: str,
@@ -370,7 +392,7 @@ def review_page(
     body = (
         f'{top}<main>{flash}<div class="card"><div class="meta">{"".join(meta)}</div>'
         f'<div class="grid"><div><h2>Features</h2>{_table(request.features)}{attributes}</div>'
-        f"<div><h2>What they say</h2>{_opinions(delivered)}</div></div>"
+        f"<div><h2>What they say</h2>{_opinions(delivered)}{_neighbours(delivered)}</div></div>"
         f"{_answers(delivered, csrf, allowed, new_classes)}</div></main>"
     )
     return document(f"riverline review · {pipeline}", body)

@@ -49,6 +49,12 @@ def render(delivered: Delivered) -> Panel:
             f"[bold]model v{model.model_version}[/bold]",
             literal(_value(model.prediction) + _confidence(model.confidence)),
         )
+        for term in model.explanation or []:
+            if "feature" in term:  # why: each top feature, its value, how far it moved the answer
+                table.add_row(
+                    literal(f"  why: {term['feature']}", style="dim"),
+                    literal(f"= {_value(term.get('value'))}: {float(term['contribution']):+.3f}"),
+                )
     rules = request.rules
     if rules is None or rules.prediction is None:
         table.add_row("[bold]rules[/bold]", "no answer")
@@ -56,6 +62,14 @@ def render(delivered: Delivered) -> Panel:
         table.add_row(
             literal(f"rules ({rules.source})", style="bold"),
             literal(_value(rules.prediction) + _confidence(rules.confidence)),
+        )
+        if rules.rule:
+            table.add_row(literal("  rule", style="dim"), literal(rules.rule))
+    for n in request.neighbours:
+        differs = ", ".join(f"{k} = {_value(v)}" for k, v in n.differs.items()) or "the same"
+        table.add_row(
+            literal(f"similar: {_value(n.label)}", style="bold"),
+            literal(f"distance {n.distance:.3f} · {n.id} · differs: {differs}"),
         )
     return Panel(table, title=literal(f"request {request.id}"), title_align="left", expand=False)
 

@@ -11,7 +11,8 @@ key_prefix`, as for checkpoints):
 - ``model:versions``: a sorted set of the kept versions (the last ``serving.keep``).
 
 Each version is announced on the channel ``riverline:{pipeline}:models`` (the message is the
-version number). A version is ``labels learned``: the same number means the same model, so a
+version number). A version is ``labels learned`` (plus one per challenger promoted by hand,
+:attr:`pipeline.core.LearningCore.model_version`): the same number means the same model, so a
 learner that republishes one after a restart changes nothing (the first write stays).
 
 As with checkpoints, :meth:`ModelVersionStore.load` is the one place a blob is unpickled, and

@@ -66,9 +66,11 @@ def _recent_events(cfg: RiverlineConfig, servers: str, count: int) -> list[dict[
 
 def _model(
     cfg: RiverlineConfig, config: str, name: str | None, redis_url: str | None, version: int | None
-) -> tuple[Any, bool, str]:
-    """(model, classifier, where it came from): the model version ``version`` where the learner
-    still keeps it, else the newest checkpoint's model (the current one)."""
+) -> tuple[Any, bool, str, list[dict[str, Any]]]:
+    """(model, classifier, where it came from, background): the model of version ``version``
+    where it is still kept (a learner's published model versions, else a kept checkpoint made
+    at that version), else the newest checkpoint's model (the current one). A checkpoint's
+    background is the recent events its explainer kept (empty from a model version)."""
     from pipeline.core import LearningCore
     from pipeline.models import is_classifier
 
@@ -78,15 +80,39 @@ def _model(
         versions = open_model_store(config, name, redis_url)
         if any(meta.get("version") == version for meta in versions.list()):
             snapshot = versions.load(version)
-            return snapshot.model, snapshot.classifier, f"model version {version}"
+            return snapshot.model, snapshot.classifier, f"model version {version}", []
     store = open_store(config, name, redis_url)
     latest = store.latest_version()
     if latest is None:
         console.print(f"pipeline {cfg.name}: no model in Redis yet", highlight=False)
         raise typer.Exit(1)
-    core = LearningCore.from_config(cfg, store.load(latest).state)
+    chosen, note = latest, ""
+    if version is not None:
+        # Newest first; the metadata is JSON, so only the checkpoint chosen is unpickled.
+        kept = [v for v in reversed(store.versions()) if v != latest]
+        made_then = next((v for v in [latest, *kept] if _version_of(store, v) == version), None)
+        if made_then is not None:
+            chosen = made_then
+        else:
+            note = f"; model version {version} is no longer kept: the current one"
+    core = LearningCore.from_config(cfg, store.load(chosen).state)
     model = core.state.model
-    return model, is_classifier(model), f"checkpoint {latest} (model version {core.model_version})"
+    where = f"checkpoint {chosen} (model version {core.model_version}{note})"
+    memory = core.state.explain_memory
+    background = list(memory.background) if memory is not None else []
+    return model, is_classifier(model), where, background
+
+
+def _version_of(store: Any, checkpoint: int) -> int | None:
+    """The model version a checkpoint holds, from its metadata (None: not said, or unreadable:
+    checkpoints from before it was written there)."""
+    from pipeline.checkpointing.trust import CheckpointError
+
+    try:
+        found = (store.meta(checkpoint) or {}).get("model_version")
+    except CheckpointError:
+        return None
+    return found if isinstance(found, int) else None
 
 
 def _print(shown: dict[str, Any]) -> None:
@@ -199,8 +225,10 @@ def explain(
                 raise typer.Exit(1)
             if not offline:
                 background = _recent_events(cfg, servers, settings.background)
-        model, classifier, source = _model(cfg, config, name, redis_url, version)
-        answer = explain_answer(model, x, classifier, settings, background, event_id or "")
+        model, classifier, source, kept = _model(cfg, config, name, redis_url, version)
+        # The events the checkpoint's explainer kept, where it kept them: the background the
+        # model was explained against when it served (the topic's last events otherwise).
+        answer = explain_answer(model, x, classifier, settings, kept or background, event_id or "")
         shown.update(
             model=source,
             explained_from="recomputed",

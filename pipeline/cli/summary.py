@@ -69,7 +69,10 @@ def labels_line(report: dict[str, Any]) -> str:
     '[bold]9[/bold] events, [bold]6[/bold] labels, [bold]5[/bold] learned (2 of them ground
     truth correcting a person; 1 raised in the model: dead letters model_error)'
     """
-    learned = report.get("model_version", report["labels"])
+    # The model version counts the promotions by hand too (pipeline/core.py): not labels.
+    promotions = (report.get("challengers") or {}).get("promotions") or []
+    by_hand = sum(1 for p in promotions if p.get("by_hand"))
+    learned = report.get("model_version", report["labels"]) - by_hand
     raised = report["labels"] - learned
     corrections = (report.get("review") or {}).get("corrections", 0)
     notes = []

@@ -23,7 +23,14 @@ from consumers.review.web import create_app
 from pipeline.config import RiverlineConfig
 from pipeline.kafka.clients import ensure_topics
 from pipeline.kafka.embedded import free_port
-from pipeline.schemas import LabelValue, ModelOpinion, ReviewRequest, RulesOpinion, encode
+from pipeline.schemas import (
+    LabelValue,
+    ModelOpinion,
+    Neighbour,
+    ReviewRequest,
+    RulesOpinion,
+    encode,
+)
 from tests.integration.helpers import read_topic, wait_for
 
 TOKEN = "review-test-token-0123456789"
@@ -61,8 +68,19 @@ def make_request(
             ],
         ),
         rules=RulesOpinion(
-            prediction=classes[-1] if classes else 2.5, source="heuristic", confidence=0.7
+            prediction=classes[-1] if classes else 2.5,
+            source="heuristic",
+            confidence=0.7,
+            rule="has_ip == true",
         ),
+        neighbours=[
+            Neighbour(
+                id="n7",
+                label=classes[0] if classes else 3.0,
+                distance=0.125,
+                differs={"domain": "paypal.example"},
+            )
+        ],
         mode="label",
         requested_at=now if requested_at is None else requested_at,
         deadline=deadline,

@@ -339,3 +339,65 @@ def test_demo_with_a_simulated_reviewer_and_no_ground_truth(
     assert set(review["labels_by_source"]) == {"human"}  # people were the only teachers
     assert report["labels"] == review["labels_by_source"]["human"]
     assert "simulated reviewer:" in stderr and "review requests:" in stdout
+
+
+def test_requests_carry_the_nearest_labelled_events_and_the_page_shows_them(
+    make_config: Any,
+) -> None:
+    """Issue 19 point 4: a request made once labels came carries the most similar labelled
+    events (their true labels, nearest first), within the size every output keeps to; the
+    review page lists them."""
+    from tests.integration.review_support import (
+        TOKEN,
+        call,
+        publish_requests,
+        served_app,
+    )
+
+    cfg = make_config(
+        {
+            "model": {"spec": LOGREG},
+            "fallback": {"default": False},
+            "gating": {"min_labels": 50},
+            "review": {"policy": "unserved", "neighbours": 3, "neighbours_kept": 50},
+        }
+    )
+    assert cfg.kafka.bootstrap is not None
+    options = SourceOptions(limit=200)
+    replay(cfg, cfg.kafka.bootstrap, "river:Phishing", parse_delay("20"), options=options)
+    consume(cfg)
+    truth = {r.id: r.label for r in open_source("river:Phishing", SourceOptions(limit=200))}
+    records = review_requests(cfg)
+    sent = [ReviewRequest.model_validate_json(r.value) for r in records]
+    assert not sent[0].neighbours  # asked before any label: none to show
+    later = [r for r in sent if r.neighbours]
+    assert len(later) >= len(sent) // 2, (len(later), len(sent))
+    assert len([r for r in later if len(r.neighbours) == 3]) >= len(later) - 2  # all but 1, 2
+    for request in later:
+        assert 1 <= len(request.neighbours) <= 3
+        distances = [n.distance for n in request.neighbours]
+        assert distances == sorted(distances) and all(0 <= d <= 1 for d in distances)
+        for n in request.neighbours:
+            assert n.label == truth[n.id] and n.id != request.id
+    assert max(len(r.value) for r in records) < cfg.kafka.max_message_bytes
+
+    shown = make_config(name=f"{cfg.name}-page")
+    publish_requests(shown, [later[0].model_copy(update={"pipeline": shown.name})])
+    with served_app(shown) as served:
+        login = call(
+            "POST",
+            served.url + "/login",
+            {"Content-Type": "application/x-www-form-urlencoded", "Origin": served.url},
+            f"reviewer=carla&token={TOKEN}".encode(),
+        )
+        cookie = login.headers.get("set-cookie", "").split(";")[0]
+        page = ""
+
+        def shows_it() -> bool:
+            nonlocal page
+            page = call("GET", served.url + "/", {"Cookie": cookie}).body.decode()
+            return 'id="neighbours"' in page
+
+        wait_for(shows_it, 15.0, "the page to show the request's neighbours")
+    for n in later[0].neighbours:
+        assert f">{n.distance:.3f}<" in page and n.id in page

@@ -51,6 +51,12 @@ def test_the_terminal_reviewer_answers_skips_and_is_asked_again_on_a_wrong_answe
     out = done.stdout
     assert "request t1" in out and "url_length" in out and "model v41" in out
     assert "rules (heuristic)" in out and "1=false  2=true  s=skip  q=quit" in out
+    # Why: the model's top contributions, the rule that fired, the nearest labelled events.
+    assert "why: has_ip" in out and "= true: +0.210" in out and "why: url_length" in out
+    assert "rule" in out and "has_ip == true" in out
+    assert (
+        "similar: false" in out and "distance 0.125 · n7 · differs: domain = paypal.example" in out
+    )
     assert "'maybe' is not one of the classes: ham, spam" in out
     assert "the queue is empty" in out
     assert "tess: 3 answered this session" in done.stderr

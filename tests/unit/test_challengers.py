@@ -112,6 +112,28 @@ def test_manual_promotion_by_name() -> None:
         core.promote_challenger("forest")
 
 
+def test_a_promotion_by_hand_is_a_model_version_of_its_own() -> None:
+    """Made between labels, it still gets a new version number (a learner publishes it at
+    once: the version of the labels learned may be out already); the summary's count of
+    labels learned is not changed by it."""
+    from pipeline.cli.summary import labels_line
+
+    cfg = config_for(model={"spec": LOGREG, "challengers": [{"name": "tree", "spec": TREE}]})
+    core = LearningCore.from_config(cfg)
+    feed(core, records(200))
+    before = core.model_version
+    assert before == core.state.labels
+    core.promote_challenger("tree")
+    assert core.model_version == before + 1
+    report = core.report()
+    assert report["model_version"] == before + 1
+    assert [p["by_hand"] for p in report["challengers"]["promotions"]] == [True]
+    assert f"{core.state.labels}[/bold] learned" in labels_line(report)
+    assert "raised" not in labels_line(report)
+    core.promote_challenger("model")  # and back: another new version
+    assert core.model_version == before + 2
+
+
 def test_challenger_config_errors_name_the_field() -> None:
     with pytest.raises(ConfigError, match=r"model\.challengers"):
         config_for(

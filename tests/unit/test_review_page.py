@@ -132,3 +132,59 @@ def test_the_models_explanation_is_shown_beside_its_answer_as_text() -> None:
     # Without one, nothing is added.
     plain = review_page("p", "ana", Standing(1, 0, 0, True), "t", Delivered(_request(), 0, 0))
     assert 'id="model-why"' not in plain
+
+
+def test_the_page_shows_why_the_rule_and_the_neighbours_as_text() -> None:
+    """Issue 19 point 4: the model's explanation, the fallback rule that fired and the nearest
+    labelled events, every text escaped and isolated (a bidi-control id stays inert)."""
+    from pipeline.schemas import Neighbour
+
+    request = _request(
+        model=ModelOpinion(
+            prediction="ok",
+            proba={"ok": 0.9},
+            model_version=3,
+            explanation=[{"feature": EVIL, "value": 1.5, "contribution": 0.25}],
+        ),
+        rules=RulesOpinion(prediction="ok", source="heuristic", rule=f"{EVIL} > 3"),
+        neighbours=[
+            Neighbour(id="n\u202e1", label=EVIL, distance=0.125, differs={EVIL: EVIL}),
+            Neighbour(id="n2", label="ok", distance=0.5),
+        ],
+    )
+    page = review_page("p", "ann", Standing(1, 0, 0, True), "c", Delivered(request, 0, 0))
+    assert "<script>alert" not in page
+    assert 'id="model-why"' in page and "+0.250" in page
+    assert 'id="rule">rule: <bdi>&lt;script&gt;' in page
+    assert '<table id="neighbours">' in page and "Similar labelled events" in page
+    assert page.index(">0.125<") < page.index(">0.500<")  # nearest first
+    assert "the same" in page  # n2 differs nowhere shown
+    assert "\u202e" not in page  # made visible, not applied (pipeline.display.shown)
+
+
+def test_the_terminal_shows_why_the_rule_and_the_neighbours() -> None:
+    from rich.console import Console
+
+    from consumers.review.terminal import render
+    from pipeline.schemas import Neighbour
+
+    request = _request(
+        model=ModelOpinion(
+            prediction="ok",
+            proba={"ok": 0.9},
+            confidence=0.9,
+            model_version=3,
+            explanation=[
+                {"feature": "n", "value": 1.5, "contribution": -0.25},
+                {"method": "sampled", "target": "ok", "base": 0.5, "prediction": 0.9},
+            ],
+        ),
+        rules=RulesOpinion(prediction="ok", source="heuristic", rule="[bold]n > 1[/bold]"),
+        neighbours=[Neighbour(id="n1", label="spam", distance=0.125, differs={"n": 3.0})],
+    )
+    console = Console(width=200, record=True)
+    console.print(render(Delivered(request, 0, 0)))
+    out = console.export_text()
+    assert "why: n" in out and "= 1.5: -0.250" in out
+    assert "rule" in out and "[bold]n > 1[/bold]" in out  # printed as text, not markup
+    assert "similar: spam" in out and "distance 0.125 · n1 · differs: n = 3" in out
