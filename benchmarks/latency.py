@@ -333,7 +333,7 @@ def outside_rounds(
             )
             runs[server].append(result)
             shown = "  ".join(f"{q} {result[q]:6.1f}" for q in ("p50", "p90", "p99"))
-            print(f"  round {round_ + 1} {server:<12} {shown} ms  missing {result['missing']}")
+            print(f"  round {round_ + 1} {server:<28} {shown} ms  missing {result['missing']}")
     medians = {
         s: {q: statistics.median(r[q] for r in rs) for q in ("p50", "p90", "p99")}
         for s, rs in runs.items()
@@ -344,7 +344,7 @@ def outside_rounds(
     for server in servers:
         m, r = medians[server], ratios[server]
         print(
-            f"  {server:<12}"
+            f"  {server:<28}"
             + "  ".join(f"{q} {m[q]:6.1f} ({r[q]:.2f}x)" for q in m)
             + f"  p50 gap {m['p50'] - floor['p50']:+.1f} ms"
         )

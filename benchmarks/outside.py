@@ -13,7 +13,9 @@ rounds) on fresh topics, all probed the same way:
   per event, with riverline's own client settings (riverline's transport: fetch wait 5 ms,
   linger 1 ms, acks all), no riverline in between; ``bare-labels``: the same loop also
   subscribed to the labels topic (which it ignores), as riverline must be; ``riverline``: the
-  real CLI, ``riverline run`` (StandardScaler | LogisticRegression), ``--set`` applied;
+  real CLI, ``riverline run`` (StandardScaler | LogisticRegression), ``--set`` applied, and
+  for ``riverline:section.field=value+...`` those settings too (e.g.
+  ``riverline:ordering.serve=immediate``);
 - a reader, a third process, reads the predictions topic and notes each record's arrival
   (its wall clock).
 
@@ -240,6 +242,12 @@ def one_run(
     overrides: dict[str, Any],
 ) -> dict[str, Any]:
     """One server, probed from outside; the quantiles of arrival minus send (ms)."""
+    server, _, extra = server.partition(":")
+    for setting in filter(None, extra.split("+")):  # riverline:a.b=1+c.d=2, on top of --set
+        path, _, raw = setting.partition("=")
+        section, field = path.split(".")
+        value: Any = raw if not raw.replace(".", "").isdigit() else json.loads(raw)
+        overrides = overrides | {section: overrides.get(section, {}) | {field: value}}
     name = f"outside-{uuid.uuid4().hex[:8]}"
     topics = {t: f"{name}.{t}" for t in TOPICS}
     transport = make_transport(kafka_config(bootstrap), bootstrap)

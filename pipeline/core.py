@@ -396,6 +396,43 @@ class LearningCore(ReviewLoop):
         self.state.dead_letters[reason] += 1
         outcome.reject(Rejection(reason, message, origin))
 
+    def serve_at_once(self, event: Event) -> bytes | None:
+        """The prediction :meth:`on_event` would publish for ``event`` now, changing nothing
+        (``ordering.serve: immediate``: served at fetch, learnt from in order later); None for
+        an event id the join holds (``on_event`` rejects it as a duplicate).
+
+        >>> core = LearningCore.from_config(RiverlineConfig(checkpoint={"secret": "s"}))
+        >>> event = Event(id="e1", ts=1.0, features={"x": 1.0})
+        >>> served = core.serve_at_once(event)
+        >>> served == core.on_event(event).prediction_json(), core.serve_at_once(event)
+        (True, None)
+        """
+        state = self.state
+        values = event.__dict__
+        event_id = values["id"]
+        join = state.join
+        if event_id in join.pending or event_id in join.joined:
+            return None
+        x = values["features"]
+        if None in x.values():
+            x = {k: v for k, v in x.items() if v is not None}
+        model: Any = state.model
+        try:
+            model_pred = model.predict_proba_one(x) if self.classifier else model.predict_one(x)
+        except Exception:
+            model_pred = None  # on_event counts and dead-letters it, in order
+        else:
+            if not finite_prediction(model_pred):
+                model_pred = None
+        answer = self.fallback.constant or self.fallback.answer(x)
+        fields, _ = self.server.serve(
+            event_id, values["ts"], x, model_pred, answer, state.gating, model, state.learned
+        )
+        if type(fields) is dict:
+            return encode_fields(fields)
+        assert isinstance(fields, Prediction)
+        return encode(fields)
+
     def on_event(self, event: Event, origin: Any = None) -> Outcome:
         # The hot path: what each helper does is inlined where it is one test on the usual path
         # (nothing to expire, no review request waiting, no label that came first).
