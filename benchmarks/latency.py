@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import signal
 import statistics
 import sys
 import tempfile
@@ -372,6 +373,8 @@ def main() -> None:
     if args.publisher_client is not None:
         PUBLISHER["client"] = args.publisher_client
     redis_url = resolve_redis_url("redis://127.0.0.1:6379/0")
+    # A terminated harness still stops its broker and children (the context managers' exits).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     measure = raw_round_trip if args.raw else riverline_breakdown
     results: dict[str, Any] = {"args": vars(args) | {"json": str(args.json)}}
     with EmbeddedBroker() as broker:

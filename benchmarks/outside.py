@@ -257,6 +257,7 @@ def one_run(
     out = tempfile.mktemp(prefix="riverline-outside-", suffix=".json")
     probe = Process(python("reader", bootstrap, topics["predictions"], str(count), out, "5"), READY)
     config_path: str | None = None
+    served: Process | None = None
     try:
         probe.wait_marker(60)
         if server == "riverline":
@@ -288,6 +289,9 @@ def one_run(
             raise RuntimeError(f"no reader output; {server}:\n" + "".join(served.lines[-40:]))
         arrived = json.loads(Path(out).read_text())
     finally:
+        for child in (probe, served):
+            if child is not None and child.proc.poll() is None:
+                child.proc.kill()
         Path(out).unlink(missing_ok=True)
         if config_path:
             Path(config_path).unlink(missing_ok=True)
