@@ -78,3 +78,21 @@ def test_immediate_serving_refuses_review_and_explain(other: dict[str, Any]) -> 
     with pytest.raises(ConfigError, match=r"ordering\.serve immediate"):
         load_config(None, {"ordering": {"serve": "immediate"}, **other}, environ={})
     load_config(None, {"ordering": {"serve": "ordered"}, **other}, environ={})
+
+
+def test_a_label_learnt_between_fetch_and_order_is_not_ignored() -> None:
+    served, plain = core_for(**GATED), core_for(**GATED)
+    first = Event(id="a", ts=1.0, features={"x": 1.0})
+    later = Event(id="b", ts=3.0, features={"x": 2.0})
+    for core in (served, plain):
+        core.on_event(first)
+    served.serve_at_once(later)  # fetched before the label that goes first in order
+    stale = served.state.model.predict_proba_one({"x": 2.0})
+    for core in (served, plain):
+        core.on_label(Label(id="a", ts=2.0, label=True))
+    for core in (served, plain):
+        core.on_event(later)
+    # In order, "b" is scored on the model that learnt "a": as if never served at once.
+    kept = served.state.join.pending["b"].model
+    assert kept == plain.state.join.pending["b"].model != stale
+    assert learning_state(served) == learning_state(plain)
