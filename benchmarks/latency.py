@@ -18,6 +18,14 @@ at ``--rate`` per second, each label 50 events late) publishes River's Shuttle w
 ``--set section.field=value`` overrides the consumer's configuration (e.g. the fetch wait or the
 merge's idle wait), ``--publisher-linger-ms`` the paced publisher's linger. Medians over
 ``--repeats`` runs of each quantile.
+
+``--outside`` measures instead what a downstream reader sees (issue 22; ``outside.py``): events
+at ``--rates`` per second with the wall clock as their time, labels 100 events later, a
+separate process reading the predictions topic; ``--servers`` (default ``bare,riverline``) run
+alternately, ``--repeats`` rounds, medians of p50/p90/p99 and ratios to the bare loop:
+
+    python benchmarks/latency.py --outside [--servers bare,bare-labels,riverline]
+        [--seconds 10] [--repeats 3] [--warmup 500] [--set ordering.serve=immediate ...]
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import signal
 import statistics
 import sys
 import tempfile
@@ -38,6 +47,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import outside
 from run import paced_publish
 from transport import TOPICS, cleanup, records
 
@@ -306,6 +316,42 @@ def median_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def outside_rounds(
+    bootstrap: str,
+    redis_url: str,
+    servers: list[str],
+    rate: float,
+    args: argparse.Namespace,
+    overrides: dict[str, Any],
+) -> dict[str, Any]:
+    """``--repeats`` rounds, each running every server once (alternating); medians and ratios
+    to the first server's."""
+    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in servers}
+    for round_ in range(args.repeats):
+        for server in servers:
+            result = outside.one_run(
+                server, bootstrap, redis_url, rate, args.seconds, args.warmup, overrides
+            )
+            runs[server].append(result)
+            shown = "  ".join(f"{q} {result[q]:6.1f}" for q in ("p50", "p90", "p99"))
+            print(f"  round {round_ + 1} {server:<28} {shown} ms  missing {result['missing']}")
+    medians = {
+        s: {q: statistics.median(r[q] for r in rs) for q in ("p50", "p90", "p99")}
+        for s, rs in runs.items()
+    }
+    floor = medians[servers[0]]
+    ratios = {s: {q: m[q] / floor[q] for q in m} for s, m in medians.items()}
+    print(f"outside at {rate:.0f} ev/s, medians of {args.repeats} rounds:")
+    for server in servers:
+        m, r = medians[server], ratios[server]
+        print(
+            f"  {server:<28}"
+            + "  ".join(f"{q} {m[q]:6.1f} ({r[q]:.2f}x)" for q in m)
+            + f"  p50 gap {m['p50'] - floor['p50']:+.1f} ms"
+        )
+    return {"median": medians, "ratio": ratios, "runs": runs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--clients", default="kafka-python,confluent")
@@ -317,6 +363,9 @@ def main() -> None:
     parser.add_argument("--publisher-linger-ms", type=int, default=None)
     parser.add_argument("--publisher-client", default=None, help="default: the consumer's")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--outside", action="store_true", help="probe from outside (issue 22)")
+    parser.add_argument("--servers", default="bare,riverline", help="--outside: bare first")
+    parser.add_argument("--warmup", type=int, default=500, help="--outside: events left out")
     args = parser.parse_args()
     overrides = nested(args.set)
     if args.publisher_linger_ms is not None:
@@ -324,10 +373,18 @@ def main() -> None:
     if args.publisher_client is not None:
         PUBLISHER["client"] = args.publisher_client
     redis_url = resolve_redis_url("redis://127.0.0.1:6379/0")
+    # A terminated harness still stops its broker and children (the context managers' exits).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     measure = raw_round_trip if args.raw else riverline_breakdown
     results: dict[str, Any] = {"args": vars(args) | {"json": str(args.json)}}
     with EmbeddedBroker() as broker:
-        for client in args.clients.split(","):
+        if args.outside:
+            for rate in (float(r) for r in args.rates.split(",")):
+                servers = args.servers.split(",")
+                results[f"outside@{rate:.0f}"] = outside_rounds(
+                    broker.bootstrap, redis_url, servers, rate, args, overrides
+                )
+        for client in [] if args.outside else args.clients.split(","):
             for rate in (float(r) for r in args.rates.split(",")):
                 runs = [
                     measure(

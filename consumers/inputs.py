@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pipeline.kafka.records import to_items
+from pipeline.kafka.records import KIND_EVENT, to_items
 from pipeline.kafka.transport import Consumer as KafkaConsumer
 from pipeline.kafka.transport import GroupStuck, Partition
 from pipeline.ordering import Item, OrderedMerge
@@ -78,6 +78,9 @@ class Inputs:
         self.joined = False  # an assignment came, even an empty one: the group works
         # Per partition with lag > 0 that fetches return nothing of: since when (monotonic).
         self.starved_since: dict[Partition, float] = {}
+        # Called under the lock with each fetched run of fresh event records, before the merge
+        # may release them (ordering.serve immediate serves them there).
+        self.on_fresh_events: Callable[[list[Item]], None] | None = None
         self._starved_warned_at = float("-inf")
 
     def subscribe(self) -> None:
@@ -160,6 +163,7 @@ class Inputs:
         self.lags = lags
         self._watch_starved({p for p, records in batches.items() if records}, lags)
         count = 0
+        on_fresh = self.on_fresh_events
         with self.lock:
             for partition, items in parsed:
                 if partition not in self.expected:
@@ -174,6 +178,8 @@ class Inputs:
                     self.expected[partition] = fresh[-1].offset + 1
                     self.merge.push(partition, fresh)
                     count += len(fresh)
+                    if on_fresh is not None and kinds[partition[0]] == KIND_EVENT:
+                        on_fresh(fresh)
             for partition, lag in lags.items():
                 if partition in self.expected:
                     self.merge.set_lag(partition, lag)

@@ -23,6 +23,7 @@ from pipeline.core import LearningCore, Outcome
 from pipeline.gating import Decision
 from pipeline.kafka.records import EVENT_ORIGINS, KIND_EVENT, KIND_PREDICTION, Incoming
 from pipeline.kafka.transport import TransportError
+from pipeline.ordering import Item
 from pipeline.schemas import DEAD_LETTER_TEXT, Event, InvalidRecord, Label
 from pipeline.served import Published
 from pipeline.state.lease import LeaseLost
@@ -120,6 +121,8 @@ class RecordProcessor:
         self.unreadable_predictions = 0
         self.on_decision: Callable[[Decision], None] | None = None  # a learner republishes
         self.failures = FailureLog(config.name)
+        # ordering.serve immediate: events are served by serve_fetched, process only learns.
+        self.immediate = serve and config.ordering.serve == "immediate"
 
     def process(self, incoming: Incoming) -> None:
         started = perf_counter()
@@ -145,7 +148,7 @@ class RecordProcessor:
             origin = incoming.origin
             outcome = self.core.on_event(parsed, origin)
             self.metrics.predict_batch.observe(perf_counter() - started)
-            if self.serve:
+            if self.serve and not self.immediate:
                 payload = outcome.prediction_json()
                 if payload is not None:
                     values = parsed.__dict__  # where pydantic keeps the fields
@@ -174,6 +177,46 @@ class RecordProcessor:
         elif outcome.learned:
             self.on_learned(self.core.state.labels)
         self.processing_ms.add((perf_counter() - started) * 1000.0)
+
+    def serve_fetched(self, items: list[Item]) -> None:
+        """``ordering.serve: immediate``: serve fetched events at once, with the model as it
+        is, before the merge releases them (:meth:`process` then only learns from them).
+
+        A record that raises here is left to :meth:`process`, which dead-letters it in order.
+        """
+        serve_at_once, outputs, metrics = self.core.serve_at_once, self.outputs, self.metrics
+        for item in items:
+            incoming = item.payload
+            event = incoming.parsed
+            if type(event) is not Event:
+                continue  # invalid: dead-lettered in order
+            try:
+                payload = serve_at_once(event)
+                if payload is None:
+                    continue  # a duplicate: rejected in order
+                values = event.__dict__
+                key = values["key"]
+                origin = incoming.origin
+                if not outputs.prediction(
+                    (values["id"] if key is None else key).encode(),
+                    payload,
+                    origin.partition,
+                    origin,
+                ):
+                    self.core.state.dead_letters[OUTPUT_TOO_LARGE] += 1
+            except Exception as e:
+                if is_infrastructure(e):
+                    raise
+                continue
+            now = time.time()
+            sent_ms = incoming.sent_ms
+            if sent_ms is not None:
+                wall_ms = now * 1000.0 - sent_ms
+                wall_ms = wall_ms if wall_ms > 0.0 else 0.0
+                self.latency_ms.add(wall_ms)
+                metrics.latency_wall.observe(wall_ms / 1000.0)
+            since_event = now - values["ts"]
+            metrics.latency_event.observe(since_event if since_event > 0.0 else 0.0)
 
     def tidy(self) -> None:
         """Once per batch of records: fold the latency histograms' values (see ``add``)."""

@@ -214,6 +214,8 @@ class Writer:
             self.metrics,
             lambda partition: self.checkpointer.start_of(partition, self.offsets),
         )
+        if self.processor.immediate:
+            self.inputs.on_fresh_events = self.processor.serve_fetched
 
     def run(self) -> dict[str, Any]:
         """Consume until stopped (signal, ``until_idle``); returns the report.

@@ -603,6 +603,16 @@ class OrderingConfig(_Section):
         description="How long a caught-up, empty partition is waited for (Kafka Streams' "
         "max.task.idle.ms); a partition known to hold records is always waited for.",
     )
+    serve: Literal["ordered", "immediate"] = Field(
+        default="ordered",
+        description="ordered: an event is predicted and served when the merge releases it, in "
+        "event-time order with the labels (a replay or a crash redo publishes the same bytes). "
+        "immediate (run only): served as soon as it is fetched, with the model as it is then, "
+        "without waiting for the merge (a fetch round on the labels partition when labels are "
+        "in flight); learning, metrics and checkpoints stay in event-time order and exact, but "
+        "a served prediction may have seen fewer labels and a redo may publish other bytes. "
+        "Not with review or explain.",
+    )
 
 
 class ReviewConfig(_Section):
@@ -722,6 +732,17 @@ class RiverlineConfig(_Section):
         default=OrderingConfig(), description="The event-time merge of events and labels."
     )
     review: ReviewConfig = Field(default=ReviewConfig(), description="Humans in the loop.")
+
+    @model_validator(mode="after")
+    def _immediate_serves_alone(self) -> RiverlineConfig:
+        if self.ordering.serve == "immediate" and (
+            self.review.policy != "none" or self.explain.enabled
+        ):
+            raise ValueError(
+                "ordering.serve immediate serves at fetch, outside the ordered path that review "
+                "and explain work on: use ordering.serve ordered with them"
+            )
+        return self
 
     @model_validator(mode="after")
     def _topics_from_name(self) -> RiverlineConfig:

@@ -45,6 +45,9 @@ from pipeline.seen_ids import SeenIds
 from pipeline.served import UNPUBLISHED, Published, ServedJoin
 from pipeline.serving.serve import Server
 
+# serve_at_once's answers kept for on_event, at most (about a fetch's worth is ever in use).
+EARLY_MAX = 100_000
+
 
 class Tally(Counter[str]):
     """A Counter whose item assignment is dict's own; pickled as a plain Counter.
@@ -318,6 +321,9 @@ class LearningCore(ReviewLoop):
         )
         self.drift_demotes = drift_demotes
         self.history_max = history_max
+        # serve_at_once's model answers by event id, with the model and label count they were
+        # made at: on_event reuses one when nothing was learnt since (None until first used).
+        self._early: dict[str, tuple[Any, int, Any]] | None = None
         # River's ADWIN keeps its window in a helper (Rust); reading it directly saves the
         # property chain on every label. Any other detector, or another ADWIN: the property.
         # The helper is looked up on every label, never kept: ADWIN replaces it when it resets
@@ -409,6 +415,49 @@ class LearningCore(ReviewLoop):
         self.state.dead_letters[reason] += 1
         outcome.reject(Rejection(reason, message, origin))
 
+    def serve_at_once(self, event: Event) -> bytes | None:
+        """The prediction :meth:`on_event` would publish for ``event`` now, changing nothing
+        (``ordering.serve: immediate``: served at fetch, learnt from in order later); None for
+        an event id the join holds (``on_event`` rejects it as a duplicate).
+
+        >>> core = LearningCore.from_config(RiverlineConfig(checkpoint={"secret": "s"}))
+        >>> event = Event(id="e1", ts=1.0, features={"x": 1.0})
+        >>> served = core.serve_at_once(event)
+        >>> served == core.on_event(event).prediction_json(), core.serve_at_once(event)
+        (True, None)
+        """
+        state = self.state
+        values = event.__dict__
+        event_id = values["id"]
+        join = state.join
+        if event_id in join.pending or event_id in join.joined:
+            return None
+        x = values["features"]
+        if None in x.values():
+            x = {k: v for k, v in x.items() if v is not None}
+        model: Any = state.model
+        try:
+            model_pred = model.predict_proba_one(x) if self.classifier else model.predict_one(x)
+        except Exception:
+            model_pred = None  # on_event counts and dead-letters it, in order
+        else:
+            if finite_prediction(model_pred):
+                early = self._early
+                if early is None or len(early) >= EARLY_MAX:
+                    # Revoked partitions' events never come in order: bounded by a reset.
+                    early = self._early = {}
+                early[event_id] = (model, state.labels, model_pred)
+            else:
+                model_pred = None
+        answer = self.fallback.constant or self.fallback.answer(x)
+        fields, _ = self.server.serve(
+            event_id, values["ts"], x, model_pred, answer, state.gating, model, state.learned
+        )
+        if type(fields) is dict:
+            return encode_fields(fields)
+        assert isinstance(fields, Prediction)
+        return encode(fields)
+
     def on_event(self, event: Event, origin: Any = None) -> Outcome:
         # The hot path: what each helper does is inlined where it is one test on the usual path
         # (nothing to expire, no review request waiting, no label that came first).
@@ -441,8 +490,14 @@ class LearningCore(ReviewLoop):
         if None in x.values():
             x = {k: v for k, v in x.items() if v is not None}
         model: Any = state.model
+        kept_answers = self._early
+        answered = kept_answers.pop(event_id, None) if kept_answers else None
         try:
-            model_pred = model.predict_proba_one(x) if self.classifier else model.predict_one(x)
+            if answered is not None and answered[0] is model and answered[1] == state.labels:
+                # Served at fetch (ordering.serve immediate) by this very model, no label since.
+                model_pred = answered[2]
+            else:
+                model_pred = model.predict_proba_one(x) if self.classifier else model.predict_one(x)
         except Exception as e:
             # A model that chokes on one strange vector must not stop serving: no opinion.
             model_pred = None
