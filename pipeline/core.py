@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar, cast
 
-from river import base, drift
+from river import base
 
 from pipeline.challengers import Challengers
 from pipeline.config import ConfigError, RiverlineConfig, known_classes
@@ -229,26 +229,6 @@ class Outcome:
         )
 
 
-def _inlinable_adwin(detector: Any) -> bool:
-    """Whether ``detector`` is River's ADWIN as the label path inlines it: ``update`` resets on
-    a past detection and asks its helper (Rust) for the next; ``drift_detected`` and
-    ``estimation`` read the flag and the helper's width and total. Checked on the code, so
-    another River release that changes any of it gets the plain calls."""
-    if type(detector) is not drift.ADWIN:
-        return False
-    helper = getattr(detector, "_helper", None)
-    flag = getattr(type(detector), "drift_detected", None)
-    return (
-        all(hasattr(helper, name) for name in ("get_width", "get_total", "update"))
-        and isinstance(getattr(detector, "_drift_detected", None), bool)
-        and isinstance(flag, property)
-        and flag.fget is not None
-        and flag.fget.__code__.co_names == ("_drift_detected",)
-        and set(drift.ADWIN.update.__code__.co_names)
-        == {"drift_detected", "_reset", "_drift_detected", "_helper", "update"}
-    )
-
-
 def _seen_ids(config: RiverlineConfig, kept: SeenIds | None) -> SeenIds | None:
     """The memory of event ids the config asks for: the one restored if it is that, else a
     new one (a checkpoint from before it, or other settings, starts it empty)."""
@@ -324,12 +304,6 @@ class LearningCore(ReviewLoop):
         # serve_at_once's model answers by event id, with the model and label count they were
         # made at: on_event reuses one when nothing was learnt since (None until first used).
         self._early: dict[str, tuple[Any, int, Any]] | None = None
-        # River's ADWIN keeps its window in a helper (Rust); reading it directly saves the
-        # property chain on every label. Any other detector, or another ADWIN: the property.
-        # The helper is looked up on every label, never kept: ADWIN replaces it when it resets
-        # after a detection, and a kept one would give the old window's estimate.
-        detector = state.drift_detector
-        self._adwin: Any = detector if _inlinable_adwin(detector) else None
         # Read once per record: None unless challengers learn beside the champion.
         board = state.challengers
         self._challengers = board if board is not None and board.members else None
@@ -721,21 +695,9 @@ class LearningCore(ReviewLoop):
                 error = 0.0 if model_label == y else 1.0
             else:
                 error = abs(float(y) - float(model_pred))
-            before: float | None
-            if detector is self._adwin:
-                # ADWIN.estimation without its three properties: the same two numbers, divided.
-                helper = detector._helper
-                width = helper.get_width()
-                before = 0.0 if width == 0 else helper.get_total() / width
-                # ADWIN.update and drift_detected, inlined (checked in _inlinable_adwin). The
-                # helper is read again: the reset replaces it.
-                if detector._drift_detected:
-                    detector._reset()
-                detected = detector._drift_detected = detector._helper.update(error)
-            else:
-                before = getattr(detector, "estimation", None)
-                detector.update(error)
-                detected = detector.drift_detected
+            before: float | None = getattr(detector, "estimation", None)
+            detector.update(error)
+            detected = detector.drift_detected
             if detected:
                 self._drifted(detector, before, outcome)
                 # The windows may have started afresh.

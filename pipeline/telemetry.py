@@ -16,7 +16,6 @@ before: it stays so that older checkpoints unpickle, and they carry it over into
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
@@ -203,12 +202,11 @@ class LatencyHistogram:
 
 
 class HistogramBatch:
-    """Observations for one Prometheus histogram (or labelled child), added up per batch.
+    """Observations for one Prometheus histogram (or labelled child), handed over per batch.
 
-    ``observe`` is a list's append (no Python call, no lock); ``flush`` counts the batch's
-    values into buckets and adds the counts and the sum to the histogram, so a scrape sees whole
-    batches. (It uses the client's bucket and sum values; without them it falls back to
-    observing value by value.) Flush once per batch: the values wait in a list until then.
+    ``observe`` is a list's append (no Python call, no lock); ``flush`` observes the batch's
+    values on the histogram, through prometheus_client's public ``observe``. Flush once per
+    batch: the values wait in a list until then.
 
     >>> from prometheus_client import CollectorRegistry, Histogram
     >>> registry = CollectorRegistry()
@@ -227,36 +225,17 @@ class HistogramBatch:
 
     def __init__(self, histogram: Any) -> None:
         self.histogram = histogram
-        bounds: Any = getattr(histogram, "_upper_bounds", None)
-        self.bulk = bool(bounds) and hasattr(histogram, "_buckets") and hasattr(histogram, "_sum")
-        self.bounds: list[float] = list(bounds) if self.bulk else []
-        self.counts = [0] * len(self.bounds)
         self.values: list[float] = []
         self.observe: Callable[[float], None] = self.values.append
 
     def flush(self) -> None:
-        if self.bulk:
-            values, counts, bounds = self.values, self.counts, self.bounds
-            if not values:
-                return
-            total = 0.0
-            for value in values:
-                # Prometheus' own rule: the first bucket whose upper bound is >= the value.
-                counts[bisect_left(bounds, value)] += 1
-                total += value
-            values.clear()  # the same list: ``observe`` appends to it
-            buckets = self.histogram._buckets
-            for index, count in enumerate(counts):
-                if count:
-                    buckets[index].inc(count)
-                    counts[index] = 0
-            if total:
-                self.histogram._sum.inc(total)
-        else:
-            values = self.values[:]
-            self.values.clear()
-            for value in values:
-                self.histogram.observe(value)
+        if not self.values:
+            return
+        values = self.values[:]
+        self.values.clear()  # the same list: ``observe`` appends to it
+        observe = self.histogram.observe
+        for value in values:
+            observe(value)
 
 
 class PipelineMetrics:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import kafka
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as TP
 from kafka.admin import NewTopic
@@ -22,11 +20,11 @@ from kafka.errors import (
 )
 from kafka.partitioner import DefaultPartitioner
 from kafka.producer.future import FutureProduceResult, FutureRecordMetadata
-from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
-from kafka.record.memory_records import MemoryRecordsBuilder
-from kafka.record.util import decode_varint, encode_varint
+from kafka.record.default_records import DefaultRecordBatch
+from kafka.record.util import decode_varint
 from kafka.structs import OffsetAndMetadata
 
+from pipeline import shortcuts
 from pipeline.config import KafkaConfig
 from pipeline.kafka.transport import (
     DELIVERY_TIMEOUT_MS,
@@ -49,9 +47,8 @@ log = logging.getLogger(__name__)
 # kafka.fetch_max_wait_ms when unset: each fetch round trip runs kafka-python's Python (idle, on
 # Tansu: 13% of a core at 10 ms, 18% at 5), for no latency gain measured at 1,000 ev/s.
 FETCH_MAX_WAIT_MS = 10
-# The fetch and produce shortcuts below read kafka-python 3's internals; other versions take
-# its public path.
-_KAFKA_PYTHON_3 = kafka.__version__.split(".")[0] == "3"
+# The fetch and produce shortcuts below read kafka-python's internals: each runs only on the
+# versions pipeline.shortcuts lists for it, any other takes the public path.
 # Records up to this size (key and value; the replay's two headers are a few bytes) skip
 # KafkaProducer.send's checks in the bulk sender: its size check could not refuse them.
 _SMALL_RECORD = 64 * 1024
@@ -331,17 +328,22 @@ def _partition_records_class(base: type) -> type:
 
 def _fetch_records_directly(consumer: KafkaConsumer) -> bool:
     """Make the consumer's fetcher yield :class:`Record` (see :func:`_partition_records_class`)
-    when it is kafka-python 3 with no deserializers; whether it does."""
+    when it has no deserializers, on a kafka-python version this was checked against
+    (:mod:`pipeline.shortcuts`); whether it does."""
+    if (
+        consumer.config.get("key_deserializer") is not None
+        or consumer.config.get("value_deserializer") is not None
+    ):
+        return False
     fetcher: Any = getattr(consumer, "_fetcher", None)
     base = getattr(fetcher, "PartitionRecords", None)
-    if (
-        not _KAFKA_PYTHON_3
-        or base is None
-        or not hasattr(base, "_unpack_records")
-        or not {"_buffer", "_pos", "_num_records"} <= set(DefaultRecordBatch.__slots__)
-        or fetcher.config.get("key_deserializer") is not None
-        or fetcher.config.get("value_deserializer") is not None
-    ):
+
+    def internals() -> bool:
+        return hasattr(base, "_unpack_records") and (
+            {"_buffer", "_pos", "_num_records"} <= set(DefaultRecordBatch.__slots__)
+        )
+
+    if not shortcuts.allowed("kafka-python.fetch", internals) or base is None:
         return False
     fetcher.PartitionRecords = _partition_records_class(base)
     return True
@@ -433,117 +435,6 @@ class KafkaPythonConsumer:
             if coordinator is not None:
                 coordinator.maybe_leave_group = lambda *args, **kwargs: None
         self.client.close()
-
-
-# What the open-batch appender (_v2_appender) reads and writes of kafka-python 3's builders.
-_V2_APPENDS = (
-    _KAFKA_PYTHON_3
-    and {"_buffer", "_batch_size", "_first_timestamp", "_max_timestamp", "_last_offset"}.issubset(
-        DefaultRecordBatchBuilder.__slots__
-    )
-    and {"_num_records"}.issubset(DefaultRecordBatchBuilder.__slots__)
-    and {"_builder", "_next_offset", "_closed"}.issubset(MemoryRecordsBuilder.__slots__)
-)
-
-V2Append = Callable[[Any, int | None, bytes, bytes, Headers | None], int]
-
-
-@functools.cache
-def _v2_appender() -> V2Append:
-    """``(records, timestamp_ms, key, value, headers) -> size``: a record appended to an open
-    message format v2 ``MemoryRecordsBuilder`` holding a record already, byte for byte and
-    field for field as its ``append`` (kafka-python's ``DefaultRecordBatchBuilder.append``)
-    would; the record's size in the batch, or 0 where it appended nothing and ``append`` is
-    the one to call (the record does not fit, the batch is closed or empty, a key or value
-    that is not ``bytes``, a timestamp that is not an ``int``).
-
-    kafka-python builds each record's bytes with a call per varint byte; here the varints
-    are tables' bytes (lengths below 8192, timestamp deltas below 2**27 ms) joined once.
-    """
-
-    def varint(n: int) -> bytes:
-        out = bytearray()
-        encode_varint(n, out.append)
-        return bytes(out)
-
-    # plain[z]: z in base 128 (what encode_varint writes for a zigzag value z); short[n]: the
-    # varint of 0 <= n < 8192, whose zigzag value is 2n; pair[z]: z's low 14 bits as two bytes
-    # with more to come.
-    plain = [bytes((z,)) if z < 0x80 else bytes((0x80 | (z & 0x7F), z >> 7)) for z in range(16384)]
-    short = plain[::2]
-    pair = [bytes((0x80 | (z & 0x7F), 0x80 | (z >> 7))) for z in range(16384)]
-    header_keys: dict[str, bytes] = {}
-    wall_clock = time.time
-
-    def append_v2(
-        records: Any, timestamp: int | None, key: bytes, value: bytes, headers: Headers | None
-    ) -> int:
-        if records._closed:  # its builder is gone
-            return 0
-        builder = records._builder
-        first = builder._first_timestamp
-        if first is None or type(key) is not bytes or type(value) is not bytes:
-            return 0
-        if timestamp is None:
-            timestamp = int(wall_clock() * 1000)
-        elif type(timestamp) is not int:
-            return 0
-        offset = records._next_offset
-        delta = timestamp - first
-        # The zigzag value of a delta 0 <= d < 2**27 is 2d < 2**28: two bytes, then d >> 13.
-        if 0 <= delta < 8192:
-            parts = [b"\x00", short[delta]]
-        elif 0 < delta < 0x8000000:
-            parts = [b"\x00", pair[(delta << 1) & 0x3FFF], plain[delta >> 13]]
-        else:
-            parts = [b"\x00", varint(delta)]
-        n = len(key)
-        try:
-            parts += (
-                short[offset] if offset < 8192 else varint(offset),
-                short[n] if n < 8192 else varint(n),
-                key,
-            )
-            n = len(value)
-            parts += (short[n] if n < 8192 else varint(n), value)
-            if headers:
-                n = len(headers)
-                parts.append(short[n] if n < 8192 else varint(n))
-                for h_key, h_value in headers:
-                    encoded_key = header_keys.get(h_key)
-                    if encoded_key is None:
-                        raw = h_key.encode("utf-8")
-                        encoded_key = varint(len(raw)) + raw
-                        if len(header_keys) < 64:
-                            header_keys[h_key] = encoded_key
-                    if h_value is None:
-                        parts += (encoded_key, b"\x01")
-                    else:
-                        n = len(h_value)
-                        parts += (encoded_key, short[n] if n < 8192 else varint(n), h_value)
-            else:
-                parts.append(b"\x00")
-            body = b"".join(parts)
-        except Exception:
-            # Headers kafka-python takes otherwise (a value as an iterable of ints) or refuses
-            # with its own error: its append says which.
-            return 0
-        n = len(body)
-        length = short[n] if n < 8192 else varint(n)
-        size = n + len(length)
-        buffer = builder._buffer
-        if size + len(buffer) > builder._batch_size:
-            return 0
-        if builder._max_timestamp < timestamp:
-            builder._max_timestamp = timestamp
-        builder._num_records += 1
-        builder._last_offset = offset
-        buffer += length
-        buffer += body
-        records._next_offset = offset + 1
-        return size
-
-    return append_v2
 
 
 class KafkaPythonProducer:
@@ -676,11 +567,12 @@ class KafkaPythonProducer:
         Small keyed records go straight to the producer's accumulator, as ``KafkaProducer.send``
         puts them there after its checks (argument types, metadata, partition, record size,
         serializers, transactions), which are made once per topic and partition here instead
-        of per record: they cost as much as the append itself. Anything else, and any other
-        kafka-python major version, takes ``send``.
+        of per record: they cost as much as the append itself. Anything else, and any
+        kafka-python version this was not checked against (:mod:`pipeline.shortcuts`), takes
+        ``send``.
 
         ``batch_futures``: a record that fits in its partition's open batch is appended to that
-        batch's records, as the accumulator would (by :func:`_v2_appender` where it can), and
+        batch's records (their ``MemoryRecordsBuilder.append``), as the accumulator would, and
         the future returned is the batch's own (see :func:`_acknowledged`): no future per
         record, made on this thread and completed on the IO thread, nor the accumulator's
         bookkeeping per append. A record that needs a new batch takes the accumulator, whose
@@ -714,11 +606,11 @@ class KafkaPythonProducer:
         append, wakeup = accumulator.append, client._sender.wakeup
         # What the open-batch append reads of the accumulator (kafka-python 3's; else send()'s
         # path with record futures).
-        batch_futures = batch_futures and all(
-            hasattr(accumulator, name) for name in ("_batches", "_tp_lock", "_closed")
+        batch_futures = batch_futures and shortcuts.allowed(
+            "kafka-python.open-batch",
+            lambda: all(hasattr(accumulator, name) for name in ("_batches", "_tp_lock", "_closed")),
         )
         batches: Any = getattr(accumulator, "_batches", None)
-        append_v2 = _v2_appender() if _V2_APPENDS else None
         metadata = client._metadata
         small = min(_SMALL_RECORD, client.config["max_request_size"] // 2)
         partition_counts: dict[str, int] = {}
@@ -766,11 +658,8 @@ class KafkaPythonProducer:
                     dq = batches[tp]
                     if dq and not accumulator._closed:
                         batch = dq[-1]
-                        if append_v2 is not None:
-                            size = append_v2(batch.records, timestamp_ms, key, value, headers)
-                        else:
-                            appended = batch.records.append(timestamp_ms, key, value, headers)
-                            size = 0 if appended is None else appended.size
+                        appended = batch.records.append(timestamp_ms, key, value, headers)
+                        size = 0 if appended is None else appended.size
                         if size:
                             if size > batch.max_record_size:
                                 batch.max_record_size = size
@@ -791,15 +680,24 @@ class KafkaPythonProducer:
     def _may_append(self) -> bool:
         """Whether records may skip ``KafkaProducer.send`` for its accumulator (see
         :meth:`_record_appender`)."""
-        config = self.client.config
-        transactions = self.client._transaction_manager
-        return not (
-            not _KAFKA_PYTHON_3
-            or config["key_serializer"] is not None
+        client = self.client
+        config = client.config
+        if (
+            config["key_serializer"] is not None
             or config["value_serializer"] is not None
             or type(config["partitioner"]) is not DefaultPartitioner
-            or (transactions is not None and transactions.is_transactional())
-        )
+            or config.get("transactional_id") is not None
+        ):
+            return False
+
+        def internals() -> bool:
+            return (
+                hasattr(client._accumulator, "append")
+                and hasattr(client._sender, "wakeup")
+                and hasattr(client._metadata, "partitions_for_topic")
+            )
+
+        return shortcuts.allowed("kafka-python.append", internals)
 
     def tracked_sender(self) -> _TrackedSender:
         return _TrackedSender(self)

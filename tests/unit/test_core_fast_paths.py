@@ -7,9 +7,9 @@ import pickle
 from collections import Counter, OrderedDict, deque
 from typing import Any
 
-from river import drift, metrics
+from river import metrics
 
-from pipeline.core import LearningCore, Tally, _inlinable_adwin
+from pipeline.core import LearningCore, Tally
 from pipeline.evaluation import Evaluator, Windowed
 from pipeline.join import JoinBuffer
 from pipeline.schemas import Event, Label
@@ -81,16 +81,6 @@ def test_paired_windows_read_and_pickle_as_two_windows() -> None:
         assert list(window.pairs) == list(want.pairs)
         assert window.metric.get() == want.metric.get()
     assert ev.windowed() == restored.windowed()
-
-
-def test_only_river_own_adwin_is_inlined() -> None:
-    class Mine(drift.ADWIN):
-        pass
-
-    assert _inlinable_adwin(drift.ADWIN())
-    assert not _inlinable_adwin(Mine())
-    assert not _inlinable_adwin(drift.PageHinkley())
-    assert not _inlinable_adwin(None)
 
 
 def test_two_class_serving_reads_as_the_loop_over_the_classes() -> None:

@@ -9,11 +9,10 @@ report each record's failure once, as the record futures it does without would h
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
-from hypothesis import event, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import Fetcher
@@ -30,7 +29,6 @@ from pipeline.kafka.kafka_python import (
     _fetch_records_directly,
     _partition_records_class,
     _record,
-    _v2_appender,
 )
 from pipeline.kafka.transport import FlushTimeout
 
@@ -237,95 +235,6 @@ def test_a_flush_that_keeps_failing_past_its_time_is_a_flush_timeout() -> None:
         KafkaPythonProducer(client).flush(0.01)  # type: ignore[arg-type]
 
 
-# The bulk sender's open-batch append: kafka-python's bytes and builder state, record by record.
-long_st = st.integers(8185, 8200).map(lambda n: b"x" * n)
-v2_records_st = st.lists(
-    st.tuples(
-        st.one_of(
-            st.binary(max_size=40),
-            long_st,  # lengths across the tables' end
-            st.builds(bytearray, st.binary(max_size=5)),  # kafka-python's path
-        ),
-        st.one_of(st.binary(max_size=300), long_st),
-        st.one_of(
-            st.integers(-70, 70),
-            st.integers(8180, 8200),
-            st.integers(2**27 - 5, 2**27 + 5),
-            st.integers(-(2**45), 2**45),
-        ),  # ms from the batch's first record
-        st.one_of(
-            st.none(),
-            st.lists(
-                st.tuples(
-                    st.sampled_from(["seq", "sent_ms", ""]) | st.text(max_size=20),
-                    st.one_of(st.none(), st.binary(max_size=30), long_st),
-                ),
-                max_size=3,
-            ),
-        ),
-    ),
-    min_size=1,
-    max_size=25,
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    records=v2_records_st,
-    first_offset=st.sampled_from([0, 0, 8185, 2**20]),
-    batch_size=st.sampled_from([200, 3000, 40_000, 1 << 20]),
-    compression=st.sampled_from([0, 0, 1]),
-)
-def test_the_open_batch_append_is_kafka_pythons(
-    records: list[Any], first_offset: int, batch_size: int, compression: int
-) -> None:
-    append_v2 = _v2_appender()
-    first = 1_700_000_000_000
-    theirs = MemoryRecordsBuilder(2, compression, batch_size, offset=first_offset)
-    ours = MemoryRecordsBuilder(2, compression, batch_size, offset=first_offset)
-    for builder in (theirs, ours):  # a batch's first record is always kafka-python's
-        builder.append(first, b"k", b"v", [("seq", b"0")])
-    for key, value, delta, headers in records:
-        expected = theirs.append(first + delta, key, value, headers)
-        size = append_v2(ours, first + delta, key, value, headers)
-        event("appended directly" if size else "left to kafka-python")
-        if size:
-            assert expected is not None and size == expected.size
-        else:
-            got = ours.append(first + delta, key, value, headers)
-            assert (got is None) == (expected is None)
-            if got is not None:
-                assert type(key) is not bytes  # only what append_v2 leaves to kafka-python
-    b, ob = theirs._builder, ours._builder
-    fields = ("_first_timestamp", "_max_timestamp", "_last_offset", "_num_records", "_buffer")
-    assert [getattr(ob, f) for f in fields] == [getattr(b, f) for f in fields]
-    assert ours.next_offset() == theirs.next_offset()
-    theirs.close()
-    ours.close()
-    assert bytes(ours.buffer()) == bytes(theirs.buffer())
-
-
-def test_the_open_batch_append_leaves_to_kafka_python_what_it_cannot_write() -> None:
-    append_v2 = _v2_appender()
-    builder = MemoryRecordsBuilder(2, 0, 1 << 20)
-    assert append_v2(builder, 1, b"k", b"v", []) == 0  # no first record yet
-    builder.append(1, b"k", b"v", [])
-    for args in [
-        (1.5, b"k", b"v", []),
-        (1, "k", b"v", []),
-        (1, b"k", memoryview(b"v"), []),
-        (1, b"k", b"v", [("h", [1, 2])]),
-        (1, b"k", b"v", [(b"h", b"")]),
-    ]:
-        assert append_v2(builder, *args) == 0
-    before = int(time.time() * 1000)
-    assert append_v2(builder, None, b"k", b"v", None) > 0
-    builder.close()
-    stamped = list(next(iter(MemoryRecords(bytes(builder.buffer())))))[-1]
-    assert before <= stamped.timestamp <= int(time.time() * 1000)
-    assert append_v2(builder, 1, b"k", b"v", []) == 0  # closed
-
-
 def _watched_producer() -> tuple[KafkaPythonProducer, list[Exception]]:
     client = KafkaProducer(bootstrap_servers=["127.0.0.1:1"], api_version=(2, 6))
     producer = KafkaPythonProducer(client)
@@ -344,7 +253,8 @@ def _mixed_batch(producer: KafkaPythonProducer, on_error: Any, records: int) -> 
         if i == 3:
             batch.try_append(1 + i, b"k", b"v%d" % i, []).add_errback(on_error)
         else:
-            assert _v2_appender()(batch.records, 1 + i, b"k", b"v%d" % i, [])
+            # The sender's append to an open batch: no record future.
+            assert batch.records.append(1 + i, b"k", b"v%d" % i, []) is not None
     return batch
 
 
