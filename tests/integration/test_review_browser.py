@@ -53,6 +53,7 @@ def _browser() -> Any:
 
 
 def test_a_reviewer_in_chromium_answers_three_requests(make_config: Any) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -69,7 +70,7 @@ def test_a_reviewer_in_chromium_answers_three_requests(make_config: Any) -> None
     browser = _browser()
     try:
         with served_app(cfg) as served:
-            wait = WebDriverWait(browser, 20)
+            wait = WebDriverWait(browser, 20, ignored_exceptions=[StaleElementReferenceException])
             browser.get(served.url + "/")
             wait.until(ec.url_contains("/login"))
             browser.find_element(By.NAME, "reviewer").send_keys("selena")
@@ -77,8 +78,8 @@ def test_a_reviewer_in_chromium_answers_three_requests(make_config: Any) -> None
             browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
 
             def shown() -> str:
-                wait.until(ec.presence_of_element_located((By.ID, "request-id")))
-                return str(browser.find_element(By.ID, "request-id").text)
+                # Read inside the wait: the page may be replaced between finding and reading.
+                return str(wait.until(lambda d: d.find_element(By.ID, "request-id").text))
 
             def answered(request_id: str) -> None:
                 # The page says "Saved." (fixed messages only) and moves past the request.
@@ -144,13 +145,14 @@ def readme_recipe() -> list[str]:
 
 def _answer_first_request_in_chromium(url: str, token: str) -> str:
     """A person, in headless Chromium: log in, wait for the first request, press 2 (true)."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser = _browser()
     try:
-        wait = WebDriverWait(browser, 120)
+        wait = WebDriverWait(browser, 120, ignored_exceptions=[StaleElementReferenceException])
         browser.get(url)
         wait.until(ec.url_contains("/login"))
         browser.find_element(By.NAME, "reviewer").send_keys("ana")
@@ -275,6 +277,7 @@ def test_the_readme_recipe_with_a_person_answering_the_first_request_by_keyboard
 def test_an_answer_outside_the_allowed_labels_is_refused_on_the_page(make_config: Any) -> None:
     """Issue 19: with validation.labels [1, 2, 3] the page took 2.5, which the pipeline then
     dead-lettered. Now the page says the pipeline's reason and the request stays answerable."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
@@ -291,7 +294,7 @@ def test_an_answer_outside_the_allowed_labels_is_refused_on_the_page(make_config
     browser = _browser()
     try:
         with served_app(cfg) as served:
-            wait = WebDriverWait(browser, 20)
+            wait = WebDriverWait(browser, 20, ignored_exceptions=[StaleElementReferenceException])
             browser.get(served.url + "/")
             wait.until(ec.url_contains("/login"))
             browser.find_element(By.NAME, "reviewer").send_keys("selena")
