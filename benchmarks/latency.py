@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import outside
+from outside import quantiles
 from run import paced_publish
 from transport import TOPICS, cleanup, records
 
@@ -61,23 +62,6 @@ from pipeline.state.redis_client import connect, resolve_redis_url
 
 TO_ITEMS = inputs_module.to_items
 SPEC = "preprocessing.StandardScaler | linear_model.LogisticRegression"
-QUANTILES = (0.5, 0.9, 0.99)
-
-
-def quantiles(values: list[float]) -> dict[str, float]:
-    """p50/p90/p99 (nearest rank) and the count.
-
-    >>> quantiles([float(i) for i in range(1, 101)])
-    {'p50': 50.0, 'p90': 90.0, 'p99': 99.0, 'count': 100}
-    """
-    if not values:
-        return {"count": 0}
-    ordered = sorted(values)
-    out: dict[str, Any] = {
-        f"p{round(q * 100)}": ordered[max(0, round(q * len(ordered)) - 1)] for q in QUANTILES
-    }
-    out["count"] = len(ordered)
-    return out
 
 
 def nested(overrides: list[str]) -> dict[str, Any]:
