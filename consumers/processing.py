@@ -161,17 +161,7 @@ class RecordProcessor:
                         origin,
                     ):
                         self.core.state.dead_letters[OUTPUT_TOO_LARGE] += 1
-                    # observe_latency, inline; max(0.0, x) as a test (NaN and -0.0 give 0.0
-                    # either way).
-                    now = time.time()
-                    metrics, sent_ms = self.metrics, incoming.sent_ms
-                    if sent_ms is not None:
-                        wall_ms = now * 1000.0 - sent_ms
-                        wall_ms = wall_ms if wall_ms > 0.0 else 0.0
-                        self.latency_ms.add(wall_ms)
-                        metrics.latency_wall.observe(wall_ms / 1000.0)
-                    since_event = now - values["ts"]
-                    metrics.latency_event.observe(since_event if since_event > 0.0 else 0.0)
+                    self._served(incoming.sent_ms, values["ts"])
         if outcome.review or outcome.rejections or outcome.decisions:
             self._after(outcome)
         elif outcome.learned:
@@ -184,7 +174,7 @@ class RecordProcessor:
 
         A record that raises here is left to :meth:`process`, which dead-letters it in order.
         """
-        serve_at_once, outputs, metrics = self.core.serve_at_once, self.outputs, self.metrics
+        serve_at_once, outputs = self.core.serve_at_once, self.outputs
         for item in items:
             incoming = item.payload
             event = incoming.parsed
@@ -208,15 +198,21 @@ class RecordProcessor:
                 if is_infrastructure(e):
                     raise
                 continue
-            now = time.time()
-            sent_ms = incoming.sent_ms
-            if sent_ms is not None:
-                wall_ms = now * 1000.0 - sent_ms
-                wall_ms = wall_ms if wall_ms > 0.0 else 0.0
-                self.latency_ms.add(wall_ms)
-                metrics.latency_wall.observe(wall_ms / 1000.0)
-            since_event = now - values["ts"]
-            metrics.latency_event.observe(since_event if since_event > 0.0 else 0.0)
+            self._served(incoming.sent_ms, values["ts"])
+
+    def _served(self, sent_ms: float | None, event_ts: float) -> None:
+        """A prediction published: its latency from the producer's send (wall clock) and from
+        the event's own time. ``x if x > 0.0 else 0.0`` is max(0.0, x) without its call (NaN
+        and -0.0 give 0.0 either way)."""
+        now = time.time()
+        metrics = self.metrics
+        if sent_ms is not None:
+            wall_ms = now * 1000.0 - sent_ms
+            wall_ms = wall_ms if wall_ms > 0.0 else 0.0
+            self.latency_ms.add(wall_ms)
+            metrics.latency_wall.observe(wall_ms / 1000.0)
+        since_event = now - event_ts
+        metrics.latency_event.observe(since_event if since_event > 0.0 else 0.0)
 
     def tidy(self) -> None:
         """Once per batch of records: fold the latency histograms' values (see ``add``)."""
