@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -98,6 +100,25 @@ def run_cli(args: list[str], env: dict[str, str], **kw: Any) -> Any:
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", *args], env=env, text=True, **{**streams, **kw}
     )
+
+
+def crash_then_resume(
+    config_file: Any, env: dict[str, str], report: Any, crashes: int = 1, idle: str = "3"
+) -> dict[str, Any]:
+    """``riverline run`` SIGKILLed inside its third checkpoint write (``crashes`` times), then
+    run to the end: the final run's report, once it says it resumed from a checkpoint."""
+    from pipeline.checkpointing.store import CRASH_ENV
+
+    args = ["run", "--config", str(config_file), "--until-idle", idle]
+    for _ in range(crashes):
+        crash = run_cli(args, {**env, CRASH_ENV: "3"})
+        crash.communicate(timeout=120)
+        assert crash.returncode == -signal.SIGKILL
+    final = run_cli([*args, "--report", str(report)], env)
+    _, stderr = final.communicate(timeout=300)
+    assert final.returncode == 0, stderr
+    assert "resuming from checkpoint" in stderr
+    return dict(json.loads(Path(report).read_text()))
 
 
 def wait_for(predicate: Any, timeout: float, what: str) -> None:

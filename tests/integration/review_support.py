@@ -199,6 +199,20 @@ def api(
     return call(method, served.url + path, headers, body)
 
 
+def page_once_it_shows(served: Served, cookie: str, marker: str, what: str) -> str:
+    """The review page as a person sees it after reloading until it shows ``marker``: the app
+    reads the requests topic in the background, so the first load may come before it has."""
+    page = ""
+
+    def shows() -> bool:
+        nonlocal page
+        page = call("GET", served.url + "/", {"Cookie": cookie}).body.decode()
+        return marker in page
+
+    wait_for(shows, 15.0, f"the page to show {what}")
+    return page
+
+
 def port_open(port: int) -> bool:
     import socket
 

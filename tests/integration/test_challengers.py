@@ -17,7 +17,13 @@ from producers.schedule import parse_delay
 from producers.sources import SourceOptions, open_source
 from tests.conftest import TEST_SECRET
 from tests.integration.cli import cli_env, finish, riverline, start
-from tests.integration.helpers import learning_state, publish, run_cli, write_config
+from tests.integration.helpers import (
+    crash_then_resume,
+    learning_state,
+    publish,
+    run_cli,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -54,15 +60,7 @@ def test_sigkill_with_challengers_equals_an_uninterrupted_run(
     config_file = write_config(cfg, tmp_path / "run.yaml")
     env = {**os.environ, "RIVERLINE_CHECKPOINT_SECRET": TEST_SECRET}
     args = ["run", "--config", str(config_file), "--until-idle", "2"]
-    for _ in range(2):
-        crash = run_cli(args, {**env, CRASH_ENV: "3"})
-        crash.communicate(timeout=120)
-        assert crash.returncode == -signal.SIGKILL
-    final = run_cli([*args, "--report", str(tmp_path / "final.json")], env)
-    _, stderr = final.communicate(timeout=300)
-    assert final.returncode == 0, stderr
-    assert "resuming from checkpoint" in stderr
-    resumed = json.loads((tmp_path / "final.json").read_text())
+    resumed = crash_then_resume(config_file, env, tmp_path / "final.json", crashes=2, idle="2")
     assert resumed["challengers"]["leaderboard"][0]["name"] == "tree"
     assert learning_state(resumed) == learning_state(json.loads(json.dumps(reference)))
     # Started again on the state after the takeover: resumed as it is, nothing refused.

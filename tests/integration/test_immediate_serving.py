@@ -3,24 +3,21 @@ learning, metrics and checkpoints are exactly those of ordered serving, crash or
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pipeline.checkpointing.store import CRASH_ENV
 from tests.conftest import TEST_SECRET
 from tests.integration.helpers import (
     consume,
+    crash_then_resume,
     json_values,
     learning_state,
     publish,
     read_topic,
-    run_cli,
     write_config,
 )
 
@@ -70,15 +67,7 @@ def test_immediate_serving_after_a_crash_mid_checkpoint_learns_nothing_twice(
     reference = consume(ordered)
     config_file = write_config(immediate, tmp_path / "run.yaml")
     env = {**os.environ, "RIVERLINE_CHECKPOINT_SECRET": TEST_SECRET}
-    args = ["run", "--config", str(config_file), "--until-idle", "3"]
-    crash = run_cli(args, {**env, CRASH_ENV: "3"})
-    crash.communicate(timeout=120)
-    assert crash.returncode == -signal.SIGKILL
-    final = run_cli([*args, "--report", str(tmp_path / "final.json")], env)
-    _, stderr = final.communicate(timeout=300)
-    assert final.returncode == 0, stderr
-    assert "resuming from checkpoint" in stderr
-    resumed = json.loads((tmp_path / "final.json").read_text())
+    resumed = crash_then_resume(config_file, env, tmp_path / "final.json")
     assert learning_state(resumed) == learning_state(reference)
     # Every event served; those after the last checkpoint maybe twice (at-least-once).
     ids = served_ids(immediate)

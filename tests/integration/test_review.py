@@ -350,6 +350,7 @@ def test_requests_carry_the_nearest_labelled_events_and_the_page_shows_them(
     from tests.integration.review_support import (
         TOKEN,
         call,
+        page_once_it_shows,
         publish_requests,
         served_app,
     )
@@ -391,13 +392,6 @@ def test_requests_carry_the_nearest_labelled_events_and_the_page_shows_them(
             f"reviewer=carla&token={TOKEN}".encode(),
         )
         cookie = login.headers.get("set-cookie", "").split(";")[0]
-        page = ""
-
-        def shows_it() -> bool:
-            nonlocal page
-            page = call("GET", served.url + "/", {"Cookie": cookie}).body.decode()
-            return 'id="neighbours"' in page
-
-        wait_for(shows_it, 15.0, "the page to show the request's neighbours")
+        page = page_once_it_shows(served, cookie, 'id="neighbours"', "the request's neighbours")
     for n in later[0].neighbours:
         assert f">{n.distance:.3f}<" in page and n.id in page

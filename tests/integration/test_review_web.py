@@ -26,6 +26,7 @@ from tests.integration.review_support import (
     human_labels,
     make_request,
     next_request,
+    page_once_it_shows,
     port_open,
     publish_requests,
     served_app,
@@ -229,16 +230,7 @@ def test_no_token_a_wrong_token_and_a_cross_site_post_are_refused(make_config: A
         assert status == 401 and cookie is None
         status, cookie = _login(served, "carla", TOKEN)
         assert status == 303 and cookie is not None
-        # The app reads the topic in the background: reload until the first request is shown.
-        page_html = ""
-
-        def shows_a_request() -> bool:
-            nonlocal page_html
-            page_html = call("GET", served.url + "/", {"Cookie": cookie}).body.decode()
-            return 'id="request-id"' in page_html
-
-        wait_for(shows_a_request, 15.0, "the page to show a request")
-        html = page_html
+        html = page_once_it_shows(served, cookie, 'id="request-id"', "a request")
         request_id = re.search(r'id="request-id">([^<]+)<', html).group(1)  # type: ignore[union-attr]
         csrf = re.search(r'name="csrf" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
         form = {"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"}
