@@ -391,8 +391,11 @@ def review_page(
         attributes = f"<h2>Attributes</h2>{_table(request.attributes)}"
     body = (
         f'{top}<main>{flash}<div class="card"><div class="meta">{"".join(meta)}</div>'
-        f'<div class="grid"><div><h2>Features</h2>{_table(request.features)}{attributes}</div>'
-        f"<div><h2>What they say</h2>{_opinions(delivered)}{_neighbours(delivered)}</div></div>"
+        # The neighbours under the features they are compared by: the left column has the
+        # room, and the answer buttons stay on a laptop's first screen.
+        f'<div class="grid"><div><h2>Features</h2>{_table(request.features)}{attributes}'
+        f"{_neighbours(delivered)}</div>"
+        f"<div><h2>What they say</h2>{_opinions(delivered)}</div></div>"
         f"{_answers(delivered, csrf, allowed, new_classes)}</div></main>"
     )
     return document(f"riverline review · {pipeline}", body)
