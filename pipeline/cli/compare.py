@@ -100,7 +100,10 @@ def compare(
     ] = None,
     jobs: Annotated[
         int | None,
-        typer.Option(help="Runs at once, one process each [default: one per core]."),
+        typer.Option(
+            help="Worker processes, each running its share of the configs over one reading "
+            "of the source [default: one per core]."
+        ),
     ] = None,
     report: Annotated[
         Path | None, typer.Option(help='Write {"runs": [one report per config]} as JSON here.')
