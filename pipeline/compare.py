@@ -4,12 +4,11 @@
 read back in the order the consumer's merge gives them (no broker, no Redis), so a run here
 equals ``replay`` then ``run`` of that config, field for field, and costs only the core.
 
-- :func:`consumer_order` is the consumer's merge over a replay's records: each record encoded
-  as the replay sends it and parsed as the consumer does (an invalid one is dead-lettered the
-  same way), spread over the configured partitions by key, then merged by
-  ``(ts, label before event, seq)``.
+- :func:`~pipeline.compare_order.consumer_order` is the consumer's merge over a replay's
+  records (each encoded as the replay sends it, parsed as the consumer does).
 - :func:`simulate` feeds one core that order and returns its report (``riverline report``'s
-  shape), with the CPU time it took.
+  shape), with the CPU time it took; :func:`simulate_many` feeds several cores one reading of
+  the history, so a comparison costs the cores plus one merge, not one merge per config.
 - :func:`expand` turns ``--set key=A,B`` settings into the grid of configs, named by what
   differs; :func:`summary_row` is one line of the comparison table.
 
@@ -29,22 +28,19 @@ import heapq
 import itertools
 import math
 import time
-from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from pipeline.compare_order import Item, answer_item, consumer_order, history_key
 from pipeline.config import RiverlineConfig
 from pipeline.core import LearningCore
-from pipeline.kafka.transport import stable_partition
-from pipeline.ordering import EVENT_RANK, LABEL_RANK, SortKey
 from pipeline.schemas import Event, InvalidRecord, Label, ReviewRequest
 from pipeline.schemas import encode as encode_wire
 from pipeline.validation import Validator
-from producers.replay import encode, event_payload, label_payload
-from producers.schedule import LabelDelay, schedule
+from producers.schedule import LabelDelay
 from producers.sources import SourceRecord
 
 __all__ = [
@@ -54,10 +50,9 @@ __all__ = [
     "expand",
     "parse_setting",
     "simulate",
+    "simulate_many",
     "summary_row",
 ]
-
-_INVALID_TS = float("-inf")  # an invalid record goes first in its partition, as in the consumer
 
 # -- the grid ------------------------------------------------------------------------------
 
@@ -200,142 +195,162 @@ def expand(paths: list[str], settings: list[Setting]) -> list[Grid]:
     ]
 
 
-# -- the consumer's order, without the broker -----------------------------------------------
+# -- runs ----------------------------------------------------------------------------------
+
+CHUNK = 512
+"""Records parsed and merged at a time, then fed to each core in turn: the history is read once
+for every config that shares it, and a core runs a stretch of records on its own (alternating
+the merge's code and a core's record by record cost ~15% more CPU here, caches shared)."""
 
 
-class _Item:
-    """A record in a partition: its merge key, and what the consumer parsed from it."""
-
-    __slots__ = ("key", "kind", "parsed")
-
-    def __init__(self, key: SortKey, kind: str, parsed: Any) -> None:
-        self.key = key
-        self.kind = kind
-        self.parsed = parsed
-
-    def __lt__(self, other: _Item) -> bool:
-        return self.key < other.key
-
-
-class ConsumerOrder:
-    """The records of a replay in the order ``run`` reads them back from a broker holding them
-    all: per partition in offset order, across partitions the smallest key first, a partition
-    waited for while the source may still add to it (:mod:`pipeline.ordering`).
-
-    ``answer`` adds a reviewer's answer, read at its own event time (with no ``seq``, as a
-    person's answer arrives): what a paced replay approximates, exactly.
-    """
+class _Run:
+    """One config's core over the shared order, with its own reviewer's answers merged in."""
 
     def __init__(
         self,
-        items: Iterable[tuple[Hashable, _Item]],
-        streams: Iterable[Hashable],
+        core: LearningCore,
+        validator: Validator,
+        answer: Callable[[ReviewRequest], Label | None] | None,
     ) -> None:
-        self.source = iter(items)
-        self.queues: dict[Hashable, deque[_Item]] = {s: deque() for s in streams}
-        self.empty = len(self.queues)  # streams with nothing buffered
-        self.exhausted = False
-        self.answers: list[_Item] = []
+        self.core = core
+        self.validator = validator
+        self.answer = answer
+        self.answers: list[Item] = []  # a heap by merge key, as ConsumerOrder keeps them
+        self.records = self.answered = 0
+        self.cpu = self.wall = 0.0
 
-    def answer(self, kind: str, parsed: Any) -> None:
-        ts = parsed.ts if not isinstance(parsed, InvalidRecord) else _INVALID_TS
-        heapq.heappush(self.answers, _Item((ts, LABEL_RANK, -1), kind, parsed))
+    def feed(self, chunk: list[Item]) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        if self.answer is None:
+            # The common case, as tight as a bare loop over the core: no answer can come.
+            on_event, on_label = self.core.on_event, self.core.on_label
+            dead_letters = self.core.state.dead_letters
+            for item in chunk:
+                parsed = item.parsed
+                if type(parsed) is Event:
+                    on_event(parsed)
+                elif type(parsed) is Label:
+                    on_label(parsed)
+                else:
+                    dead_letters[parsed.reason] += 1  # what the consumer dead-letters, alike
+            self.records += len(chunk)
+        else:
+            answers, one, pop = self.answers, self._one, heapq.heappop
+            for item in chunk:
+                # An answer due before this record is read first, as ConsumerOrder merges them.
+                while answers and answers[0].key < item.key:
+                    one(pop(answers))
+                one(item)
+        self.cpu += time.process_time() - cpu
+        self.wall += time.perf_counter() - wall
 
-    def _fill(self) -> None:
-        # Read on until every partition has a record (or the source ends): only then is the
-        # smallest head known to be the smallest record, as the consumer waits for lag.
-        queues, source = self.queues, self.source
-        while self.empty and not self.exhausted:
-            try:
-                stream, item = next(source)
-            except StopIteration:
-                self.exhausted = True
-                return
-            queue = queues[stream]
-            if not queue:
-                self.empty -= 1
-            queue.append(item)
+    def finish(self) -> None:
+        """The answers still due after the last record (an answer's label may ask again)."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        while self.answers:
+            self._one(heapq.heappop(self.answers))
+        self.cpu += time.process_time() - cpu
+        self.wall += time.perf_counter() - wall
 
-    def __iter__(self) -> Iterator[_Item]:
-        # Per record: the smallest head among a few partitions (names looked up once).
-        queues = list(self.queues.values())
-        answers, pop, fill = self.answers, heapq.heappop, self._fill
-        while True:
-            if self.empty:
-                fill()
-            head: deque[_Item] | None = None
-            best: SortKey | None = None
-            for queue in queues:
-                if queue:
-                    key = queue[0].key
-                    if best is None or key < best:
-                        head, best = queue, key
-            if answers and (best is None or answers[0].key < best):
-                yield pop(answers)
-                continue
-            if head is None:
-                return
-            item = head.popleft()
-            if not head:
-                self.empty += 1
-            yield item
+    def _one(self, item: Item) -> None:
+        self.records += 1
+        parsed = item.parsed
+        if type(parsed) is Event:
+            outcome = self.core.on_event(parsed)
+        elif type(parsed) is Label:
+            outcome = self.core.on_label(parsed)
+        else:
+            self.core.state.dead_letters[parsed.reason] += 1
+            return
+        if self.answer is None or not outcome.review:
+            return
+        for output in outcome.review:
+            request = output.record
+            if isinstance(request, ReviewRequest):
+                label = self.answer(request)
+                if label is not None:
+                    self.answered += 1
+                    # Through the consumer's parser, as the reviewer's bytes would go.
+                    try:
+                        parsed_answer: Label | InvalidRecord = self.validator.label(
+                            encode_wire(label)
+                        )
+                    except InvalidRecord as e:
+                        parsed_answer = e
+                    heapq.heappush(self.answers, answer_item("label", parsed_answer))
+
+    def report(self) -> dict[str, Any]:
+        report = self.core.report()
+        events = report["events"]
+        report["checkpoint_version"] = None  # nothing is checkpointed in-process
+        report["run"] = {
+            "role": "compare",
+            "records": self.records,
+            "reviewer_answers": self.answered,
+            "seconds": round(self.wall, 3),
+            "cpu_seconds": round(self.cpu, 3),
+            "cpu_us_per_event": round(self.cpu / events * 1e6, 1) if events else None,
+            "events_per_second": round(events / self.wall) if self.wall > 0 else None,
+        }
+        return report
 
 
-def consumer_order(
-    config: RiverlineConfig,
+def simulate_many(
+    configs: Sequence[RiverlineConfig],
     records: Iterable[SourceRecord],
     delay: LabelDelay | None,
-    validator: Validator,
+    *,
+    answer: Callable[[ReviewRequest], Label | None] | None = None,
     interval: float = 1.0,
-) -> ConsumerOrder:
-    """A replay of ``records`` with labels ``delay`` late (None: none), as ``run`` reads it.
+    cores: Sequence[LearningCore] | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`simulate` for several configs over one reading of ``records``: each stretch of
+    the replay is parsed and merged once, then fed to every core in turn. Each report is the
+    one :func:`simulate` gives for its config alone; its ``run`` CPU and wall time are its
+    core's own plus an even share of reading and merging. The configs must share a
+    :func:`~pipeline.compare_order.history_key` (ValueError otherwise). The cores share the
+    parsed records (frozen), as River's own loop hands one ``x`` to predict and learn: a model
+    that changed its input in place would be wrong there already.
 
-    >>> from pipeline.config import load_config, ValidationConfig
-    >>> rows = [SourceRecord(str(i), float(i), {"x": 1.0}, True) for i in range(2)]
-    >>> rows.append(SourceRecord("bad", 2.0, {"x": float("nan")}, True))
-    >>> order = consumer_order(load_config(None, {}), rows, LabelDelay(events=1),
-    ...                        Validator(ValidationConfig(), regression=False))
-    >>> [(i.kind, getattr(i.parsed, "id", None) or i.parsed.reason) for i in order]
-    [('event', '0'), ('label', '0'), ('event', '1'), ('event', 'not_finite'), \
-('label', '1'), ('label', 'bad')]
+    >>> from producers.sources import open_source, SourceOptions
+    >>> from pipeline.config import load_config
+    >>> a = load_config(None, {"name": "a"}, environ={})
+    >>> b = load_config(None, {"name": "b", "model": {"spec": "naive_bayes.GaussianNB"}},
+    ...                 environ={})
+    >>> rows = list(open_source("river:Phishing", SourceOptions(limit=300)))
+    >>> both = simulate_many([a, b], rows, LabelDelay(events=10))
+    >>> alone = simulate(b, rows, LabelDelay(events=10))
+    >>> both[1]["metrics"] == alone["metrics"] != both[0]["metrics"]
+    True
     """
-    kafka = config.kafka
-    partitions = kafka.partitions
-    topics = ("event", "label")
-    streams = [(t, p) for t in topics for p in range(partitions)]
-    if delay is None:
-        streams = streams[:partitions]  # no labels topic records: nothing to wait for
-    emissions = schedule(records, delay or LabelDelay(events=0), interval)
-    return ConsumerOrder(_items(emissions, validator, partitions, delay is not None), streams)
-
-
-def _items(
-    emissions: Iterable[Any], validator: Validator, partitions: int, labels: bool
-) -> Iterator[tuple[Hashable, _Item]]:
-    parse: Callable[[bytes | None], Event | Label]
-    parse_event, parse_label = validator.event, validator.label
-    for emission in emissions:
-        kind, record, ts, seq = emission
-        if kind == "event":
-            raw, parse, rank = encode(event_payload(record)), parse_event, EVENT_RANK
-        elif labels:
-            raw, parse, rank = encode(label_payload(record, ts)), parse_label, LABEL_RANK
-        else:
-            continue
-        parsed: Any
-        try:
-            parsed = parse(raw)
-            ts = parsed.__dict__["ts"]
-        except InvalidRecord as e:
-            parsed, ts = e, _INVALID_TS
-        if partitions > 1:
-            key = (record.key if record.key is not None else record.id).encode()
-            yield (kind, stable_partition(key, partitions)), _Item((ts, rank, seq), kind, parsed)
-        else:
-            yield (kind, 0), _Item((ts, rank, seq), kind, parsed)
-
-
-# -- one run -------------------------------------------------------------------------------
+    cores = list(cores) if cores is not None else [LearningCore.from_config(c) for c in configs]
+    if len(cores) != len(configs):
+        raise ValueError(f"{len(configs)} configs but {len(cores)} cores")
+    if not configs:
+        return []
+    keys = {history_key(c, not core.classifier) for c, core in zip(configs, cores, strict=True)}
+    if len(keys) > 1:
+        raise ValueError("configs with different partitions, validation or label types")
+    runs = [
+        _Run(core, Validator(c.validation, regression=not core.classifier), answer)
+        for c, core in zip(configs, cores, strict=True)
+    ]
+    order = iter(consumer_order(configs[0], records, delay, runs[0].validator, interval))
+    share = 1 / len(runs)
+    while True:
+        wall, cpu = time.perf_counter(), time.process_time()
+        chunk = list(itertools.islice(order, CHUNK))
+        cpu, wall = (time.process_time() - cpu) * share, (time.perf_counter() - wall) * share
+        for run in runs:
+            run.cpu += cpu
+            run.wall += wall
+        if not chunk:
+            break
+        for run in runs:
+            run.feed(chunk)
+    for run in runs:
+        run.finish()
+    return [run.report() for run in runs]
 
 
 def simulate(
@@ -352,51 +367,8 @@ def simulate(
     request's answer (if any) is read back at its own event time, like a person's label.
     ``core``: the core to run (to look into afterwards); by default a fresh one for ``config``.
     """
-    core = core if core is not None else LearningCore.from_config(config)
-    validator = Validator(config.validation, regression=not core.classifier)
-    order = consumer_order(config, records, delay, validator, interval)
-    dead_letters = core.state.dead_letters
-    on_event, on_label = core.on_event, core.on_label
-    answered = 0
-    wall, cpu = time.perf_counter(), time.process_time()
-    records_read = 0
-    for item in order:
-        records_read += 1
-        parsed = item.parsed
-        if type(parsed) is Event:
-            outcome = on_event(parsed)
-        elif type(parsed) is Label:
-            outcome = on_label(parsed)
-        else:
-            dead_letters[parsed.reason] += 1  # what the consumer dead-letters, counted alike
-            continue
-        if answer is not None and outcome.review:
-            for output in outcome.review:
-                request = output.record
-                if isinstance(request, ReviewRequest):
-                    label = answer(request)
-                    if label is not None:
-                        answered += 1
-                        # Through the consumer's parser, as the reviewer's bytes would go.
-                        try:
-                            order.answer("label", validator.label(encode_wire(label)))
-                        except InvalidRecord as e:
-                            order.answer("label", e)
-    cpu = time.process_time() - cpu
-    wall = time.perf_counter() - wall
-    report = core.report()
-    events = report["events"]
-    report["checkpoint_version"] = None  # nothing is checkpointed in-process
-    report["run"] = {
-        "role": "compare",
-        "records": records_read,
-        "reviewer_answers": answered,
-        "seconds": round(wall, 3),
-        "cpu_seconds": round(cpu, 3),
-        "cpu_us_per_event": round(cpu / events * 1e6, 1) if events else None,
-        "events_per_second": round(events / wall) if wall > 0 else None,
-    }
-    return report
+    cores = [core] if core is not None else None
+    return simulate_many([config], records, delay, answer=answer, interval=interval, cores=cores)[0]
 
 
 # -- the table -----------------------------------------------------------------------------

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -15,33 +14,6 @@ from rich.table import Table
 
 from pipeline.cli.app import app
 from pipeline.cli.common import build_config, console, friendly_errors, stdout_console
-
-if TYPE_CHECKING:
-    from pipeline.config import RiverlineConfig
-    from producers.reviewer import ReviewerSpec
-    from producers.schedule import LabelDelay
-    from producers.sources import SourceOptions
-
-
-def run_job(
-    config: RiverlineConfig,
-    source: str,
-    delay: LabelDelay | None,
-    options: SourceOptions,
-    reviewer: ReviewerSpec | None,
-) -> dict[str, Any]:
-    """One config's run (in a worker process): read the source, run the core over it."""
-    from pipeline.compare import simulate
-    from producers.reviewer import SimulatedAnswers
-    from producers.sources import open_source
-
-    answer = None
-    if reviewer is not None:
-        # What the simulated reviewer knows: every record's label, by id.
-        truth = {r.id: r.label for r in open_source(source, options)}
-        answer = SimulatedAnswers(reviewer, truth).answer
-    records = open_source(source, options)
-    return simulate(config, records, delay, answer=answer, interval=options.interval)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -128,7 +100,10 @@ def compare(
     ] = None,
     jobs: Annotated[
         int | None,
-        typer.Option(help="Runs at once, one process each [default: one per core]."),
+        typer.Option(
+            help="Worker processes, each running its share of the configs over one reading "
+            "of the source [default: one per core]."
+        ),
     ] = None,
     report: Annotated[
         Path | None, typer.Option(help='Write {"runs": [one report per config]} as JSON here.')
@@ -139,6 +114,7 @@ def compare(
     ] = None,
 ) -> None:
     """Run each config over the same history in-process (no broker, no Redis) and compare."""
+    from pipeline.cli.compare_jobs import run_all
     from pipeline.compare import expand, parse_setting, summary_row
     from pipeline.config import ConfigError
     from pipeline.models import SpecError
@@ -193,15 +169,7 @@ def compare(
         highlight=False,
     )
     try:
-        if workers == 1:
-            reports = [run_job(cfg, source, delay, options, reviewer_spec) for cfg in built]
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [
-                    pool.submit(run_job, cfg, source, delay, options, reviewer_spec)
-                    for cfg in built
-                ]
-                reports = [future.result() for future in futures]
+        reports = run_all(built, source, delay, options, reviewer_spec, workers)
     except SourceError as e:
         console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         raise typer.Exit(1) from None

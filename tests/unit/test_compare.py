@@ -226,3 +226,33 @@ def test_challenger_takeover_in_the_comparison_row() -> None:
     report = simulate(cfg, open_source("river:Phishing"), LabelDelay(events=50))
     row = summary_row("c", report)
     assert (row["champion"], row["takeovers"]) == ("logreg", 1)
+
+
+def test_shared_history_and_workers_give_each_config_its_own_run() -> None:
+    """run_all over shares of configs (one reading of the source per worker and history)
+    equals each config simulated alone, the reviewer's answers included, whatever --jobs."""
+    from pipeline.cli.compare_jobs import run_all
+
+    review = {"policy": "uncertain", "confidence_below": 0.9, "budget_per_minute": None}
+    configs = [
+        config_for(validation={"labels": [False, True]}, review=review),
+        config_for(validation={"labels": [False, True]}, model={"spec": LOGREG}),
+        # Another history (the merge over two partitions): read on its own.
+        config_for(validation={"labels": [False, True]}, kafka={"partitions": 2}, review=review),
+    ]
+    options = SourceOptions(limit=300)
+    reviewer = parse_reviewer("simulated:accuracy=0.9,delay=2s,seed=3")
+    answers = SimulatedAnswers(reviewer, true_labels("river:Phishing", 300))
+    alone = [
+        simulate(c, open_source("river:Phishing", options), None, answer=answers.answer)
+        for c in configs
+    ]
+
+    def learned(report: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in report.items() if k != "run"}
+
+    assert alone[0]["review"]["answered"] > 0
+    for jobs in (1, 2):
+        runs = run_all(configs, "river:Phishing", None, options, reviewer, jobs)
+        assert [learned(r) for r in runs] == [learned(r) for r in alone]
+        assert [r["run"]["records"] for r in runs] == [r["run"]["records"] for r in alone]
