@@ -2,7 +2,8 @@
 
     pip install -r benchmarks/requirements-peer.txt
     python benchmarks/peer.py [--repeats 3] [--events 40000] [--delay 100]
-        [--apps riverline,riverline-sparse,quix] [--quix-guarantee at-least-once] [--json out.json]
+        [--apps riverline,riverline-sparse,quix] [--quix-guarantee at-least-once]
+        [--baseline APP] [--json out.json]
 
 One embedded broker for the whole run. Per run and per app, fresh topics: River's Shuttle
 (cycled to ``--events``) replayed by ``producers.replay.publish`` into the events and labels
@@ -10,10 +11,10 @@ topics, labels ``--delay`` events late, every record acknowledged before the app
 the app starts as its own process on that backlog:
 
 - ``riverline``: the real CLI, ``riverline run -c <config>``: StandardScaler |
-  LogisticRegression, checkpoints at the defaults (every 1,000 labels or 10 s), fallback,
+  LogisticRegression, checkpoints at the defaults (every 5 s or 50,000 labels), fallback,
   gating, evaluation, dead letters, exactly-once;
-- ``riverline-sparse``: the same with ``checkpoint.every_labels`` 100,000 (one checkpoint on
-  stop): how much of the time the checkpoints take;
+- ``riverline-sparse``: the same with checkpoints off but for the one on stop: how much of the
+  time the checkpoints take (``--baseline riverline-sparse`` prints each app's ratio to it);
 - ``riverline:KEY=VALUE[+KEY=VALUE]``: riverline with settings of its config changed, e.g.
   ``riverline:kafka.linger_ms=5`` (values read as YAML);
 - ``quix``: ``benchmarks/quix_peer.py`` (Quix Streams, pinned in requirements-peer.txt).
@@ -79,7 +80,10 @@ def records(n: int) -> list[SourceRecord]:
 def settings(name: str, bootstrap: str, redis_url: str, app: str) -> dict[str, Any]:
     """riverline's configuration for the job: its defaults but for the names and the model
     (and what ``app`` changes: see the module)."""
-    every_labels = 100_000 if app == "riverline-sparse" else 1000
+    # riverline-sparse: checkpoints off but for the one on stop (what they cost, by difference).
+    checkpoint: dict[str, Any] = {"secret": "bench"}
+    if app == "riverline-sparse":
+        checkpoint.update(every_labels=1_000_000_000, every_seconds=1_000_000.0)
     raw: dict[str, Any] = {
         "name": name,
         "kafka": {
@@ -91,7 +95,7 @@ def settings(name: str, bootstrap: str, redis_url: str, app: str) -> dict[str, A
         "model": {"spec": SPEC},
         "evaluation": {"metric": "Accuracy"},
         "fallback": {"default": 0},
-        "checkpoint": {"secret": "bench", "every_labels": every_labels},
+        "checkpoint": checkpoint,
     }
     _, _, changes = app.partition(":")
     for change in filter(None, changes.split("+")):
@@ -235,6 +239,9 @@ def main() -> None:
         "--quix-guarantee", choices=("at-least-once", "exactly-once"), default="at-least-once"
     )
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--baseline", default="quix", help="the app every other app's rate is a ratio of"
+    )
     args = parser.parse_args()
     GUARANTEE["quix"] = args.quix_guarantee
     apps = [a for a in args.apps.split(",") if a]
@@ -273,20 +280,21 @@ def main() -> None:
             f"{app:<17} {row['events_per_s']:>8.0f} ev/s  cpu {row['cpu_us_per_event']:>6.1f} us/ev"
             f"  ({', '.join(f'{r:.0f}' for r in row['runs'])})"
         )
-    if "quix" in results:
+    base = args.baseline
+    if base in results:
         for app in apps:
-            if app != "quix":
-                ratio = results[app]["events_per_s"] / results["quix"]["events_per_s"]
-                results[app]["ratio_to_quix"] = ratio
+            if app != base:
+                ratio = results[app]["events_per_s"] / results[base]["events_per_s"]
+                results[app][f"ratio_to_{base}"] = ratio
                 # Each round's own ratio too: a neighbour's burst slows one round's runs alike
                 # more often than it slows one app's runs in every round.
                 rounds = [
                     r["events_per_s"] / q["events_per_s"]
-                    for r, q in zip(runs[app], runs["quix"], strict=True)
+                    for r, q in zip(runs[app], runs[base], strict=True)
                 ]
-                results[app]["ratio_to_quix_by_round"] = rounds
+                results[app][f"ratio_to_{base}_by_round"] = rounds
                 print(
-                    f"{app} / quix: {ratio:.2f} x (medians); by round "
+                    f"{app} / {base}: {ratio:.2f} x (medians); by round "
                     f"{', '.join(f'{r:.2f}' for r in rounds)}, "
                     f"median {statistics.median(rounds):.2f} x"
                 )

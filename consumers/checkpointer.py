@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,7 +62,9 @@ class Checkpointer:
     consumption once ``max_unflushed_labels`` labels wait for a checkpoint (:meth:`too_far`).
 
     With ``checkpoint.background`` a write is a forked child (:meth:`start`) whose outcome
-    :meth:`collect` takes in; one at a time.
+    :meth:`collect` takes in; one at a time. Given a barrier on the outputs, the child is forked
+    at once and *held* (:attr:`holding`): it packs the state, and writes it only once the
+    writer, having seen the barrier acknowledged, says :meth:`go`.
     """
 
     def __init__(self, store: CheckpointStore, config: RiverlineConfig) -> None:
@@ -82,6 +85,9 @@ class Checkpointer:
         self._pending: tuple[Offsets, int] = ({}, 0)  # the in-flight write's offsets, labels
         self.forks = LatencyHistogram()  # what a background write costs the event path
         self.failures = 0  # background writes that did not land
+        self.barrier: Any = None  # a held write's: the outputs' mark at its snapshot
+        self.held_since = 0.0
+        self.holds = LatencyHistogram()  # how long held writes waited for the outputs
 
     # -- restore ----------------------------------------------------------------------------
 
@@ -220,12 +226,14 @@ class Checkpointer:
         meta: dict[str, Any],
         token: int | None,
         lock: threading.RLock,
+        barrier: Callable[[], Any] | None = None,
     ) -> None:
         """Fork a child that writes the state and a copy of the offsets (see
         :mod:`pipeline.checkpointing.background`); :meth:`collect` takes its outcome in.
 
         The fork happens under ``lock``: the child's copy is the state and offsets of one
-        instant, as the synchronous write's pickle is.
+        instant, as the synchronous write's pickle is. With ``barrier`` (the outputs' mark,
+        taken at that instant too) the child is held until :meth:`go`.
         """
         assert self.in_flight is None, "one background write at a time"
         started = time.perf_counter()
@@ -233,9 +241,32 @@ class Checkpointer:
             written = dict(offsets)
             labels = state.labels
             meta = {**meta, **provenance(self.config, written)}
-            self.in_flight = BackgroundSave.start(self.store, state, written, meta, token)
+            self.barrier = barrier() if barrier is not None else None
+            self.in_flight = BackgroundSave.start(
+                self.store, state, written, meta, token, held=barrier is not None
+            )
+        self.held_since = time.monotonic()
         self.forks.update((time.perf_counter() - started) * 1000.0)
         self._pending = (written, labels)
+        self.wanted = False
+
+    @property
+    def holding(self) -> bool:
+        """A held write waits for :meth:`go`."""
+        return self.in_flight is not None and self.in_flight.held
+
+    def go(self) -> None:
+        """Let the held write land: the outputs before its snapshot are acknowledged."""
+        assert self.in_flight is not None
+        self.holds.update((time.monotonic() - self.held_since) * 1000.0)
+        self.in_flight.go()
+        self.barrier = None
+
+    def drop_held(self) -> None:
+        """The outputs before the held write's snapshot could not be delivered: it must not
+        land (its offsets would skip them). Taken again at the next turn's cadence."""
+        self.abandon()
+        self.barrier = None
         self.wanted = False
 
     def collect(self, block: bool = False) -> int | None:
@@ -246,6 +277,9 @@ class Checkpointer:
         raises it from the store)."""
         if self.in_flight is None:
             return None
+        if block and self.in_flight.held:
+            # The child waits for go, and would wait for ever with its parent waiting on it.
+            raise RuntimeError("a held checkpoint write is collected only after go()")
         outcome = self.in_flight.poll(block)
         if outcome is None:
             return None

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pipeline.config import Topics
 from pipeline.kafka.outputs import DurableOutputs
 from pipeline.kafka.records import Origin
-from pipeline.kafka.transport import Producer
+from pipeline.kafka.transport import Barrier, Producer
 from pipeline.review import ReviewOutput
 from pipeline.schemas import (
     DEAD_LETTER_TEXT,
@@ -124,6 +124,13 @@ class Outputs:
         )
         value = encode_dead_letter(letter, key, origin.value, self.max_message_bytes)
         self.durable.send(self.topics.dead_letters, key, value, None)
+
+    def barrier(self) -> tuple[int, Barrier]:
+        """Mark every send so far (see :meth:`DurableOutputs.barrier`)."""
+        return self.durable.barrier()
+
+    def barrier_acknowledged(self, barrier: tuple[int, Barrier]) -> bool | None:
+        return self.durable.barrier_acknowledged(barrier)
 
     def flush(self, attempts: int | None = None) -> bool:
         """True once the broker acknowledged every send so far."""

@@ -391,22 +391,24 @@ class Writer:
                 return None  # it failed: retried on the backoff schedule
             if self.offsets == self.checkpointer.offsets:
                 return collected
-        # Outputs first: once the offsets move past a record, its outputs must be durable.
-        # A stopping writer with an unreachable broker gives up instead: without this
-        # checkpoint its records are read again on the next start, and their outputs re-sent.
-        if not self.outputs.flush(attempts=3 if self.stop.is_set() else None):
-            log.error("outputs not acknowledged by the broker: checkpoint skipped")
-            return None
         if background:
-            # The outputs of every record up to these offsets are durable: the child writes
-            # the state and offsets of this instant while the loop serves on.
+            # Asynchronous, as a Flink barrier: the child snapshots the state and offsets of
+            # this instant and packs them while the loop serves on; it writes them once the
+            # outputs sent before this instant are acknowledged (_release_held).
             self.checkpointer.start(
                 self.core.state,
                 self.offsets,
                 self.checkpoint_meta(reason),
                 self.ownership.token,
                 self.lock,
+                barrier=self.outputs.barrier,
             )
+            return None
+        # Outputs first: once the offsets move past a record, its outputs must be durable.
+        # A stopping writer with an unreachable broker gives up instead: without this
+        # checkpoint its records are read again on the next start, and their outputs re-sent.
+        if not self.outputs.flush(attempts=3 if self.stop.is_set() else None):
+            log.error("outputs not acknowledged by the broker: checkpoint skipped")
             return None
         version = self.checkpointer.write(
             self.core.state,
@@ -422,10 +424,32 @@ class Writer:
 
     def _collect_checkpoint(self, block: bool = False) -> int | None:
         """Finish a background write once its child is done (``block``: wait for it)."""
+        if self.checkpointer.holding and not self._release_held(block):
+            return None
         version = self.checkpointer.collect(block)
         if version is not None:
             self._checkpointed(version, True)
         return version
+
+    def _release_held(self, block: bool) -> bool:
+        """Let the held write land once the broker acknowledged every output sent before its
+        snapshot; True once it is told. Its offsets move past those records, so it never lands
+        before them: when some failed, the broker is slow past the delivery timeout, or the
+        caller must wait (``block``), the outputs are flushed (sent again) first, and if even
+        that fails the write is dropped."""
+        assert self.outputs is not None
+        checkpointer = self.checkpointer
+        acknowledged = self.outputs.barrier_acknowledged(checkpointer.barrier)
+        if acknowledged is None and not block:
+            held_for = time.monotonic() - checkpointer.held_since
+            if held_for < self.outputs.durable.flush_timeout_s:
+                return False
+        if not acknowledged and not self.outputs.flush(attempts=3 if self.stop.is_set() else None):
+            log.error("outputs not acknowledged by the broker: checkpoint skipped")
+            checkpointer.drop_held()
+            return False
+        checkpointer.go()
+        return True
 
     def _checkpointed(self, version: int, commit_group: bool) -> None:
         """What follows a version written, in the loop's thread: resume, commit, hooks."""
@@ -515,6 +539,8 @@ class Writer:
                 "checkpoint": self.checkpointer.milliseconds.summary(),
                 # What the event path paid for each background write (the fork).
                 "checkpoint_fork": self.checkpointer.forks.summary(),
+                # How long a held write waited for the outputs before it (not the event path).
+                "checkpoint_hold": self.checkpointer.holds.summary(),
             },
         }
         return report

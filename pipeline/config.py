@@ -529,11 +529,14 @@ class JoinConfig(_Section):
 class CheckpointConfig(_Section):
     """Checkpoints of the learning state in Redis, their signing, and the writer's lease."""
 
+    # Time first: a background checkpoint costs the event path a fork (a few ms), so a few
+    # seconds apart it costs well under 1% at any rate; a label count would make it cost more
+    # the faster the stream (benchmarks/checkpoint_cadence.py).
     every_labels: int = Field(
-        default=1000, ge=1, description="Checkpoint after this many labels learned..."
+        default=50_000, ge=1, description="Checkpoint after this many labels learned..."
     )
     every_seconds: float = Field(
-        default=10.0, gt=0, description="...or after this long, if anything was processed since."
+        default=5.0, gt=0, description="...or after this long, if anything was processed since."
     )
     keep: int = Field(default=5, ge=1, description="Checkpoint versions kept in Redis.")
     secret: SecretStr | None = Field(

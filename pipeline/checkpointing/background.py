@@ -8,6 +8,13 @@ no ``atexit`` handler, destructor or garbage collection runs in it, so it never 
 parent's Kafka clients (librdkafka's threads do not exist in a forked child). The parent serves
 on and collects the outcome with :meth:`BackgroundSave.poll`.
 
+An asynchronous checkpoint (``held``) is forked before the outputs of the records it covers are
+acknowledged, as a Flink barrier is taken before the sinks commit: the child packs the state at
+once and then waits on a second pipe. The parent says :meth:`BackgroundSave.go` once the broker
+acknowledged every output sent before the fork; until then nothing reaches Redis, and a child
+told nothing (the parent died, or the outputs failed: :meth:`BackgroundSave.kill`) writes
+nothing.
+
 A child dies with its parent (``PR_SET_PDEATHSIG`` on Linux): a SIGKILLed writer leaves no
 write behind it that could land later.
 
@@ -26,6 +33,7 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +41,10 @@ import redis
 
 from pipeline.checkpointing.store import CheckpointStore, CheckpointTooLarge, Fenced, Offsets
 
-# Exit statuses of a child: written, Redis refused or unreachable, fenced, anything else.
-WRITTEN, REDIS_ERROR, FENCED, FAILED = 0, 1, 2, 3
+# Exit statuses of a child: written, Redis refused or unreachable, fenced, anything else, and
+# not told to write (a held checkpoint whose parent went away).
+WRITTEN, REDIS_ERROR, FENCED, FAILED, NOT_TOLD = 0, 1, 2, 3, 4
+GO = b"g"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 # Fault injection for the failure-path tests: a child whose write is the Nth background write
@@ -61,10 +71,24 @@ class Outcome:
 class BackgroundSave:
     """One checkpoint write in flight in a child process."""
 
-    def __init__(self, pid: int, pipe: int, started: float) -> None:
+    def __init__(self, pid: int, pipe: int, started: float, go_pipe: int | None = None) -> None:
         self.pid = pid
         self.pipe = pipe
         self.started = started
+        self._go_pipe = go_pipe  # a held write's: written to once, to let it write
+
+    @property
+    def held(self) -> bool:
+        """Whether the child still waits for :meth:`go`."""
+        return self._go_pipe is not None
+
+    def go(self) -> None:
+        """Let a held child write: every output before its snapshot is acknowledged."""
+        if self._go_pipe is not None:
+            with contextlib.suppress(OSError):  # a child already dead reports so on poll
+                os.write(self._go_pipe, GO)
+            os.close(self._go_pipe)
+            self._go_pipe = None
 
     @classmethod
     def start(
@@ -74,8 +98,10 @@ class BackgroundSave:
         offsets: Offsets,
         meta: dict[str, Any],
         token: int | None,
+        held: bool = False,
     ) -> BackgroundSave:
-        """Fork a child that writes ``state`` and ``offsets`` as one version.
+        """Fork a child that writes ``state`` and ``offsets`` as one version; ``held``: only
+        once told :meth:`go` (it packs the state meanwhile).
 
         Call it where nothing moves the state (under the writer's lock): the fork is the
         snapshot. ``store.saves`` counts the write here, as a synchronous save does.
@@ -83,6 +109,7 @@ class BackgroundSave:
         parent = os.getpid()
         store.saves += 1
         read_end, write_end = os.pipe()
+        go_read, go_write = os.pipe() if held else (None, None)
         started = time.perf_counter()
         with warnings.catch_warnings():
             # Python 3.12+ warns about forking a threaded process: the child here only runs
@@ -91,11 +118,15 @@ class BackgroundSave:
             pid = os.fork()
         if pid == 0:  # pragma: no cover - the child; its outcome is what the tests check
             os.close(read_end)
-            status = _child(parent, store, state, offsets, meta, token, write_end)
+            if go_write is not None:
+                os.close(go_write)
+            status = _child(parent, store, state, offsets, meta, token, write_end, go_read)
             os._exit(status)
         os.close(write_end)
+        if go_read is not None:
+            os.close(go_read)
         os.set_blocking(read_end, False)
-        return cls(pid, read_end, started)
+        return cls(pid, read_end, started, go_write)
 
     def poll(self, block: bool = False) -> Outcome | None:
         """The outcome once the child has exited; None while it runs (unless ``block``)."""
@@ -123,10 +154,14 @@ class BackgroundSave:
         )
 
     def kill(self) -> None:
-        """Stop the child and reap it (a stopping or fenced writer); its write may not land."""
+        """Stop the child and reap it (a stopping or fenced writer); its write may not land.
+        A held child told nothing writes nothing."""
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
         self.poll(block=True)
+        if self._go_pipe is not None:
+            os.close(self._go_pipe)
+            self._go_pipe = None
 
 
 def _die_with_parent(parent: int) -> None:
@@ -136,6 +171,22 @@ def _die_with_parent(parent: int) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the prctl took effect
         os._exit(FAILED)
+
+
+class NotTold(Exception):
+    """A held child's parent closed the pipe without saying go (it died, or gave up)."""
+
+
+def _told(go_pipe: int | None) -> Callable[[], None] | None:
+    """The child's wait for :data:`GO` (none for a write that is not held)."""
+    if go_pipe is None:
+        return None
+
+    def wait() -> None:
+        if os.read(go_pipe, 1) != GO:
+            raise NotTold("the writer did not let this checkpoint be written")
+
+    return wait
 
 
 def _fresh_client(client: Any) -> redis.Redis:
@@ -154,6 +205,7 @@ def _child(
     meta: dict[str, Any],
     token: int | None,
     pipe: int,
+    go_pipe: int | None,
 ) -> int:  # pragma: no cover - runs in the forked child
     # No collection: a finalizer could reach a Kafka client, and it would copy every page.
     gc.disable()
@@ -171,8 +223,10 @@ def _child(
         child.saves -= 1  # counted by the parent already; save() counts it again
         if os.environ.get(FAIL_ENV) == str(store.saves):
             raise redis.ConnectionError("fault injected: background write fails")
-        version = child.save(state, offsets, meta, token=token)
+        version = child.save(state, offsets, meta, token=token, ready=_told(go_pipe))
         reply, status = {"version": version}, WRITTEN
+    except NotTold as e:
+        reply, status = {"error": str(e)}, NOT_TOLD
     except Fenced as e:
         reply, status = {"error": str(e), "fenced": True}, FENCED
     except CheckpointTooLarge as e:

@@ -23,6 +23,7 @@ import pickle
 import signal
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -172,11 +173,14 @@ class CheckpointStore(SignedVersions[Checkpoint]):
         offsets: Offsets,
         meta: dict[str, Any] | None = None,
         token: int | None = None,
+        ready: Callable[[], None] | None = None,
     ) -> int:
         """Write a new version and make it the latest, atomically; returns the version.
 
         With a fencing ``token``, the write is refused (:class:`Fenced`) if a newer writer
-        has taken the pipeline's lease since.
+        has taken the pipeline's lease since. ``ready`` is called once the state is packed,
+        before anything reaches Redis: it may wait (an asynchronous checkpoint waits there for
+        its outputs' acknowledgement) or raise to write nothing.
         """
         payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         blob = zlib.compress(payload, compression_level(payload))
@@ -192,6 +196,8 @@ class CheckpointStore(SignedVersions[Checkpoint]):
                 "a smaller model; raise checkpoint.max_bytes only as far as Redis' "
                 "proto-max-bulk-len allows"
             )
+        if ready is not None:
+            ready()
         version = int(self.client.incr(self.key("ckpt:counter")))
         meta = {
             **(meta or {}),

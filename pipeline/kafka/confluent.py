@@ -31,6 +31,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from pipeline.config import KafkaConfig
 from pipeline.kafka.transport import (
     DELIVERY_TIMEOUT_MS,
+    Barrier,
     FlushTimeout,
     Headers,
     OnDelivery,
@@ -438,44 +439,42 @@ _PURGED_REPORTS_S = 30.0
 
 
 class _TrackedSender:
-    """:class:`pipeline.kafka.transport.TrackedSender`: one delivery callback for every record,
-    a failed record read back from its report (an acknowledgement costs one call).
+    """:class:`pipeline.kafka.transport.TrackedSender`: one delivery callback for the records
+    between two barriers, a failed record read back from its report (an acknowledgement costs
+    one call and a count).
 
     Every record produced gets exactly one delivery report, served by ``poll``/``flush`` on this
     thread; so once the producer holds nothing (a flush returned, or a purge's reports were
-    served) the failures collected are all the records not acknowledged.
+    served) the failures collected are all the records not acknowledged. A barrier closes the
+    current epoch: it holds once every epoch up to it has as many reports as records.
     """
 
     def __init__(self, client: Producer, queued: Callable[..., None], unserved: list[int]) -> None:
         self._client = client
-        failed: list[Output] = []
-        self._failed = failed
-
-        def report(error: KafkaError | None, message: Message) -> None:
-            if error is not None:
-                at = message.partition()  # -1: failed before its partition was chosen
-                if at is not None and at < 0:
-                    at = None
-                # A produced message has its topic and value.
-                failed.append((message.topic(), message.key(), message.value(), at))  # type: ignore[arg-type]
+        self._failed: list[Output] = []
+        self._epochs: list[_Epoch] = []  # closed by a barrier, some report still awaited
 
         # produce() positionally (its keywords cost a third of its time): topic, value, key,
         # partition, callback. Called directly, not through ``queued`` (its call and argument
         # packing were a third of a send's time), which only steps in when the local queue is
         # full; the record is counted as ``queued`` counts it.
         produce, poll = client.produce, client.poll
+        current = [_Epoch(self._failed)]  # the next record's epoch (a barrier moves it)
+        self._current = current
 
         def send(topic: str, key: bytes | None, value: bytes, partition: int | None) -> None:
             at = -1 if partition is None else partition
+            epoch = current[0]
             try:
-                produce(topic, value, key, at, report)
+                produce(topic, value, key, at, epoch.report)
             except BufferError:
-                queued(topic, value, key, at, report)  # waits for room; counts the record
-                return
-            unserved[0] += 1
-            if unserved[0] >= 1000:
-                unserved[0] = 0
-                poll(0)  # serve delivery reports as we go
+                queued(topic, value, key, at, epoch.report)  # waits for room; counts the record
+            else:
+                unserved[0] += 1
+                if unserved[0] >= 1000:
+                    unserved[0] = 0
+                    poll(0)  # serve delivery reports as we go
+            epoch.sent += 1
 
         self.send: SendOutput = send
 
@@ -486,7 +485,54 @@ class _TrackedSender:
             raise TransportError(f"{left} records neither acknowledged nor reported failed")
         failed = self._failed[:]
         del self._failed[:]
+        # All reported, the failures handed over: DurableOutputs knows its barriers are past,
+        # and the records sent from now on start clean.
+        self._epochs.clear()
+        self._current[0] = _Epoch(self._failed)
         return failed
+
+    def barrier(self) -> Barrier:
+        closed = self._current[0]
+        self._epochs.append(closed)
+        self._current[0] = _Epoch(self._failed)
+        epochs, poll = self._epochs, self._client.poll
+
+        def acknowledged() -> bool | None:
+            poll(0)  # serve the reports that arrived
+            while epochs and epochs[0].settled():
+                if epochs[0].failures:
+                    return False
+                if epochs.pop(0) is closed:
+                    return True
+            if closed not in epochs:  # settled earlier, by another barrier's check
+                return closed.failures == 0
+            return False if any(e.failures for e in epochs[: epochs.index(closed) + 1]) else None
+
+        return acknowledged
+
+
+class _Epoch:
+    """The records sent between two barriers: how many, and how many were reported."""
+
+    __slots__ = ("failures", "report", "reported", "sent")
+
+    def __init__(self, failed: list[Output]) -> None:
+        self.sent = self.reported = self.failures = 0
+
+        def report(error: KafkaError | None, message: Message) -> None:
+            self.reported += 1
+            if error is not None:
+                self.failures += 1
+                at = message.partition()  # -1: failed before its partition was chosen
+                if at is not None and at < 0:
+                    at = None
+                # A produced message has its topic and value.
+                failed.append((message.topic(), message.key(), message.value(), at))  # type: ignore[arg-type]
+
+        self.report = report
+
+    def settled(self) -> bool:
+        return self.reported >= self.sent
 
 
 class _Report:

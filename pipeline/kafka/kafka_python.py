@@ -28,6 +28,7 @@ from pipeline import shortcuts
 from pipeline.config import KafkaConfig
 from pipeline.kafka.transport import (
     DELIVERY_TIMEOUT_MS,
+    Barrier,
     FlushTimeout,
     Headers,
     OnDelivery,
@@ -784,6 +785,24 @@ class _TrackedSender:
         if split:
             self._appender[0] = self._producer._record_appender()
         return missing
+
+    def barrier(self) -> Barrier:
+        # The futures of what was sent so far (a batch's is shared by its records): settled
+        # once each is done. Records appended to the same open batch after the barrier only
+        # make it wait for that batch, which the linger sends anyway.
+        futures = list({id(k[0]): k[0] for k in self._kept}.values())
+
+        def acknowledged() -> bool | None:
+            while futures:
+                future = futures[-1]
+                if not future.is_done:
+                    return None
+                if not _acknowledged(future):
+                    return False
+                futures.pop()
+            return True
+
+        return acknowledged
 
 
 class KafkaPythonTransport:

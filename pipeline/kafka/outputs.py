@@ -19,7 +19,14 @@ import logging
 import time
 from collections.abc import Callable
 
-from pipeline.kafka.transport import FlushTimeout, Output, Producer, SendOutput, TrackedSender
+from pipeline.kafka.transport import (
+    Barrier,
+    FlushTimeout,
+    Output,
+    Producer,
+    SendOutput,
+    TrackedSender,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +82,8 @@ class DurableOutputs:
         self.resent = 0
         # Known not acknowledged, to be sent again by the next flush.
         self._unacknowledged: list[Output] = []
+        self._barriers = 0  # barriers taken so far
+        self._flushed_through = 0  # the barriers a flush has since covered
         self._use(make_producer())
 
     def _use(self, producer: Producer) -> None:
@@ -99,6 +108,7 @@ class DurableOutputs:
             else:
                 self._unacknowledged.extend(self._tracked.unacknowledged())
             if not self._unacknowledged:
+                self._flushed_through = self._barriers
                 return True
             tried += 1
             if attempts is not None and tried > attempts:
@@ -114,6 +124,22 @@ class DurableOutputs:
             send = self.send
             for topic, key, value, partition in again:
                 send(topic, key, value, partition)
+
+    def barrier(self) -> tuple[int, Barrier]:
+        """Mark everything sent so far, without waiting (an asynchronous checkpoint's
+        snapshot); :meth:`barrier_acknowledged` tells when the broker holds all of it."""
+        self._barriers += 1
+        if self._unacknowledged:  # known failed already: only a flush sends them again
+            return self._barriers, lambda: False
+        return self._barriers, self._tracked.barrier()
+
+    def barrier_acknowledged(self, barrier: tuple[int, Barrier]) -> bool | None:
+        """True once everything sent before ``barrier`` is acknowledged; False if some of it
+        failed (a :meth:`flush` sends it again); None while it is in flight."""
+        number, check = barrier
+        if number <= self._flushed_through:  # a flush since then returned: all acknowledged
+            return True
+        return check()
 
     def _replace_producer(self) -> None:
         # Aborted, the stuck producer reports everything it held as not acknowledged: sent again

@@ -38,6 +38,10 @@ Send = Callable[[str, bytes, bytes, int | None, Headers, int], None]
 Output = tuple[str, bytes | None, bytes, int | None]
 SendOutput = Callable[[str, bytes | None, bytes, int | None], None]
 
+# A barrier's check: True once every record sent before it is acknowledged, False once one of
+# them failed (the next flush sends it again), None while some are in flight.
+Barrier = Callable[[], bool | None]
+
 # After this long a send has succeeded or failed; a flush that takes much longer is stuck.
 # kafka-python requires it above linger_ms + request_timeout_ms (30 s by default).
 DELIVERY_TIMEOUT_MS = 60_000
@@ -139,6 +143,11 @@ class TrackedSender(Protocol):
         """The records sent since the last call that the broker did not acknowledge (failed,
         or never answered), in the order sent; forgotten here. Exact once the producer's
         :meth:`~Producer.flush` returned, or after its :meth:`~Producer.abort`."""
+        ...
+
+    def barrier(self) -> Barrier:
+        """Marks the records sent so far (an asynchronous checkpoint's snapshot): the check
+        returned tells, without waiting, whether the broker acknowledged them all."""
         ...
 
 

@@ -66,6 +66,8 @@ def test_a_failed_background_write_is_retried_and_the_run_stays_exact(
     report = consume(cfg)
     run = report["run"]
     assert run["latency_ms"]["checkpoint_fork"]["count"] >= 3  # written from forked children
+    # Each held until the outputs before its snapshot were acknowledged, then let go.
+    assert run["latency_ms"]["checkpoint_hold"]["count"] >= 3
     assert run["checkpoint_failures"] == 1
     assert run["redis_healthy"] and run["checkpoints"] >= 3
     store = CheckpointStore(connect(cfg.redis.url), cfg.name, TEST_SECRET.encode())

@@ -27,10 +27,12 @@ def test_variants_reach_the_config() -> None:
         return load_config(None, raw, environ={})
 
     default, sparse = loaded("riverline"), loaded("riverline-sparse")
-    assert default.checkpoint.every_labels == 1000
-    assert sparse.checkpoint.every_labels == 100_000
+    defaults = load_config(None, {"checkpoint": {"insecure": True}}, environ={}).checkpoint
+    assert default.checkpoint.every_labels == defaults.every_labels
+    assert default.checkpoint.every_seconds == defaults.every_seconds
+    assert sparse.checkpoint.every_labels >= 1_000_000 and sparse.checkpoint.every_seconds >= 1e5
     assert default.kafka.topics.predictions == "p.predictions"
     varied = loaded("riverline:kafka.linger_ms=5+checkpoint.every_seconds=2.5")
     assert varied.kafka.linger_ms == 5
     assert varied.checkpoint.every_seconds == 2.5
-    assert varied.checkpoint.every_labels == 1000
+    assert varied.checkpoint.every_labels == defaults.every_labels
