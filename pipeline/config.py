@@ -564,8 +564,9 @@ class CheckpointConfig(_Section):
     background: bool = Field(
         default=True,
         description="Write checkpoints from a forked child (POSIX), as Redis's BGSAVE: serving "
-        "pauses for the fork, not for the pickle and the Redis write. The final checkpoint on "
-        "stop and --reset stay synchronous.",
+        "pauses for the fork, not for the outputs' acknowledgement, the pickle or the Redis "
+        "write (the child writes once the outputs before its snapshot are acknowledged). The "
+        "final checkpoint on stop and --reset stay synchronous.",
     )
 
     def secret_bytes(self) -> bytes | None:
