@@ -12,7 +12,8 @@ rounds) on fresh topics, all probed the same way:
   ``bare``: a confluent-kafka loop that reads the events topic and produces one small record
   per event, with riverline's own client settings (riverline's transport: fetch wait 5 ms,
   linger 1 ms, acks all), no riverline in between; ``bare-labels``: the same loop also
-  subscribed to the labels topic (which it ignores), as riverline must be; ``riverline``: the
+  subscribed to the labels topic (which it ignores), as riverline must be; ``bare-split``: the
+  labels read by a second consumer of its own instead (one partition per fetch); ``riverline``: the
   real CLI, ``riverline run`` (StandardScaler | LogisticRegression), ``--set`` applied, and
   for ``riverline:section.field=value+...`` those settings too (e.g.
   ``riverline:ordering.serve=immediate``);
@@ -73,19 +74,35 @@ def wait_assigned(consumer: Any, topics: list[str]) -> None:
         consumer.poll(100)
 
 
-def bare(bootstrap: str, events: str, labels: str | None, predictions: str, idle_s: float) -> None:
+def bare(
+    bootstrap: str,
+    events: str,
+    labels: str | None,
+    predictions: str,
+    idle_s: float,
+    split: bool = False,
+) -> None:
     """Read events, produce one small record per event, keyed by the event's key; nothing else.
 
+    ``labels``: read that topic too (and drop it), in the same consumer, or (``split``) in a
+    second consumer of its own, polled without waiting after each poll of the events.
     Exits after ``idle_s`` without records once something came."""
     transport = make_transport(kafka_config(bootstrap), bootstrap)
     consumer = transport.consumer(f"bare-{uuid.uuid4().hex[:8]}")
     producer = transport.producer()
     send = producer.sender(lambda error: print(f"not delivered: {error}", file=sys.stderr))
+    beside = None
+    if labels and split:
+        beside = transport.consumer(f"bare-labels-{uuid.uuid4().hex[:8]}")
+        wait_assigned(beside, [labels])
+        labels = None
     wait_assigned(consumer, [events] + ([labels] if labels else []))
     print(READY, flush=True)
     last: float | None = None
     while last is None or time.monotonic() - last < idle_s:
         batches = consumer.poll(100)
+        if beside is not None:
+            beside.poll(0)  # read and dropped, as in the loop below
         for (topic, _), records in batches.items():
             if topic != events:
                 continue  # labels are read, as riverline reads them, and not used
@@ -96,6 +113,8 @@ def bare(bootstrap: str, events: str, labels: str | None, predictions: str, idle
     producer.flush(30)
     producer.close()
     consumer.close()
+    if beside is not None:
+        beside.close()
 
 
 def reader(bootstrap: str, topic: str, expect: int, out: str, idle_s: float) -> None:
@@ -271,9 +290,10 @@ def one_run(
             env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERLINE_")}
             served = Process(argv, "assigned [", env)
         else:
-            labels = topics["labels"] if server == "bare-labels" else ""
+            labels = topics["labels"] if server in ("bare-labels", "bare-split") else ""
+            role = "bare-split" if server == "bare-split" else "bare"
             served = Process(
-                python("bare", bootstrap, topics["events"], labels, topics["predictions"], "3"),
+                python(role, bootstrap, topics["events"], labels, topics["predictions"], "3"),
                 READY,
             )
         served.wait_marker(120)
@@ -321,9 +341,9 @@ def quantiles(values: list[float]) -> dict[str, Any]:
 
 def internal(argv: list[str]) -> None:
     role, *rest = argv
-    if role == "bare":
+    if role in ("bare", "bare-split"):
         bootstrap, events, labels, predictions, idle = rest
-        bare(bootstrap, events, labels or None, predictions, float(idle))
+        bare(bootstrap, events, labels or None, predictions, float(idle), role == "bare-split")
     elif role == "reader":
         bootstrap, topic, expect, out, idle = rest
         reader(bootstrap, topic, int(expect), out, float(idle))

@@ -125,6 +125,10 @@ class Outputs:
         value = encode_dead_letter(letter, key, origin.value, self.max_message_bytes)
         self.durable.send(self.topics.dead_letters, key, value, None)
 
+    @property
+    def marks_without_waiting(self) -> bool:
+        return self.durable.marks_without_waiting
+
     def barrier(self) -> tuple[int, Barrier]:
         """Mark every send so far (see :meth:`DurableOutputs.barrier`)."""
         return self.durable.barrier()

@@ -391,24 +391,26 @@ class Writer:
                 return None  # it failed: retried on the backoff schedule
             if self.offsets == self.checkpointer.offsets:
                 return collected
+        # Asynchronous where the client tells acknowledgements without waiting (confluent),
+        # as a Flink barrier: the child snapshots the state and offsets of this instant and
+        # packs them while the loop serves on, and writes once the outputs sent before this
+        # instant are acknowledged (_release_held). Otherwise outputs first: once the offsets
+        # move past a record, its outputs must be durable. A stopping writer with an
+        # unreachable broker gives up instead: without this checkpoint its records are read
+        # again on the next start, and their outputs re-sent.
+        held = background and self.outputs.marks_without_waiting
+        if not held and not self.outputs.flush(attempts=3 if self.stop.is_set() else None):
+            log.error("outputs not acknowledged by the broker: checkpoint skipped")
+            return None
         if background:
-            # Asynchronous, as a Flink barrier: the child snapshots the state and offsets of
-            # this instant and packs them while the loop serves on; it writes them once the
-            # outputs sent before this instant are acknowledged (_release_held).
             self.checkpointer.start(
                 self.core.state,
                 self.offsets,
                 self.checkpoint_meta(reason),
                 self.ownership.token,
                 self.lock,
-                barrier=self.outputs.barrier,
+                barrier=self.outputs.barrier if held else None,
             )
-            return None
-        # Outputs first: once the offsets move past a record, its outputs must be durable.
-        # A stopping writer with an unreachable broker gives up instead: without this
-        # checkpoint its records are read again on the next start, and their outputs re-sent.
-        if not self.outputs.flush(attempts=3 if self.stop.is_set() else None):
-            log.error("outputs not acknowledged by the broker: checkpoint skipped")
             return None
         version = self.checkpointer.write(
             self.core.state,

@@ -449,6 +449,8 @@ class _TrackedSender:
     current epoch: it holds once every epoch up to it has as many reports as records.
     """
 
+    barriers = True
+
     def __init__(self, client: Producer, queued: Callable[..., None], unserved: list[int]) -> None:
         self._client = client
         self._failed: list[Output] = []

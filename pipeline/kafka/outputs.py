@@ -125,13 +125,20 @@ class DurableOutputs:
             for topic, key, value, partition in again:
                 send(topic, key, value, partition)
 
+    @property
+    def marks_without_waiting(self) -> bool:
+        """Whether :meth:`barrier` works with this producer's client (confluent-kafka's
+        delivery reports; not kafka-python: see its tracked sender)."""
+        return self._tracked.barriers
+
     def barrier(self) -> tuple[int, Barrier]:
         """Mark everything sent so far, without waiting (an asynchronous checkpoint's
         snapshot); :meth:`barrier_acknowledged` tells when the broker holds all of it."""
         self._barriers += 1
-        if self._unacknowledged:  # known failed already: only a flush sends them again
+        check = self._tracked.barrier()
+        if check is None or self._unacknowledged:  # known failed: only a flush resends them
             return self._barriers, lambda: False
-        return self._barriers, self._tracked.barrier()
+        return self._barriers, check
 
     def barrier_acknowledged(self, barrier: tuple[int, Barrier]) -> bool | None:
         """True once everything sent before ``barrier`` is acknowledged; False if some of it

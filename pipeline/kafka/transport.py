@@ -138,6 +138,7 @@ class TrackedSender(Protocol):
     ours per record, and nothing done per acknowledgement outside the client."""
 
     send: SendOutput
+    barriers: bool  # whether barrier() marks without waiting (else it returns None)
 
     def unacknowledged(self) -> list[Output]:
         """The records sent since the last call that the broker did not acknowledge (failed,
@@ -145,9 +146,10 @@ class TrackedSender(Protocol):
         :meth:`~Producer.flush` returned, or after its :meth:`~Producer.abort`."""
         ...
 
-    def barrier(self) -> Barrier:
+    def barrier(self) -> Barrier | None:
         """Marks the records sent so far (an asynchronous checkpoint's snapshot): the check
-        returned tells, without waiting, whether the broker acknowledged them all."""
+        returned tells, without waiting, whether the broker acknowledged them all. None where
+        the client cannot tell that without waiting (then a checkpoint flushes first)."""
         ...
 
 
