@@ -16,7 +16,9 @@ rounds) on fresh topics, all probed the same way:
   labels read by a second consumer of its own instead (one partition per fetch); ``riverline``: the
   real CLI, ``riverline run`` (StandardScaler | LogisticRegression), ``--set`` applied, and
   for ``riverline:section.field=value+...`` those settings too (e.g.
-  ``riverline:ordering.serve=immediate``);
+  ``riverline:ordering.serve=immediate``); ``riverline-split``: the split deployment, a
+  ``riverline learner`` and a ``riverline predictor`` (which reads the events only), the
+  predictor's predictions timed;
 - a reader, a third process, reads the predictions topic and notes each record's arrival
   (its wall clock).
 
@@ -277,18 +279,30 @@ def one_run(
     probe = Process(python("reader", bootstrap, topics["predictions"], str(count), out, "5"), READY)
     config_path: str | None = None
     served: Process | None = None
+    learner: Process | None = None  # riverline-split's: reads labels and predictions
     try:
         probe.wait_marker(60)
-        if server == "riverline":
+        if server in ("riverline", "riverline-split"):
             raw = riverline_config(name, bootstrap, redis_url, overrides)
             fd, config_path = tempfile.mkstemp(prefix="riverline-outside-", suffix=".json")
             os.write(fd, json.dumps(raw).encode())  # YAML is a superset of JSON
             os.close(fd)
             load_config(config_path, environ={})  # a bad --set fails here, not in the child
-            argv = [str(Path(sys.executable).parent / "riverline"), "run", "--config",
-                    config_path, "--until-idle", "5", "--log-level", "INFO"]  # fmt: skip
             env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERLINE_")}
-            served = Process(argv, "assigned [", env)
+
+            def role(command: str) -> Process:
+                argv = [str(Path(sys.executable).parent / "riverline"), command, "--config",
+                        config_path or "", "--until-idle", "5", "--log-level", "INFO"]  # fmt: skip
+                return Process(argv, "assigned [", env)
+
+            if server == "riverline-split":
+                # The split deployment: the predictor reads the events only; the learner reads
+                # the labels and the published predictions.
+                learner = role("learner")
+                learner.wait_marker(120)
+                served = role("predictor")
+            else:
+                served = role("run")
         else:
             labels = topics["labels"] if server in ("bare-labels", "bare-split") else ""
             role = "bare-split" if server == "bare-split" else "bare"
@@ -309,7 +323,9 @@ def one_run(
             raise RuntimeError(f"no reader output; {server}:\n" + "".join(served.lines[-40:]))
         arrived = json.loads(Path(out).read_text())
     finally:
-        for child in (probe, served):
+        if learner is not None:
+            learner.wait(120)
+        for child in (probe, served, learner):
             if child is not None and child.proc.poll() is None:
                 child.proc.kill()
         Path(out).unlink(missing_ok=True)
