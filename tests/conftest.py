@@ -9,6 +9,7 @@ which prefixes its Redis keys and its topics, and only those keys are deleted af
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from pipeline.config import RiverlineConfig, load_config
+from pipeline.kafka.embedded import BrokerUnavailable, EmbeddedBroker, broker_binary
 
 TEST_SECRET = "riverline-test-secret"
 
@@ -61,7 +63,6 @@ def _start_backends(stack: ExitStack) -> Backends:
         return Backends(
             kafka_c.get_bootstrap_server(), f"redis://{host}:{port}/0", "testcontainers"
         )
-    from pipeline.kafka.embedded import EmbeddedBroker
     from pipeline.state.redis_client import resolve_redis_url
 
     if not kafka:
@@ -162,3 +163,17 @@ def make_config(
 
     yield build
     delete_pipelines(backends, set(names))
+
+
+@pytest.fixture
+def stoppable_broker() -> Iterator[EmbeddedBroker]:
+    """An embedded broker of the test's own, to stop (SIGSTOP) and resume; resumed at the end
+    whatever the test did. Skips where the broker binary is not available."""
+    try:
+        broker_binary()
+    except BrokerUnavailable as e:
+        pytest.skip(f"needs the embedded broker to stop it: {e}")
+    with EmbeddedBroker() as running:
+        assert running.process is not None
+        yield running
+        os.kill(running.process.pid, signal.SIGCONT)

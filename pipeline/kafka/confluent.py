@@ -454,7 +454,7 @@ class _TrackedSender:
     def __init__(self, client: Producer, queued: Callable[..., None], unserved: list[int]) -> None:
         self._client = client
         self._failed: list[Output] = []
-        self._epochs: list[_Epoch] = []  # closed by a barrier, some report still awaited
+        self._epochs: list[_Epoch] = []  # closed by barriers, not known all acknowledged
 
         # produce() positionally (its keywords cost a third of its time): topic, value, key,
         # partition, callback. Called directly, not through ``queued`` (its call and argument
@@ -495,20 +495,18 @@ class _TrackedSender:
 
     def barrier(self) -> Barrier:
         closed = self._current[0]
-        self._epochs.append(closed)
         self._current[0] = _Epoch(self._failed)
-        epochs, poll = self._epochs, self._client.poll
+        # What the barrier waits for: this epoch and every earlier one still unreported or
+        # with failures not yet sent again (unacknowledged() hands those over and clears this).
+        pending = [e for e in self._epochs if e.failures or not e.settled()] + [closed]
+        self._epochs[:] = pending
+        poll = self._client.poll
 
         def acknowledged() -> bool | None:
             poll(0)  # serve the reports that arrived
-            while epochs and epochs[0].settled():
-                if epochs[0].failures:
-                    return False
-                if epochs.pop(0) is closed:
-                    return True
-            if closed not in epochs:  # settled earlier, by another barrier's check
-                return closed.failures == 0
-            return False if any(e.failures for e in epochs[: epochs.index(closed) + 1]) else None
+            if any(e.failures for e in pending):
+                return False
+            return True if all(e.settled() for e in pending) else None
 
         return acknowledged
 

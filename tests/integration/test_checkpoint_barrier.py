@@ -23,7 +23,7 @@ import pytest
 from consumers.checkpointer import Checkpointer
 from pipeline.checkpointing.store import CheckpointStore
 from pipeline.config import KafkaConfig, load_config
-from pipeline.kafka.embedded import BrokerUnavailable, EmbeddedBroker, broker_binary
+from pipeline.kafka.embedded import EmbeddedBroker
 from pipeline.kafka.outputs import DurableOutputs
 from pipeline.kafka.transport import confluent_installed, make_transport
 from pipeline.state.redis_client import connect
@@ -40,20 +40,9 @@ def settle(check: Callable[[], bool | None], seconds: float) -> bool | None:
     return answer
 
 
-@pytest.fixture
-def broker() -> Iterator[EmbeddedBroker]:
-    try:
-        broker_binary()
-    except BrokerUnavailable as e:
-        pytest.skip(f"needs the embedded broker to stop it: {e}")
-    with EmbeddedBroker() as running:
-        assert running.process is not None
-        yield running
-        os.kill(running.process.pid, signal.SIGCONT)
-
-
-def test_kafka_python_cannot_mark_without_waiting(broker: EmbeddedBroker) -> None:
+def test_kafka_python_cannot_mark_without_waiting(stoppable_broker: EmbeddedBroker) -> None:
     """kafka-python's writer flushes before it forks (see its tracked sender's barrier)."""
+    broker = stoppable_broker
     config = KafkaConfig(bootstrap=broker.bootstrap, client="kafka-python")
     transport = make_transport(config, broker.bootstrap)
     outputs = DurableOutputs(transport.producer, backoff_s=0.1)
@@ -67,9 +56,9 @@ def test_kafka_python_cannot_mark_without_waiting(broker: EmbeddedBroker) -> Non
 
 @pytest.mark.skipif(not confluent_installed(), reason="confluent-kafka not installed")
 def test_a_barrier_waits_for_a_held_broker_and_fails_with_expired_records(
-    broker: EmbeddedBroker,
+    stoppable_broker: EmbeddedBroker,
 ) -> None:
-    client = "confluent"
+    client, broker = "confluent", stoppable_broker
     assert broker.process is not None
     config = KafkaConfig(bootstrap=broker.bootstrap, client=client, partitions=3)
     transport = make_transport(config, broker.bootstrap)

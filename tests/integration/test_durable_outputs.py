@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pipeline.config import KafkaConfig
-from pipeline.kafka.embedded import BrokerUnavailable, EmbeddedBroker, broker_binary
+from pipeline.kafka.embedded import EmbeddedBroker
 from pipeline.kafka.outputs import DurableOutputs
 from pipeline.kafka.transport import confluent_installed, make_transport
 from tests.integration.helpers import read_topic
@@ -33,52 +33,50 @@ MODES: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("mode", sorted(MODES))
 @pytest.mark.parametrize("client", CLIENTS)
-def test_outputs_sent_while_the_broker_stops_answering_all_arrive(client: str, mode: str) -> None:
+def test_outputs_sent_while_the_broker_stops_answering_all_arrive(
+    client: str, mode: str, stoppable_broker: EmbeddedBroker
+) -> None:
+    broker = stoppable_broker
+    assert broker.process is not None
+    config = KafkaConfig(bootstrap=broker.bootstrap, client=client, partitions=3)
+    transport = make_transport(config, broker.bootstrap)
+    topic = f"durable-{client}-{mode}"
+    transport.ensure_topics([topic])
+    settings = MODES[mode]
+    outputs = DurableOutputs(
+        lambda: transport.producer(**settings["producer"]),
+        backoff_s=0.1,
+        flush_timeout_s=settings["flush_timeout_s"],
+    )
+    sent: set[bytes] = set()
+
+    def send(count: int) -> None:
+        for _ in range(count):
+            n = len(sent)
+            value = b"%d" % n
+            # Explicit partitions, the key's partition and (dead letters) no key at all.
+            key = None if n % 5 == 0 else b"key-%d" % n
+            outputs.send(topic, key, value, n % 3 if n % 2 else None)
+            sent.add(value)
+
+    send(2000)
+    assert outputs.flush()
+    first = outputs.producer
+    os.kill(broker.process.pid, signal.SIGSTOP)
     try:
-        broker_binary()
-    except BrokerUnavailable as e:
-        pytest.skip(f"needs the embedded broker to stop it: {e}")
-    with EmbeddedBroker() as broker:
-        assert broker.process is not None
-        config = KafkaConfig(bootstrap=broker.bootstrap, client=client, partitions=3)
-        transport = make_transport(config, broker.bootstrap)
-        topic = f"durable-{client}-{mode}"
-        transport.ensure_topics([topic])
-        settings = MODES[mode]
-        outputs = DurableOutputs(
-            lambda: transport.producer(**settings["producer"]),
-            backoff_s=0.1,
-            flush_timeout_s=settings["flush_timeout_s"],
-        )
-        sent: set[bytes] = set()
-
-        def send(count: int) -> None:
-            for _ in range(count):
-                n = len(sent)
-                value = b"%d" % n
-                # Explicit partitions, the key's partition and (dead letters) no key at all.
-                key = None if n % 5 == 0 else b"key-%d" % n
-                outputs.send(topic, key, value, n % 3 if n % 2 else None)
-                sent.add(value)
-
-        send(2000)
+        send(12_000)  # past the tracked sender's trimming (kafka-python)
+        resume = threading.Timer(5.0, os.kill, (broker.process.pid, signal.SIGCONT))
+        resume.start()
         assert outputs.flush()
-        first = outputs.producer
-        os.kill(broker.process.pid, signal.SIGSTOP)
-        try:
-            send(12_000)  # past the tracked sender's trimming (kafka-python)
-            resume = threading.Timer(5.0, os.kill, (broker.process.pid, signal.SIGCONT))
-            resume.start()
-            assert outputs.flush()
-            resume.join()
-        finally:
-            os.kill(broker.process.pid, signal.SIGCONT)
-        assert outputs.resent >= 1
-        if mode == "stuck":
-            assert outputs.producer is not first
-        send(500)
-        assert outputs.flush()
-        outputs.close()
-        delivered = {r.value for r in read_topic(broker.bootstrap, topic)}
-        # A duplicate is allowed, a loss never.
-        assert sent <= delivered
+        resume.join()
+    finally:
+        os.kill(broker.process.pid, signal.SIGCONT)
+    assert outputs.resent >= 1
+    if mode == "stuck":
+        assert outputs.producer is not first
+    send(500)
+    assert outputs.flush()
+    outputs.close()
+    delivered = {r.value for r in read_topic(broker.bootstrap, topic)}
+    # A duplicate is allowed, a loss never.
+    assert sent <= delivered
