@@ -11,15 +11,18 @@ round to round so that a busy neighbour weighs on each alike:
   merged (the same objects compare feeds it), under the consumer's GC policy, in CPU time;
 - ``compare x1``: compare's runner (what ``riverline compare`` calls) for one config, in-process,
   CPU time: ratio ``core / compare`` per event is how close compare comes (1.0: no overhead);
+- ``x1 jobs 1`` / ``x1 jobs 2``: the same in wall time, with ``--jobs 1`` (all in-process) and
+  ``--jobs 2`` (a second process reads the history), against the core's own loop in wall time;
 - ``jobs 1`` / ``jobs 2`` over 2 and 4 configs (gating margins 0.01-0.1: the same work each),
   wall time, workers included: the speed-up is ``jobs 1 / jobs 2``.
 
 Medians over ``--repeats`` rounds (at least 3), and the load average before and after: on a
 machine shared with other work, only ratios within one run mean anything; the speed-ups are
 also given fastest run against fastest run, what two cores give when a neighbour lets them.
-``PYTHONPATH`` picks the tree measured; on a tree from before issue 21's speed work (no
-``run_all``), the CLI's old path (a process per config) is timed instead, so old and new trees
-run the same script.
+``--spec`` names another model (the default is about the lightest River has: the heavier
+the model, the more the core's own cost dominates). ``PYTHONPATH`` picks the tree measured;
+on a tree from before issue 21's speed work (no ``run_all``), the CLI's old path (a process
+per config) is timed instead, so old and new trees run the same script.
 """
 
 from __future__ import annotations
@@ -64,12 +67,12 @@ def write_history(path: Path, events: int) -> None:
             f.write(json.dumps({"id": str(i), "ts": float(i), **x, "label": y}) + "\n")
 
 
-def config(margin: float) -> RiverlineConfig:
+def config(margin: float, spec: str = SPEC) -> RiverlineConfig:
     return load_config(
         None,
         {
             "name": f"compare-speed-{margin}",
-            "model": {"spec": SPEC},
+            "model": {"spec": spec},
             "evaluation": {"metric": "Accuracy"},
             "fallback": {"default": False},
             "gating": {"min_labels": 200, "window": 500, "margin": margin},
@@ -119,6 +122,12 @@ def merged(cfg: RiverlineConfig, source: str, options: SourceOptions) -> list[An
 
 def core_cpu(cfg: RiverlineConfig, parsed: list[Any]) -> float:
     """The bare loop: one core over the merged records, the consumer's GC, CPU seconds."""
+    return core_times(cfg, parsed)[1]
+
+
+def core_times(cfg: RiverlineConfig, parsed: list[Any]) -> tuple[float, float]:
+    """The bare loop: one core over the merged records, the consumer's GC; wall and CPU
+    seconds."""
     from consumers.gc_policy import tune_for_streaming
 
     core = LearningCore.from_config(cfg)
@@ -126,13 +135,13 @@ def core_cpu(cfg: RiverlineConfig, parsed: list[Any]) -> float:
     threshold = gc.get_threshold()
     tune_for_streaming()
     try:
-        started = time.process_time()
+        wall, started = time.perf_counter(), time.process_time()
         for item in parsed:
             if type(item) is Event:
                 on_event(item)
             elif type(item) is Label:
                 on_label(item)
-        return time.process_time() - started
+        return time.perf_counter() - wall, time.process_time() - started
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
@@ -153,10 +162,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--spec", default=SPEC, help="the model (heavier: the core dominates)")
     args = parser.parse_args()
     repeats = max(3, args.repeats)
     run = runner()
-    configs = [config(m) for m in MARGINS]
+    configs = [config(m, args.spec) for m in MARGINS]
     with tempfile.TemporaryDirectory() as tmp:
         source = str(Path(tmp) / "bananas.jsonl")
         write_history(Path(source), args.events)
@@ -165,7 +175,10 @@ def main() -> None:
         events = sum(1 for p in parsed if type(p) is Event)
         stages: dict[str, Callable[[], float]] = {
             "core_cpu": lambda: core_cpu(configs[0], parsed),
+            "core_wall": lambda: core_times(configs[0], parsed)[0],
             "compare_x1_cpu": lambda: timed(run, configs[:1], source, options, 1)[1],
+            "x1_jobs1_wall": lambda: timed(run, configs[:1], source, options, 1)[0],
+            "x1_jobs2_wall": lambda: timed(run, configs[:1], source, options, 2)[0],
             "x2_jobs1_wall": lambda: timed(run, configs[:2], source, options, 1)[0],
             "x2_jobs2_wall": lambda: timed(run, configs[:2], source, options, 2)[0],
             "x4_jobs1_wall": lambda: timed(run, configs, source, options, 1)[0],
@@ -183,6 +196,7 @@ def main() -> None:
     us = {name: med[name] / events * 1e6 for name in med}
     result = {
         "tree": "run_all" if "pipeline.cli.compare_jobs" in sys.modules else "process per config",
+        "spec": args.spec,
         "events": events,
         "repeats": repeats,
         "load_before": load_before,
@@ -191,6 +205,21 @@ def main() -> None:
         "core_events_per_second": round(events / med["core_cpu"]),
         "compare_x1_events_per_second": round(events / med["compare_x1_cpu"]),
         "compare_x1_over_core_rate": round(med["core_cpu"] / med["compare_x1_cpu"], 2),
+        # One config with a second process reading the history: its rate in wall time
+        # against the core's own in wall time (both processes' CPU is in the reports).
+        "compare_x1_jobs1_over_core_wall": round(med["core_wall"] / med["x1_jobs1_wall"], 2),
+        "compare_x1_jobs2_over_core_wall": round(med["core_wall"] / med["x1_jobs2_wall"], 2),
+        "compare_x1_jobs2_events_per_second": round(events / med["x1_jobs2_wall"]),
+        # The same ratios taken within each round (the machine's speed drifts between rounds).
+        "per_round_median": {
+            f"core_wall_over_{stage}": round(
+                statistics.median(
+                    c / x for c, x in zip(seconds["core_wall"], seconds[stage], strict=True)
+                ),
+                2,
+            )
+            for stage in ("x1_jobs1_wall", "x1_jobs2_wall")
+        },
         "speedup_jobs2_x2": round(med["x2_jobs1_wall"] / med["x2_jobs2_wall"], 2),
         "speedup_jobs2_x4": round(med["x4_jobs1_wall"] / med["x4_jobs2_wall"], 2),
         # Fastest against fastest: what two free cores give, where a neighbour came and went.

@@ -28,7 +28,7 @@ import heapq
 import itertools
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,8 +46,10 @@ from producers.sources import SourceRecord
 __all__ = [
     "Grid",
     "Setting",
+    "charge",
     "consumer_order",
     "expand",
+    "merged_chunks",
     "parse_setting",
     "simulate",
     "simulate_many",
@@ -295,6 +297,20 @@ class _Run:
         return report
 
 
+def merged_chunks(
+    config: RiverlineConfig,
+    records: Iterable[SourceRecord],
+    delay: LabelDelay | None,
+    validator: Validator,
+    interval: float = 1.0,
+) -> Iterator[list[Item]]:
+    """The consumer's order of a replay of ``records`` (:func:`consumer_order`), a stretch of
+    :data:`CHUNK` records at a time: what :func:`simulate_many` feeds its cores."""
+    order = iter(consumer_order(config, records, delay, validator, interval))
+    while chunk := list(itertools.islice(order, CHUNK)):
+        yield chunk
+
+
 def simulate_many(
     configs: Sequence[RiverlineConfig],
     records: Iterable[SourceRecord],
@@ -303,6 +319,7 @@ def simulate_many(
     answer: Callable[[ReviewRequest], Label | None] | None = None,
     interval: float = 1.0,
     cores: Sequence[LearningCore] | None = None,
+    chunks: Iterable[list[Item]] | None = None,
 ) -> list[dict[str, Any]]:
     """:func:`simulate` for several configs over one reading of ``records``: each stretch of
     the replay is parsed and merged once, then fed to every core in turn. Each report is the
@@ -311,6 +328,9 @@ def simulate_many(
     :func:`~pipeline.compare_order.history_key` (ValueError otherwise). The cores share the
     parsed records (frozen), as River's own loop hands one ``x`` to predict and learn: a model
     that changed its input in place would be wrong there already.
+
+    ``chunks``: the :func:`merged_chunks` of ``records`` made elsewhere (another process reads
+    the history: :mod:`pipeline.cli.compare_jobs`); ``records`` is then not read.
 
     >>> from producers.sources import open_source, SourceOptions
     >>> from pipeline.config import load_config
@@ -335,22 +355,33 @@ def simulate_many(
         _Run(core, Validator(c.validation, regression=not core.classifier), answer)
         for c, core in zip(configs, cores, strict=True)
     ]
-    order = iter(consumer_order(configs[0], records, delay, runs[0].validator, interval))
+    if chunks is None:
+        chunks = merged_chunks(configs[0], records, delay, runs[0].validator, interval)
+    stretches = iter(chunks)
     share = 1 / len(runs)
     while True:
         wall, cpu = time.perf_counter(), time.process_time()
-        chunk = list(itertools.islice(order, CHUNK))
+        chunk = next(stretches, None)
         cpu, wall = (time.process_time() - cpu) * share, (time.perf_counter() - wall) * share
         for run in runs:
             run.cpu += cpu
             run.wall += wall
-        if not chunk:
+        if chunk is None:
             break
         for run in runs:
             run.feed(chunk)
     for run in runs:
         run.finish()
     return [run.report() for run in runs]
+
+
+def charge(report: dict[str, Any], cpu_seconds: float) -> None:
+    """Add CPU time spent for this run in another process (its share of the reading, when a
+    process of its own read the history) to the report's ``run`` figures."""
+    run = report["run"]
+    run["cpu_seconds"] = round(run["cpu_seconds"] + cpu_seconds, 3)
+    events = report["events"]
+    run["cpu_us_per_event"] = round(run["cpu_seconds"] / events * 1e6, 1) if events else None
 
 
 def simulate(

@@ -101,8 +101,8 @@ def compare(
     jobs: Annotated[
         int | None,
         typer.Option(
-            help="Worker processes, each running its share of the configs over one reading "
-            "of the source [default: one per core]."
+            help="Worker processes, each running its share of the configs; with 2 or more, "
+            "one more process reads the history for them all [default: one per core]."
         ),
     ] = None,
     report: Annotated[
@@ -156,7 +156,8 @@ def compare(
                 built.append(build_config(one.path, extra=one.overrides()))
             except (ConfigError, SpecError) as e:
                 raise ConfigError(f"{one.name}: {e}" if len(grid) > 1 else str(e)) from None
-    workers = min(jobs or os.cpu_count() or 1, len(grid))
+    jobs = jobs or os.cpu_count() or 1
+    workers = min(jobs, len(grid))
     try:
         # A source that cannot be opened is said once, here, not by every worker.
         next(open_source(source, replace(options, limit=1)), None)
@@ -165,11 +166,12 @@ def compare(
         raise typer.Exit(2 if isinstance(e, NoLabelColumn) else 1) from None
     console.print(
         f"comparing {len(grid)} config{'s' if len(grid) > 1 else ''} on {source} "
-        f"(label delay {label_delay}), {workers} at a time",
+        f"(label delay {label_delay}), {workers} at a time"
+        + (", the history read in a process of its own" if jobs > 1 else ""),
         highlight=False,
     )
     try:
-        reports = run_all(built, source, delay, options, reviewer_spec, workers)
+        reports = run_all(built, source, delay, options, reviewer_spec, jobs)
     except SourceError as e:
         console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         raise typer.Exit(1) from None

@@ -166,6 +166,12 @@ class TcpProxy:
                 client.close()
                 continue
             with self._lock:
+                if self._server is not server:
+                    # Cut while this one was being connected (a wider window under load): it
+                    # must not outlive the cut, as a client that got through would.
+                    client.close()
+                    upstream.close()
+                    return
                 self._sockets.update((client, upstream))
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
@@ -182,11 +188,11 @@ class TcpProxy:
             s.close()
 
     def cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
         with self._lock:
+            server, self._server = self._server, None
             sockets, self._sockets = self._sockets, set()
+        if server is not None:
+            server.close()
         for s in sockets:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)

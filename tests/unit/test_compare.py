@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import multiprocessing
+import os
 from typing import Any
 
 import pytest
@@ -14,7 +17,7 @@ from pipeline.models import make_metric, parse_model_spec
 from pipeline.schemas import Event, Label
 from producers.reviewer import SimulatedAnswers, parse_reviewer, true_labels
 from producers.schedule import LabelDelay, parse_delay, schedule
-from producers.sources import SourceOptions, open_source
+from producers.sources import SourceError, SourceOptions, open_source
 
 LOGREG = "preprocessing.StandardScaler | linear_model.LogisticRegression"
 
@@ -252,7 +255,68 @@ def test_shared_history_and_workers_give_each_config_its_own_run() -> None:
         return {k: v for k, v in report.items() if k != "run"}
 
     assert alone[0]["review"]["answered"] > 0
-    for jobs in (1, 2):
-        runs = run_all(configs, "river:Phishing", None, options, reviewer, jobs)
-        assert [learned(r) for r in runs] == [learned(r) for r in alone]
-        assert [r["run"]["records"] for r in runs] == [r["run"]["records"] for r in alone]
+    # 1: all here; 2: two workers reading for themselves, one with a config of each history;
+    # 4: three workers and a process reading for them; one config read beside its worker.
+    for jobs, chosen in ((1, configs), (2, configs), (4, configs), (2, configs[1:2])):
+        runs = run_all(chosen, "river:Phishing", None, options, reviewer, jobs)
+        expected = alone if len(chosen) == 3 else alone[1:2]
+        assert [learned(r) for r in runs] == [learned(r) for r in expected]
+        assert [r["run"]["records"] for r in runs] == [r["run"]["records"] for r in expected]
+        # Each run's CPU includes its share of the reading, wherever that was done.
+        assert all(r["run"]["cpu_us_per_event"] > 0 for r in runs)
+
+
+def bananas_file(tmp_path: Any, rows: int, bad_line: int | None = None) -> str:
+    path = tmp_path / "bananas.jsonl"
+    lines = []
+    for i, (x, y) in zip(range(rows), datasets.Bananas(), strict=False):
+        lines.append(json.dumps({"id": str(i), "ts": float(i), **x, "label": y}))
+    if bad_line is not None:
+        lines[bad_line - 1] = '{"id": "bad", "ts": '
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_a_bad_row_read_in_the_reader_process_stops_the_comparison(tmp_path: Any) -> None:
+    """A SourceError (--on-error stop) reaches the caller as it would from a run here, naming
+    the line, whoever read it (2: the workers; 3: a process reading for them); no process is
+    left behind."""
+    from pipeline.cli.compare_jobs import run_all
+
+    source = bananas_file(tmp_path, 3000, bad_line=2500)
+    configs = [config_for(), config_for(model={"spec": LOGREG})]
+    for jobs in (1, 2, 3):
+        with pytest.raises(SourceError, match="line 2500: not valid JSON"):
+            run_all(configs, source, LabelDelay(events=10), SourceOptions(), None, jobs)
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.parametrize("who", ["reader", "worker"])
+def test_a_process_that_dies_stops_the_comparison_with_its_name(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, who: str
+) -> None:
+    """A reader or worker killed mid-run (here: leaving with exit code 3, as the OOM killer
+    would with its own) is an error naming it, not a hang or a report short of records."""
+    from pipeline.cli import compare_jobs
+
+    def leave(*args: Any, **kwargs: Any) -> Any:
+        os._exit(3)
+
+    # Patched here, inherited by the forked children: only the one that calls it leaves.
+    monkeypatch.setattr(compare_jobs._Plan, "chunks" if who == "reader" else "run", leave)
+    source = bananas_file(tmp_path, 2000)
+    expected = (
+        "the process reading the history stopped"
+        if who == "reader"
+        else r"compare worker \d of 2 stopped \(exit code 3\)"
+    )
+    with pytest.raises(RuntimeError, match=expected):
+        compare_jobs.run_all(
+            [config_for(), config_for(model={"spec": LOGREG})],
+            source,
+            LabelDelay(events=10),
+            SourceOptions(),
+            None,
+            3,  # two workers and a reader
+        )
+    assert multiprocessing.active_children() == []
