@@ -101,8 +101,9 @@ def compare(
     jobs: Annotated[
         int | None,
         typer.Option(
-            help="Worker processes, each running its share of the configs; with 2 or more, "
-            "one more process reads the history for them all [default: one per core]."
+            help="Worker processes, each running its share of the configs over one reading "
+            "of the source; with fewer configs than jobs, one more process reads it for them "
+            "[default: one per core]."
         ),
     ] = None,
     report: Annotated[
@@ -114,7 +115,7 @@ def compare(
     ] = None,
 ) -> None:
     """Run each config over the same history in-process (no broker, no Redis) and compare."""
-    from pipeline.cli.compare_jobs import run_all
+    from pipeline.cli.compare_jobs import reads_apart, run_all
     from pipeline.compare import expand, parse_setting, summary_row
     from pipeline.config import ConfigError
     from pipeline.models import SpecError
@@ -167,7 +168,7 @@ def compare(
     console.print(
         f"comparing {len(grid)} config{'s' if len(grid) > 1 else ''} on {source} "
         f"(label delay {label_delay}), {workers} at a time"
-        + (", the history read in a process of its own" if jobs > 1 else ""),
+        + (", the history read in a process of its own" if reads_apart(jobs, len(grid)) else ""),
         highlight=False,
     )
     try:

@@ -118,6 +118,21 @@ class _Plan:
         )
 
 
+def forks() -> bool:
+    """Whether this platform can fork (workers start with this process's imports and cores)."""
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def reads_apart(jobs: int, configs: int) -> bool:
+    """Whether a process of its own reads the history for the workers: when they leave a core
+    idle (fewer configs than jobs) and the platform can fork.
+
+    >>> reads_apart(2, 1) == forks(), reads_apart(2, 2), reads_apart(1, 1)
+    (True, False, False)
+    """
+    return 1 <= configs < jobs and forks()
+
+
 def run_all(
     configs: Sequence[RiverlineConfig],
     source: str,
@@ -132,12 +147,11 @@ def run_all(
     # Frozen before forking: a child's collections then leave the parent's objects alone,
     # rather than touching (and so copying) every page of them.
     with streaming_gc():
-        if jobs > 1 and configs and "fork" in multiprocessing.get_all_start_methods():
+        if jobs > 1 and configs and forks():
             # A core the workers leave idle reads the history for them; with none to spare, a
-            # reader would only add its packing and their unpacking (measured: ~15% slower
+            # reader would only add its packing and their unpacking (measured: 15-20% slower
             # over 4 configs on 2 cores), so each worker reads for itself.
-            workers = min(jobs, len(configs))
-            return _forked(plan, workers, reader=workers < jobs)
+            return _forked(plan, min(jobs, len(configs)), reader=reads_apart(jobs, len(configs)))
         reports: list[dict[str, Any]] = [{} for _ in configs]
         for group in plan.groups:
             for i, report in zip(group, plan.run(group, plan.chunks(group)), strict=True):
