@@ -48,11 +48,14 @@ def listens(pid: int, port: int) -> bool | None:
     >>> with socket.socket() as s:
     ...     s.bind(("127.0.0.1", 0)); s.listen()
     ...     port = s.getsockname()[1]
-    ...     listens(os.getpid(), port) in (True, None), listens(os.getpid(), free_port())
-    (True, False)
+    ...     mine, other = listens(os.getpid(), port), listens(os.getpid(), free_port())
+    >>> (mine, other) in ((True, False), (None, None))  # None: not Linux
+    True
     """
+    if not Path("/proc/self/fd").is_dir():
+        return None  # no /proc (not Linux): cannot tell
+    listening = set()
     try:
-        listening = set()
         for table in ("tcp", "tcp6"):
             lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
             for line in lines:
@@ -61,8 +64,10 @@ def listens(pid: int, port: int) -> bool | None:
                 if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
                     listening.add(f"socket:[{fields[9]}]")
         fds = list(Path(f"/proc/{pid}/fd").iterdir())
-    except (OSError, IndexError, ValueError):
-        return None
+    except OSError:
+        return False  # gone (a process that failed to bind leaves), or none of ours to read
+    except (IndexError, ValueError):
+        return None  # a table this does not read
     for fd in fds:
         try:
             if os.readlink(fd) in listening:
