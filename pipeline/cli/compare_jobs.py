@@ -142,7 +142,8 @@ def run_all(
     jobs: int,
 ) -> list[dict[str, Any]]:
     """Every config's report, in the order given: with ``jobs`` 1 all in this process, with
-    more over ``min(jobs, len(configs))`` workers and a process reading the history for them."""
+    more over ``min(jobs, len(configs))`` workers, and a process reading the history for them
+    when that leaves a core idle (:func:`reads_apart`)."""
     plan = _Plan(configs, source, delay, options, reviewer)
     # Frozen before forking: a child's collections then leave the parent's objects alone,
     # rather than touching (and so copying) every page of them.
@@ -152,11 +153,7 @@ def run_all(
             # reader would only add its packing and their unpacking (measured: 15-20% slower
             # over 4 configs on 2 cores), so each worker reads for itself.
             return _forked(plan, min(jobs, len(configs)), reader=reads_apart(jobs, len(configs)))
-        reports: list[dict[str, Any]] = [{} for _ in configs]
-        for group in plan.groups:
-            for i, report in zip(group, plan.run(group, plan.chunks(group)), strict=True):
-                reports[i] = report
-        return reports
+        return _run_share(plan, list(range(len(configs))), None)
 
 
 def _forked(plan: _Plan, workers: int, reader: bool) -> list[dict[str, Any]]:
@@ -299,6 +296,27 @@ class _Received:
                 raise pickle.loads(body)
 
 
+def _run_share(plan: _Plan, share: list[int], receive: Connection | None) -> list[dict[str, Any]]:
+    """The reports of the configs in ``share``, in its order, group by group: over the
+    records received from the reader (each run then charged its share of the reader's CPU),
+    or, with ``receive`` None, read in this process."""
+    from pipeline.compare import charge
+
+    reports: dict[int, dict[str, Any]] = {}
+    for group in plan.groups:
+        members = [i for i in group if i in share]
+        if not members:
+            continue
+        received = None if receive is None else _Received(receive)
+        chunks = plan.chunks(group) if received is None else received
+        # run() reads the records to the end before it reports: received.cpu is known then.
+        for i, report in zip(members, plan.run(members, chunks), strict=True):
+            if received is not None:
+                charge(report, received.cpu)
+            reports[i] = report
+    return [reports[i] for i in share]
+
+
 def _work(
     plan: _Plan,
     share: list[int],
@@ -308,24 +326,8 @@ def _work(
 ) -> None:
     """A worker's process: its share of each group's configs, over the records received
     from the reader (or, with ``receive`` None, read here)."""
-    from pipeline.compare import charge
-
     _only([result] if receive is None else [receive, result], ends)
     try:
-        reports: dict[int, dict[str, Any]] = {}
-        for group in plan.groups:
-            members = [i for i in group if i in share]
-            if not members:
-                continue
-            if receive is None:
-                for i, report in zip(members, plan.run(members, plan.chunks(group)), strict=True):
-                    reports[i] = report
-                continue
-            received = _Received(receive)
-            for i, report in zip(members, plan.run(members, received), strict=True):
-                reports[i] = report
-            for i in members:
-                charge(reports[i], received.cpu)
-        result.send_bytes(_REPORTS + pickle.dumps([reports[i] for i in share]))
+        result.send_bytes(_REPORTS + pickle.dumps(_run_share(plan, share, receive)))
     except BaseException as e:
         result.send_bytes(_ERROR + _pickled_error(e, "compare worker"))

@@ -107,8 +107,7 @@ class EmbeddedBroker:
     ) -> None:
         self.port_given = port is not None
         self.port = port or free_port()
-        # Clients connect where the broker advertises itself: a proxy in front of it, in tests.
-        self.advertised_port = advertised_port or self.port
+        self._advertised_port = advertised_port
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
@@ -116,6 +115,12 @@ class EmbeddedBroker:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def advertised_port(self) -> int:
+        """Where clients are told to connect: the broker's own port, unless one was given (a
+        proxy in front of it, in tests)."""
+        return self._advertised_port or self.port
 
     def start(self) -> EmbeddedBroker:
         """Start the broker and wait until it listens; on a free port of its choosing, another
@@ -125,10 +130,7 @@ class EmbeddedBroker:
                 return self
             if self.port_given:
                 break
-            if self.advertised_port == self.port:
-                self.advertised_port = 0
             self.port = free_port()
-            self.advertised_port = self.advertised_port or self.port
         raise BrokerUnavailable(
             f"the embedded broker could not listen on {self.bootstrap}: another process holds "
             f"the port; its log is {self.log_path}"
